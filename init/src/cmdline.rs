@@ -1,0 +1,105 @@
+//! The kernel command line: the `gantry.*` parameters PID 1 reads.
+
+use gantry_updater::Slot;
+
+/// What PID 1 takes from the kernel command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootParams {
+    /// The slot GRUB booted (`gantry.slot=A`); `None` when booted without GRUB.
+    pub slot: Option<Slot>,
+    /// A host name that overrides the image's (`gantry.hostname=`).
+    pub hostname: Option<String>,
+    /// Parameters that start with `gantry.` but mean nothing to this version, or carry a
+    /// value it cannot use: logged, never fatal.
+    pub ignored: Vec<String>,
+}
+
+impl BootParams {
+    pub fn parse(cmdline: &str) -> Self {
+        let mut params = BootParams::default();
+        for word in split(cmdline) {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            match key {
+                "gantry.slot" => match value.parse() {
+                    Ok(slot) => params.slot = Some(slot),
+                    Err(_) => params.ignored.push(word),
+                },
+                "gantry.hostname" => params.hostname = Some(value.to_owned()),
+                k if k.starts_with("gantry.") => params.ignored.push(word),
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
+/// Splits a command line into parameters the way the kernel does: on spaces, except inside
+/// double quotes, which are removed.
+fn split(cmdline: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Whether `name` is a valid host name: dot-separated labels of 1 to 63 letters, digits and
+/// inner hyphens, 253 characters at most (RFC 1123).
+pub fn valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_slot_and_hostname_between_quoted_parameters() {
+        let p = BootParams::parse(
+            "console=ttyS0 \"dm-mod.create=vroot,,,ro,0 8 verity 1 a b\" gantry.slot=B \
+             gantry.hostname=node-1 gantry.future=1\n",
+        );
+        assert_eq!(p.slot, Some(Slot::B));
+        assert_eq!(p.hostname.as_deref(), Some("node-1"));
+        assert_eq!(p.ignored, vec!["gantry.future=1".to_owned()]);
+    }
+
+    #[test]
+    fn a_bad_slot_is_ignored_not_fatal() {
+        let p = BootParams::parse("gantry.slot=Z");
+        assert_eq!(p.slot, None);
+        assert_eq!(p.ignored, vec!["gantry.slot=Z".to_owned()]);
+    }
+
+    #[test]
+    fn hostnames_follow_rfc_1123() {
+        assert!(valid_hostname("gantry"));
+        assert!(valid_hostname("node-1.example"));
+        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", &"x".repeat(64)] {
+            assert!(!valid_hostname(bad), "{bad:?}");
+        }
+    }
+}

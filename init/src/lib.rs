@@ -1,0 +1,27 @@
+//! Gantry's PID 1.
+//!
+//! The binary (`gantry-init`, installed as `/sbin/init`) mounts the API file systems, sends
+//! its log to the serial console, sets the host name, prints the [`READY_MARKER`], and then
+//! lives in one loop: it reads signals from a `signalfd`, reaps every child, and turns
+//! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
+//! It never exits and never panics out of its loop.
+//!
+//! The library holds the pieces the binary is made of, each testable on its own; system
+//! calls a test cannot make sit behind small traits ([`mounts::MountOps`]).
+
+pub mod cmdline;
+pub mod console;
+pub mod mounts;
+pub mod power_button;
+pub mod reaper;
+pub mod shutdown;
+
+/// The line PID 1 logs once the machine is up; tests and operators wait for it. It is
+/// followed by `version=… slot=… boot_ms=…` (milliseconds since the kernel started).
+pub const READY_MARKER: &str = "gantry-init: ready";
+
+/// Logged before the final `reboot(2)` of an orderly shutdown.
+pub const SHUTDOWN_MARKER: &str = "gantry-init: shutdown complete";
+
+/// Gantry's version, as the image and its `/etc/os-release` carry it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
