@@ -1,0 +1,272 @@
+//! The image definition: a TOML file in the repository (`images/gantry.toml`) that says what
+//! goes into an image. Unknown keys are refused; every error names the key.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDefinition {
+    /// Image name: the output files are `<name>.img` and `<name>.qcow2`.
+    pub name: String,
+    /// OS version, written to `/etc/os-release` and logged by PID 1.
+    pub version: String,
+    /// Host name written to `/etc/hostname` (the machine config may override it).
+    pub hostname: String,
+    /// Every file in the image gets this time (seconds since the epoch), so that builds
+    /// are reproducible.
+    pub source_date_epoch: u64,
+    pub kernel: Kernel,
+    pub disk: Disk,
+    /// Binaries of this workspace, built static, and where they go in the root.
+    #[serde(default, rename = "binary")]
+    pub binaries: Vec<Binary>,
+    /// Files from the repository, and where they go in the root.
+    #[serde(default, rename = "file")]
+    pub files: Vec<File>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// The kernel source tarball (Debian's `linux-source-6.1` package installs it).
+    pub source: PathBuf,
+    /// Parameters before the ones the build adds (root, dm-verity, slot).
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    pub esp_mib: u64,
+    /// Each of ROOT-A and ROOT-B.
+    pub root_mib: u64,
+    pub data_mib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Binary {
+    /// Cargo package.
+    pub package: String,
+    /// Binary target within the package.
+    pub bin: String,
+    /// Absolute path inside the image.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Path relative to the definition's directory.
+    pub source: PathBuf,
+    /// Absolute path inside the image.
+    pub path: String,
+    /// Unix permission bits.
+    pub mode: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("cannot read image definition {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image definition {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("image definition {path}: {key}: {value:?} {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl ImageDefinition {
+    pub fn load(path: &Path) -> Result<Self, DefinitionError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DefinitionError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, DefinitionError> {
+        let def: Self = toml::from_str(text).map_err(|e| DefinitionError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        def.validate(path)?;
+        Ok(def)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), DefinitionError> {
+        let invalid = |key: String, value: &str, reason| DefinitionError::Invalid {
+            path: path.to_owned(),
+            key,
+            value: value.to_owned(),
+            reason,
+        };
+        let simple = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+        };
+        if !simple(&self.name) {
+            return Err(invalid("name".into(), &self.name, "must be [A-Za-z0-9._+-]+"));
+        }
+        if !simple(&self.version) {
+            return Err(invalid(
+                "version".into(),
+                &self.version,
+                "must be [A-Za-z0-9._+-]+",
+            ));
+        }
+        for (key, mib, min) in [
+            ("disk.esp_mib", self.disk.esp_mib, 34),
+            ("disk.root_mib", self.disk.root_mib, 8),
+            ("disk.data_mib", self.disk.data_mib, 8),
+        ] {
+            if !(min..=1 << 20).contains(&mib) {
+                return Err(invalid(
+                    key.into(),
+                    &mib.to_string(),
+                    "is out of range (ESP at least 34, others at least 8, at most 1 TiB)",
+                ));
+            }
+        }
+        if self.kernel.cmdline.contains(['"', '\n']) {
+            return Err(invalid(
+                "kernel.cmdline".into(),
+                &self.kernel.cmdline,
+                "must not contain quotes or newlines",
+            ));
+        }
+        let mut targets: Vec<&str> = Vec::new();
+        let entries = self
+            .binaries
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("binary[{i}].path"), b.path.as_str()))
+            .chain(
+                self.files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (format!("file[{i}].path"), f.path.as_str())),
+            );
+        for (key, target) in entries {
+            if !is_clean_absolute(target) {
+                return Err(invalid(
+                    key,
+                    target,
+                    "must be an absolute path without '.' or '..'",
+                ));
+            }
+            if targets.contains(&target) {
+                return Err(invalid(key, target, "is given twice"));
+            }
+            targets.push(target);
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if f.mode > 0o7777 {
+                return Err(invalid(
+                    format!("file[{i}].mode"),
+                    &format!("{:o}", f.mode),
+                    "is not a permission mode",
+                ));
+            }
+            if f.source.is_absolute()
+                || f.source.components().any(|c| c == Component::ParentDir)
+            {
+                return Err(invalid(
+                    format!("file[{i}].source"),
+                    &f.source.display().to_string(),
+                    "must be relative to the definition and stay inside its directory",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/a/b`: absolute, no `.`/`..`/empty components, not the root itself.
+pub(crate) fn is_clean_absolute(p: &str) -> bool {
+    p.len() > 1
+        && p.starts_with('/')
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "gantry"
+version = "0.1.0"
+hostname = "gantry"
+source_date_epoch = 1700000000
+[kernel]
+source = "/usr/src/linux-source-6.1.tar.xz"
+cmdline = "console=ttyS0"
+[disk]
+esp_mib = 64
+root_mib = 128
+data_mib = 64
+[[binary]]
+package = "gantry-init"
+bin = "gantry-init"
+path = "/sbin/init"
+"#;
+
+    fn parse(text: &str) -> Result<ImageDefinition, DefinitionError> {
+        ImageDefinition::parse(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn parses_the_shipped_definition() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/gantry.toml");
+        let def = ImageDefinition::load(&path).unwrap();
+        assert_eq!(def.name, "gantry");
+        assert!(def.binaries.iter().any(|b| b.path == "/sbin/init"));
+    }
+
+    #[test]
+    fn parses_a_minimal_definition() {
+        let def = parse(GOOD).unwrap();
+        assert_eq!(def.disk.root_mib, 128);
+        assert_eq!(def.binaries[0].path, "/sbin/init");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = parse(&GOOD.replace("[disk]", "[disk]\nsize = 3")).unwrap_err();
+        assert!(err.to_string().contains("unknown field `size`"), "{err}");
+    }
+
+    #[test]
+    fn paths_that_escape_are_refused_with_their_key() {
+        let err = parse(&GOOD.replace("/sbin/init", "/sbin/../init")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "image definition t.toml: binary[0].path: \"/sbin/../init\" must be an \
+             absolute path without '.' or '..'"
+        );
+        let err = parse(&format!(
+            "{GOOD}[[file]]\nsource = \"../x\"\npath = \"/etc/x\"\nmode = 0o644\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("file[0].source"), "{err}");
+    }
+
+    #[test]
+    fn sizes_out_of_range_are_refused() {
+        let err = parse(&GOOD.replace("esp_mib = 64", "esp_mib = 1")).unwrap_err();
+        assert!(err.to_string().contains("disk.esp_mib"), "{err}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The EFI system partition: GRUB as `EFI/BOOT/BOOTX64.EFI`, the boot script, `grubenv`,
+//! and slot A's kernel and command line. Made with `mkfs.vfat` and mtools on a plain file,
+//! with a fixed volume id and every timestamp at the build's epoch.
+
+use std::path::{Path, PathBuf};
+
+use gantry_updater::grubenv::GrubEnv;
+use gantry_updater::Slot;
+
+use crate::grub;
+use crate::tool::{self, Invocation, ToolError};
+
+const GRUB_MODULE_DIR: &str = "/usr/lib/grub/x86_64-efi";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EspError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("grubenv: {0}")]
+    Grubenv(#[from] gantry_updater::grubenv::GrubenvError),
+}
+
+/// What goes on the ESP.
+#[derive(Debug)]
+pub struct EspContents<'a> {
+    pub kernel: &'a Path,
+    pub slot_a_args: &'a [String],
+    pub version: &'a str,
+    pub volume_id: &'a str,
+    pub size_mib: u64,
+    pub epoch: u64,
+}
+
+/// Builds the ESP image at `out`; `work` holds intermediate files.
+pub fn build(c: &EspContents<'_>, work: &Path, out: &Path) -> Result<(), EspError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| EspError::Io { path, source }
+    };
+    std::fs::create_dir_all(work).map_err(io(work))?;
+    let early = work.join("early.cfg");
+    std::fs::write(&early, grub::early_config()).map_err(io(&early))?;
+    let efi = work.join("BOOTX64.EFI");
+    tool::GRUB_MKIMAGE
+        .cmd()
+        .arg("-O")
+        .arg("x86_64-efi")
+        .arg("-d")
+        .arg(GRUB_MODULE_DIR)
+        .arg("-p")
+        .arg(grub::PREFIX)
+        .arg("-c")
+        .arg(&early)
+        .arg("-o")
+        .arg(&efi)
+        .args(grub::MODULES)
+        .run()?;
+    let files: Vec<(PathBuf, String)> = vec![
+        (efi, "/EFI/BOOT/BOOTX64.EFI".into()),
+        (
+            write(work, "grub.cfg", grub::boot_script().as_bytes())?,
+            format!("{}/grub.cfg", grub::PREFIX),
+        ),
+        (
+            write(work, "grubenv", &GrubEnv::initial(Slot::A).to_block()?)?,
+            format!("{}/grubenv", grub::PREFIX),
+        ),
+        (c.kernel.to_owned(), format!("{}/A/vmlinuz", grub::PREFIX)),
+        (
+            write(
+                work,
+                "boot-A.cfg",
+                grub::slot_config(Slot::A, c.version, c.slot_a_args).as_bytes(),
+            )?,
+            format!("{}/A/boot.cfg", grub::PREFIX),
+        ),
+    ];
+
+    let _ = std::fs::remove_file(out);
+    with_epoch(tool::MKFS_VFAT.cmd(), c.epoch)
+        .arg("--invariant")
+        .arg("-C")
+        .arg("-F")
+        .arg("32")
+        .arg("-i")
+        .arg(c.volume_id)
+        .arg("-n")
+        .arg("GANTRY-ESP")
+        .arg(out)
+        .arg((c.size_mib * 1024).to_string())
+        .run()?;
+    let dirs = [
+        "/EFI",
+        "/EFI/BOOT",
+        grub::PREFIX,
+        &format!("{}/A", grub::PREFIX),
+        &format!("{}/B", grub::PREFIX),
+    ];
+    with_epoch(tool::MMD.cmd(), c.epoch)
+        .arg("-i")
+        .arg(out)
+        .args(dirs.iter().map(|d| format!("::{d}")))
+        .run()?;
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.epoch);
+    for (src, dest) in files {
+        // mcopy -m keeps the source's mtime: make it the epoch (on a copy, not the cache).
+        let staged = work.join("stage.tmp");
+        std::fs::copy(&src, &staged).map_err(io(&src))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&staged)
+            .and_then(|f| f.set_modified(mtime))
+            .map_err(io(&staged))?;
+        with_epoch(tool::MCOPY.cmd(), c.epoch)
+            .arg("-m")
+            .arg("-i")
+            .arg(out)
+            .arg(&staged)
+            .arg(format!("::{dest}"))
+            .run()?;
+    }
+    Ok(())
+}
+
+fn with_epoch(cmd: Invocation, epoch: u64) -> Invocation {
+    cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("MTOOLS_SKIP_CHECK", "1")
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, EspError> {
+    let p = dir.join(name);
+    std::fs::write(&p, data).map_err(|source| EspError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    Ok(p)
+}

@@ -1,0 +1,110 @@
+//! The root file system: a staging directory with the skeleton, `/etc` files and binaries,
+//! packed by `mkfs.erofs` with fixed timestamps, owner and UUID. No shell goes in.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::definition::ImageDefinition;
+use crate::tool::{self, ToolError};
+
+/// Directories every Gantry root has: mount points for the API file systems and `/var`.
+const SKELETON: &[(&str, u32)] = &[
+    ("dev", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("run", 0o755),
+    ("tmp", 0o1777),
+    ("var", 0o755),
+    ("etc", 0o755),
+    ("sbin", 0o755),
+    ("usr", 0o755),
+    ("usr/bin", 0o755),
+    ("usr/lib", 0o755),
+    ("root", 0o700),
+    ("mnt", 0o755),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("staging {path}: {source}")]
+    Stage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+}
+
+/// A file to place in the root: where from, where to, with which mode.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub source: PathBuf,
+    pub path: String,
+    pub mode: u32,
+}
+
+/// Fills `staging` (emptied first) with the skeleton, the generated `/etc` files and
+/// `entries`.
+pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result<(), RootfsError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RootfsError::Stage { path, source }
+    };
+    if staging.exists() {
+        std::fs::remove_dir_all(staging).map_err(err(staging))?;
+    }
+    std::fs::create_dir_all(staging).map_err(err(staging))?;
+    set_mode(staging, 0o755).map_err(err(staging))?;
+    for (dir, mode) in SKELETON {
+        let p = staging.join(dir);
+        std::fs::create_dir_all(&p).map_err(err(&p))?;
+        set_mode(&p, *mode).map_err(err(&p))?;
+    }
+    let os_release = format!(
+        "NAME=Gantry\nID=gantry\nPRETTY_NAME=\"Gantry {v}\"\nVERSION={v}\nVERSION_ID={v}\n\
+         IMAGE_ID={name}\nIMAGE_VERSION={v}\nHOME_URL=\"https://gantry.invalid/\"\n",
+        v = def.version,
+        name = def.name,
+    );
+    for (path, text) in [
+        ("etc/os-release", os_release),
+        ("etc/hostname", format!("{}\n", def.hostname)),
+    ] {
+        let p = staging.join(path);
+        std::fs::write(&p, text).map_err(err(&p))?;
+        set_mode(&p, 0o644).map_err(err(&p))?;
+    }
+    for entry in entries {
+        let dest = staging.join(entry.path.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent).map_err(err(parent))?;
+                set_mode(parent, 0o755).map_err(err(parent))?;
+            }
+        }
+        std::fs::copy(&entry.source, &dest).map_err(err(&entry.source))?;
+        set_mode(&dest, entry.mode).map_err(err(&dest))?;
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Packs `staging` into an erofs image: lz4hc-compressed, every file owned by root and
+/// timestamped `epoch`, with the given UUID.
+pub fn mkfs(staging: &Path, out: &Path, uuid: &str, epoch: u64) -> Result<(), RootfsError> {
+    let _ = std::fs::remove_file(out);
+    tool::MKFS_EROFS
+        .cmd()
+        .arg("-zlz4hc")
+        .arg(format!("-T{epoch}"))
+        .arg(format!("-U{uuid}"))
+        .arg("--all-root")
+        .arg("-Lgantry-root")
+        .arg(out)
+        .arg(staging)
+        .run()?;
+    Ok(())
+}
