@@ -30,13 +30,12 @@ pub fn build(binaries: &[Binary], progress: &dyn Fn(&str)) -> Result<Vec<PathBuf
         return Ok(Vec::new());
     }
     let root = workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     // The cargo that runs us (tests, `cargo run`) says where it is; else the PATH's.
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
-        format!("{}/.cargo", std::env::var("HOME").unwrap_or_default())
-    });
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
     let rustflags = [
         "-Ctarget-feature=+crt-static".to_owned(),
         format!("--remap-path-prefix={}=/gantry", root.display()),

@@ -117,7 +117,11 @@ impl ImageDefinition {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
         };
         if !simple(&self.name) {
-            return Err(invalid("name".into(), &self.name, "must be [A-Za-z0-9._+-]+"));
+            return Err(invalid(
+                "name".into(),
+                &self.name,
+                "must be [A-Za-z0-9._+-]+",
+            ));
         }
         if !simple(&self.version) {
             return Err(invalid(
@@ -179,9 +183,7 @@ impl ImageDefinition {
                     "is not a permission mode",
                 ));
             }
-            if f.source.is_absolute()
-                || f.source.components().any(|c| c == Component::ParentDir)
-            {
+            if f.source.is_absolute() || f.source.components().any(|c| c == Component::ParentDir) {
                 return Err(invalid(
                     format!("file[{i}].source"),
                     &f.source.display().to_string(),

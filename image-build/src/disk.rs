@@ -210,8 +210,18 @@ mod tests {
     fn sfdisk_writes_the_layout_and_contents_land_at_their_offsets() {
         let dir = tempfile::tempdir().unwrap();
         let (parts, size) = layout(&[
-            ("ESP", TYPE_ESP, "11111111-1111-4111-8111-111111111111".into(), 2),
-            ("DATA", TYPE_VAR, "22222222-2222-4222-8222-222222222222".into(), 2),
+            (
+                "ESP",
+                TYPE_ESP,
+                "11111111-1111-4111-8111-111111111111".into(),
+                2,
+            ),
+            (
+                "DATA",
+                TYPE_VAR,
+                "22222222-2222-4222-8222-222222222222".into(),
+                2,
+            ),
         ]);
         let content = dir.path().join("c");
         std::fs::write(&content, b"gantry-part").unwrap();
@@ -225,8 +235,14 @@ mod tests {
         )
         .unwrap();
         let dump = tool::SFDISK.cmd().arg("--dump").arg(&img).run().unwrap();
-        assert!(dump.contains("label-id: 33333333-3333-4333-8333-333333333333"), "{dump}");
-        assert!(dump.contains("uuid=22222222-2222-4222-8222-222222222222, name=\"DATA\""), "{dump}");
+        assert!(
+            dump.contains("label-id: 33333333-3333-4333-8333-333333333333"),
+            "{dump}"
+        );
+        assert!(
+            dump.contains("uuid=22222222-2222-4222-8222-222222222222, name=\"DATA\""),
+            "{dump}"
+        );
         let bytes = std::fs::read(&img).unwrap();
         let at = usize::try_from(parts[1].offset).unwrap();
         assert_eq!(&bytes[at..at + 11], b"gantry-part");

@@ -70,7 +70,11 @@ pub fn boot_script() -> String {
     // tries - 1, spelled out.
     for t in (1..=MAX_TRIES).rev() {
         let kw = if t == MAX_TRIES { "if" } else { "elif" };
-        let _ = writeln!(s, "      {kw} [ \"$tries\" = \"{t}\" ]; then tries={};", t - 1);
+        let _ = writeln!(
+            s,
+            "      {kw} [ \"$tries\" = \"{t}\" ]; then tries={};",
+            t - 1
+        );
     }
     s.push_str("      else tries=0; fi\n");
     for slot in Slot::ALL {
@@ -137,7 +141,9 @@ mod tests {
         let save = s.find("save_env").unwrap();
         let boot = s.rfind("\nboot\n").unwrap();
         assert!(save < boot);
-        assert!(s.contains("load_env --file $prefix/grubenv gantry_order A_good A_tries B_good B_tries"));
+        assert!(s.contains(
+            "load_env --file $prefix/grubenv gantry_order A_good A_tries B_good B_tries"
+        ));
     }
 
     #[test]

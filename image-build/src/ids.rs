@@ -118,7 +118,10 @@ mod tests {
         assert_ne!(a, Seed::new(&[b"gantry", b"0.1.1"]).uuid("ROOT-A"));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "8", "version nibble in {a}");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "variant in {a}");
+        assert!(
+            matches!(&a[19..20], "8" | "9" | "a" | "b"),
+            "variant in {a}"
+        );
         assert_eq!(seed.volume_id("esp").len(), 8);
     }
 

@@ -120,7 +120,9 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
         return Err(KernelError::Config(findings));
     }
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    progress(&format!("kernel: building bzImage with {jobs} jobs (takes minutes)"));
+    progress(&format!(
+        "kernel: building bzImage with {jobs} jobs (takes minutes)"
+    ));
     make(&src, &build_dir)
         .arg(format!("-j{jobs}"))
         .arg("bzImage")
@@ -165,7 +167,9 @@ fn extract(
         return Ok(dir);
     }
     progress(&format!("kernel: unpacking {}", source.display()));
-    let tmp = cache.join("src").join(format!(".{}.tmp", &digest.hex()[..16]));
+    let tmp = cache
+        .join("src")
+        .join(format!(".{}.tmp", &digest.hex()[..16]));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| KernelError::Cache {
         path: tmp.clone(),

@@ -162,7 +162,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
     inputs.push(kernel_digest.0.to_vec());
     for e in &entries {
         inputs.push(e.path.clone().into_bytes());
-        inputs.push(Sha256::of_file(&e.source).map_err(io(&e.source))?.0.to_vec());
+        inputs.push(
+            Sha256::of_file(&e.source)
+                .map_err(io(&e.source))?
+                .0
+                .to_vec(),
+        );
     }
     let seed = Seed::new(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>());
 
@@ -170,7 +175,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
     let staging = work.join("rootfs");
     rootfs::stage(&def, &entries, &staging)?;
     let erofs = work.join("root.erofs");
-    rootfs::mkfs(&staging, &erofs, &seed.uuid("root-fs"), def.source_date_epoch)?;
+    rootfs::mkfs(
+        &staging,
+        &erofs,
+        &seed.uuid("root-fs"),
+        def.source_date_epoch,
+    )?;
     let root_erofs = std::fs::metadata(&erofs).map_err(io(&erofs))?.len();
 
     progress("root: dm-verity hash tree");
@@ -198,7 +208,12 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
             seed.uuid("part-root-b"),
             def.disk.root_mib,
         ),
-        ("DATA", disk::TYPE_VAR, seed.uuid("part-data"), def.disk.data_mib),
+        (
+            "DATA",
+            disk::TYPE_VAR,
+            seed.uuid("part-data"),
+            def.disk.data_mib,
+        ),
     ]);
 
     let mut cmdline: Vec<String> = def

@@ -102,7 +102,6 @@ pub fn mkfs(staging: &Path, out: &Path, uuid: &str, epoch: u64) -> Result<(), Ro
         .arg(format!("-T{epoch}"))
         .arg(format!("-U{uuid}"))
         .arg("--all-root")
-        .arg("-Lgantry-root")
         .arg(out)
         .arg(staging)
         .run()?;

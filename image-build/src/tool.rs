@@ -249,7 +249,11 @@ impl Invocation {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
             // The last lines say what went wrong; a kernel build prints thousands.
-            let text = if stderr.trim().is_empty() { stdout } else { stderr };
+            let text = if stderr.trim().is_empty() {
+                stdout
+            } else {
+                stderr
+            };
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             return Err(ToolError::Failed {

@@ -89,8 +89,7 @@ pub fn format(data: &Path, out: &Path, salt: &str, uuid: &str) -> Result<Verity,
         .ok_or_else(|| VerityError::NoRootHash(stdout.clone()))?;
     let mut w = std::fs::File::create(out).map_err(io(out))?;
     std::io::copy(&mut std::fs::File::open(data).map_err(io(data))?, &mut w).map_err(io(out))?;
-    std::io::copy(&mut std::fs::File::open(&hash).map_err(io(&hash))?, &mut w)
-        .map_err(io(out))?;
+    std::io::copy(&mut std::fs::File::open(&hash).map_err(io(&hash))?, &mut w).map_err(io(out))?;
     w.flush().map_err(io(out))?;
     let total_bytes = w.metadata().map_err(io(out))?.len();
     let _ = std::fs::remove_file(&hash);
@@ -138,8 +137,13 @@ mod tests {
         let data = dir.path().join("data");
         std::fs::write(&data, vec![7u8; 10_000]).unwrap();
         let out = dir.path().join("part");
-        let v = format(&data, &out, &"00".repeat(32), "00000000-0000-4000-8000-000000000000")
-            .unwrap();
+        let v = format(
+            &data,
+            &out,
+            &"00".repeat(32),
+            "00000000-0000-4000-8000-000000000000",
+        )
+        .unwrap();
         assert_eq!(v.data_blocks, 3);
         assert!(v.total_bytes > 3 * BLOCK);
         // veritysetup verify reads the same layout the kernel will.

@@ -20,7 +20,10 @@ const DEFAULT_HOSTNAME: &str = "gantry";
 
 fn main() {
     if std::process::id() != 1 {
-        eprintln!("gantry-init: must run as PID 1 (this is PID {})", std::process::id());
+        eprintln!(
+            "gantry-init: must run as PID 1 (this is PID {})",
+            std::process::id()
+        );
         std::process::exit(1);
     }
     // Signals are read from a signalfd, so none may be delivered the classic way.
@@ -40,7 +43,9 @@ fn main() {
         match outcome {
             Outcome::Mounted => {}
             Outcome::AlreadyMounted => info!(target = spec.target, "already mounted"),
-            Outcome::Failed(e) => error!(target = spec.target, fstype = spec.fstype, error = %e, "cannot mount"),
+            Outcome::Failed(e) => {
+                error!(target = spec.target, fstype = spec.fstype, error = %e, "cannot mount")
+            }
         }
     }
     log_mounts();
@@ -118,7 +123,11 @@ fn wait_for_event(signals: Option<&SignalFd>, buttons: &mut [File]) -> Option<Ac
         if let Some(s) = signals {
             fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
         }
-        fds.extend(buttons.iter().map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)));
+        fds.extend(
+            buttons
+                .iter()
+                .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
+        );
         let timeout = if signals.is_some() {
             PollTimeout::NONE
         } else {
@@ -184,6 +193,14 @@ fn log_mounts() {
             }
         }
         Err(e) => warn!(error = %e, "cannot read the mount table"),
+    }
+    match mounts::root_device() {
+        Some(root) => info!(
+            device = %root.path,
+            dm_name = root.dm_name.as_deref().unwrap_or("-"),
+            "root file system"
+        ),
+        None => warn!("cannot tell which device holds the root file system"),
     }
 }
 

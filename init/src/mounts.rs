@@ -178,7 +178,10 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' {
-            if let Some(v) = s.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -188,6 +191,44 @@ fn unescape(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The block device the root file system lives on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDevice {
+    /// `/dev/dm-0` for a root opened through dm-verity.
+    pub path: String,
+    /// The device-mapper name (`vroot`), when it is a device-mapper device.
+    pub dm_name: Option<String>,
+}
+
+/// Finds the root's device from `/`'s device number through `/sys/dev/block` (mountinfo
+/// only says `/dev/root`).
+pub fn root_device() -> Option<RootDevice> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").ok()?.dev();
+    let sys = format!(
+        "/sys/dev/block/{}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    let uevent = std::fs::read_to_string(format!("{sys}/uevent")).ok()?;
+    let name = devname_from_uevent(&uevent)?;
+    let dm_name = std::fs::read_to_string(format!("{sys}/dm/name"))
+        .ok()
+        .map(|n| n.trim().to_owned());
+    Some(RootDevice {
+        path: format!("/dev/{name}"),
+        dm_name,
+    })
+}
+
+/// The `DEVNAME=` of a sysfs `uevent` file.
+fn devname_from_uevent(uevent: &str) -> Option<&str> {
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .filter(|n| !n.is_empty() && !n.contains(".."))
 }
 
 #[cfg(test)]
@@ -240,10 +281,25 @@ mod tests {
             fail: Some("/sys/fs/cgroup"),
         };
         let results = mount_all(&mut rec, EARLY_MOUNTS);
-        let outcome = |t: &str| results.iter().find(|(s, _)| s.target == t).unwrap().1.clone();
+        let outcome = |t: &str| {
+            results
+                .iter()
+                .find(|(s, _)| s.target == t)
+                .unwrap()
+                .1
+                .clone()
+        };
         assert_eq!(outcome("/dev"), Outcome::AlreadyMounted);
         assert_eq!(outcome("/sys/fs/cgroup"), Outcome::Failed(Errno::ENODEV));
         assert_eq!(outcome("/tmp"), Outcome::Mounted);
+    }
+
+    #[test]
+    fn reads_the_device_name_from_a_uevent() {
+        let uevent = "MAJOR=253\nMINOR=0\nDEVNAME=dm-0\nDEVTYPE=disk\n";
+        assert_eq!(devname_from_uevent(uevent), Some("dm-0"));
+        assert_eq!(devname_from_uevent("MAJOR=1\n"), None);
+        assert_eq!(devname_from_uevent("DEVNAME=../x\n"), None);
     }
 
     #[test]

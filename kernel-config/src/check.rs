@@ -29,11 +29,9 @@ impl fmt::Display for Finding {
         match &self.problem {
             Problem::Missing => write!(f, "{} missing (want {}): {}", r.option, r.want, r.reason),
             Problem::Module => write!(f, "{}=m is a module (want y): {}", r.option, r.reason),
-            Problem::Wrong { found } => write!(
-                f,
-                "{}={found} (want {}): {}",
-                r.option, r.want, r.reason
-            ),
+            Problem::Wrong { found } => {
+                write!(f, "{}={found} (want {}): {}", r.option, r.want, r.reason)
+            }
         }
     }
 }

@@ -11,22 +11,70 @@ use std::fmt;
 /// The fragments compiled into this crate, in file-name order (the order the kernel build
 /// merges them in).
 pub const FRAGMENTS: &[(&str, &str)] = &[
-    ("00-base.config", include_str!("../fragments/00-base.config")),
-    ("10-boot.config", include_str!("../fragments/10-boot.config")),
-    ("20-virtio.config", include_str!("../fragments/20-virtio.config")),
-    ("21-nvme.config", include_str!("../fragments/21-nvme.config")),
-    ("30-erofs.config", include_str!("../fragments/30-erofs.config")),
-    ("31-dm-verity.config", include_str!("../fragments/31-dm-verity.config")),
-    ("32-data-fs.config", include_str!("../fragments/32-data-fs.config")),
-    ("33-overlayfs.config", include_str!("../fragments/33-overlayfs.config")),
-    ("40-namespaces.config", include_str!("../fragments/40-namespaces.config")),
-    ("41-cgroups.config", include_str!("../fragments/41-cgroups.config")),
-    ("42-seccomp.config", include_str!("../fragments/42-seccomp.config")),
-    ("50-network.config", include_str!("../fragments/50-network.config")),
-    ("51-netfilter.config", include_str!("../fragments/51-netfilter.config")),
-    ("52-bridge.config", include_str!("../fragments/52-bridge.config")),
-    ("60-fw-cfg.config", include_str!("../fragments/60-fw-cfg.config")),
-    ("61-watchdog.config", include_str!("../fragments/61-watchdog.config")),
+    (
+        "00-base.config",
+        include_str!("../fragments/00-base.config"),
+    ),
+    (
+        "10-boot.config",
+        include_str!("../fragments/10-boot.config"),
+    ),
+    (
+        "20-virtio.config",
+        include_str!("../fragments/20-virtio.config"),
+    ),
+    (
+        "21-nvme.config",
+        include_str!("../fragments/21-nvme.config"),
+    ),
+    (
+        "30-erofs.config",
+        include_str!("../fragments/30-erofs.config"),
+    ),
+    (
+        "31-dm-verity.config",
+        include_str!("../fragments/31-dm-verity.config"),
+    ),
+    (
+        "32-data-fs.config",
+        include_str!("../fragments/32-data-fs.config"),
+    ),
+    (
+        "33-overlayfs.config",
+        include_str!("../fragments/33-overlayfs.config"),
+    ),
+    (
+        "40-namespaces.config",
+        include_str!("../fragments/40-namespaces.config"),
+    ),
+    (
+        "41-cgroups.config",
+        include_str!("../fragments/41-cgroups.config"),
+    ),
+    (
+        "42-seccomp.config",
+        include_str!("../fragments/42-seccomp.config"),
+    ),
+    (
+        "50-network.config",
+        include_str!("../fragments/50-network.config"),
+    ),
+    (
+        "51-netfilter.config",
+        include_str!("../fragments/51-netfilter.config"),
+    ),
+    (
+        "52-bridge.config",
+        include_str!("../fragments/52-bridge.config"),
+    ),
+    (
+        "60-fw-cfg.config",
+        include_str!("../fragments/60-fw-cfg.config"),
+    ),
+    (
+        "61-watchdog.config",
+        include_str!("../fragments/61-watchdog.config"),
+    ),
 ];
 
 /// What a requirement wants of one option.
@@ -142,7 +190,11 @@ pub fn requirements() -> Result<Vec<Requirement>, FragmentError> {
 
 /// The fragments concatenated, as `KCONFIG_ALLCONFIG` input for `make allnoconfig`.
 pub fn merged_text() -> String {
-    FRAGMENTS.iter().map(|(_, text)| *text).collect::<Vec<_>>().join("\n")
+    FRAGMENTS
+        .iter()
+        .map(|(_, text)| *text)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 enum Line {
@@ -215,19 +267,28 @@ mod tests {
     #[test]
     fn refuses_an_option_without_a_reason() {
         let err = parse_fragment("x.config", "# feature: f\nCONFIG_A=y\n").unwrap_err();
-        assert!(matches!(err, FragmentError::NoReason { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, FragmentError::NoReason { line: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_a_fragment_without_a_feature() {
         let err = parse_fragment("x.config", "CONFIG_A=y\n").unwrap_err();
-        assert!(matches!(err, FragmentError::NoFeature { line: 1, .. }), "{err}");
+        assert!(
+            matches!(err, FragmentError::NoFeature { line: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_garbage_lines() {
         let err = parse_fragment("x.config", "# feature: f\n# r\nCONFIG_a=y\n").unwrap_err();
-        assert!(matches!(err, FragmentError::Unparsable { line: 3, .. }), "{err}");
+        assert!(
+            matches!(err, FragmentError::Unparsable { line: 3, .. }),
+            "{err}"
+        );
     }
 
     #[test]

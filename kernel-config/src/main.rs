@@ -60,7 +60,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
     }
     if findings.is_empty() {
-        println!("{}: all {} required options set", args.config.display(), reqs.len());
+        println!(
+            "{}: all {} required options set",
+            args.config.display(),
+            reqs.len()
+        );
     }
     Ok(findings.is_empty())
 }

@@ -67,7 +67,16 @@ mod tests {
 
     #[test]
     fn refuses_names_that_could_escape_a_directory() {
-        for name in ["", "..", ".hidden", "a/b", "../etc", "-x", "a b", &"x".repeat(64)] {
+        for name in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "../etc",
+            "-x",
+            "a b",
+            &"x".repeat(64),
+        ] {
             let err = name.parse::<ContainerId>().unwrap_err();
             assert_eq!(err.name, name);
         }

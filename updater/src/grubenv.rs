@@ -172,11 +172,7 @@ impl GrubEnv {
 }
 
 fn check_name(name: &str) -> Result<(), GrubenvError> {
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(GrubenvError::Name(name.to_owned()));
     }
     Ok(())
@@ -229,7 +225,10 @@ mod tests {
     fn refuses_bad_names_values_and_states() {
         let mut env = GrubEnv::new();
         assert!(matches!(env.set("a b", "1"), Err(GrubenvError::Name(_))));
-        assert!(matches!(env.set("a", "x\ny"), Err(GrubenvError::Value { .. })));
+        assert!(matches!(
+            env.set("a", "x\ny"),
+            Err(GrubenvError::Value { .. })
+        ));
         env.set("A_tries", "12").unwrap();
         assert!(matches!(env.slot(Slot::A), Err(GrubenvError::State { .. })));
         env.set("gantry_order", "A C").unwrap();

@@ -100,6 +100,10 @@ mod tests {
     fn a_slot_without_tries_that_was_never_good_is_not_bootable() {
         assert!(!SlotState::EMPTY.bootable());
         assert!(SlotState::GOOD.bootable());
-        assert!(SlotState { good: false, tries: 1 }.bootable());
+        assert!(SlotState {
+            good: false,
+            tries: 1
+        }
+        .bootable());
     }
 }

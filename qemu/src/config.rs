@@ -1,0 +1,235 @@
+//! What a VM is made of, and the QEMU command line for it.
+
+use std::path::{Path, PathBuf};
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// Software emulation; works everywhere (the only choice on these build machines).
+    #[default]
+    Tcg,
+    /// Hardware virtualisation through /dev/kvm.
+    Kvm,
+}
+
+impl Accel {
+    /// `GANTRY_QEMU_ACCEL=kvm` opts in to KVM; anything else is TCG.
+    pub fn from_env() -> Self {
+        match std::env::var("GANTRY_QEMU_ACCEL").as_deref() {
+            Ok("kvm") => Accel::Kvm,
+            _ => Accel::Tcg,
+        }
+    }
+}
+
+/// The bus the boot disk hangs off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    #[default]
+    Virtio,
+    Nvme,
+}
+
+/// A host port forwarded to the guest (`hostfwd`): the host side is always 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostForward {
+    pub udp: bool,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// A guest address forwarded to a service on the host's loopback (`guestfwd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestForward {
+    /// An address inside QEMU's user network (10.0.2.0/24), e.g. `10.0.2.100`.
+    pub guest_addr: std::net::Ipv4Addr,
+    pub guest_port: u16,
+    /// Port on 127.0.0.1.
+    pub host_port: u16,
+}
+
+/// UEFI firmware: read-only code, and a template for each VM's own variable store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firmware {
+    pub code: PathBuf,
+    pub vars_template: PathBuf,
+}
+
+impl Default for Firmware {
+    /// Debian's `ovmf` package.
+    fn default() -> Self {
+        Self {
+            code: "/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+            vars_template: "/usr/share/OVMF/OVMF_VARS_4M.fd".into(),
+        }
+    }
+}
+
+/// Everything about one VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub image: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub firmware: Firmware,
+    pub disk_bus: DiskBus,
+    pub hostfwd: Vec<HostForward>,
+    pub guestfwd: Vec<GuestForward>,
+    /// `fw_cfg` files: name (e.g. `opt/org.gantry/config`) and host file.
+    pub fw_cfg: Vec<(String, PathBuf)>,
+    /// Serial console on this process's terminal as well as in the log.
+    pub console: bool,
+    /// Exit instead of rebooting (a guest reboot ends QEMU).
+    pub no_reboot: bool,
+    /// An i6300esb watchdog that resets the machine when it fires.
+    pub watchdog: bool,
+}
+
+impl VmConfig {
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        Self {
+            image: image.into(),
+            memory_mib: 512,
+            cpus: 2,
+            accel: Accel::from_env(),
+            firmware: Firmware::default(),
+            disk_bus: DiskBus::default(),
+            hostfwd: Vec::new(),
+            guestfwd: Vec::new(),
+            fw_cfg: Vec::new(),
+            console: false,
+            no_reboot: false,
+            watchdog: false,
+        }
+    }
+
+    /// The `qemu-system-x86_64` arguments, given the VM's own files.
+    pub fn args(&self, files: &VmFiles) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
+        let accel = match self.accel {
+            Accel::Tcg => "tcg,thread=multi",
+            Accel::Kvm => "kvm",
+        };
+        push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        push(&["-machine", "q35", "-accel", accel]);
+        if self.accel == Accel::Kvm {
+            push(&["-cpu", "host"]);
+        }
+        let mem = self.memory_mib.to_string();
+        let cpus = self.cpus.to_string();
+        push(&["-m", &mem, "-smp", &cpus]);
+        let code = format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            self.firmware.code.display()
+        );
+        let vars = format!("if=pflash,format=raw,unit=1,file={}", files.vars.display());
+        push(&["-drive", &code, "-drive", &vars]);
+        let disk = format!(
+            "if=none,id=disk0,format=qcow2,file={}",
+            files.overlay.display()
+        );
+        push(&["-drive", &disk]);
+        match self.disk_bus {
+            DiskBus::Virtio => push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]),
+            DiskBus::Nvme => push(&["-device", "nvme,drive=disk0,serial=gantry0,bootindex=1"]),
+        }
+        // restrict=on: the guest reaches nothing but what is forwarded below.
+        let mut net = "user,id=net0,restrict=on".to_owned();
+        for f in &self.hostfwd {
+            let proto = if f.udp { "udp" } else { "tcp" };
+            net.push_str(&format!(
+                ",hostfwd={proto}:127.0.0.1:{}-:{}",
+                f.host_port, f.guest_port
+            ));
+        }
+        for f in &self.guestfwd {
+            net.push_str(&format!(
+                ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
+                f.guest_addr, f.guest_port, f.host_port
+            ));
+        }
+        push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
+        push(&["-device", "virtio-rng-pci"]);
+        let serial = if self.console {
+            format!(
+                "stdio,id=serial0,signal=on,logfile={}",
+                files.serial_log.display()
+            )
+        } else {
+            format!("file,id=serial0,path={}", files.serial_log.display())
+        };
+        push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
+        let qmp = format!("unix:{},server=on,wait=off", files.qmp.display());
+        push(&["-qmp", &qmp]);
+        for (name, file) in &self.fw_cfg {
+            let spec = format!("name={name},file={}", file.display());
+            push(&["-fw_cfg", &spec]);
+        }
+        if self.watchdog {
+            push(&["-device", "i6300esb", "-action", "watchdog=reset"]);
+        }
+        if self.no_reboot {
+            push(&["-no-reboot"]);
+        }
+        a
+    }
+}
+
+/// The files one VM owns, in its own directory.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    pub overlay: PathBuf,
+    pub vars: PathBuf,
+    pub serial_log: PathBuf,
+    pub qmp: PathBuf,
+}
+
+impl VmFiles {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            overlay: dir.join("overlay.qcow2"),
+            vars: dir.join("OVMF_VARS.fd"),
+            serial_log: dir.join("serial.log"),
+            qmp: dir.join("qmp.sock"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_network_is_restricted_and_forwards_only_to_loopback() {
+        let mut cfg = VmConfig::new("/img.qcow2");
+        cfg.hostfwd.push(HostForward {
+            udp: false,
+            host_port: 8080,
+            guest_port: 80,
+        });
+        cfg.guestfwd.push(GuestForward {
+            guest_addr: "10.0.2.100".parse().unwrap(),
+            guest_port: 80,
+            host_port: 9000,
+        });
+        let args = cfg.args(&VmFiles::in_dir(Path::new("/vm")));
+        let net = &args[args.iter().position(|a| a == "-netdev").unwrap() + 1];
+        assert_eq!(
+            net,
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,\
+             guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:9000"
+        );
+    }
+
+    #[test]
+    fn the_disk_is_the_overlay_and_the_firmware_code_is_read_only() {
+        let args = VmConfig::new("/img.qcow2").args(&VmFiles::in_dir(Path::new("/vm")));
+        let joined = args.join(" ");
+        assert!(joined.contains("file=/vm/overlay.qcow2"), "{joined}");
+        assert!(!joined.contains("/img.qcow2"), "{joined}");
+        assert!(joined.contains("readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"));
+        assert!(joined.contains("file=/vm/OVMF_VARS.fd"));
+    }
+}
