@@ -59,7 +59,8 @@ pub struct Binary {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    /// Path relative to the definition's directory.
+    /// A file on the build host: absolute (`/bin/busybox`), or relative to the
+    /// definition's directory (and then it may not leave that directory).
     pub source: PathBuf,
     /// Absolute path inside the image.
     pub path: String,

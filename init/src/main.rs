@@ -106,16 +106,6 @@ fn handled_signals() -> SigSet {
     mask
 }
 
-/// What a signal asks PID 1 to do: SIGTERM, SIGUSR2 and SIGPWR power off (busybox init
-/// uses SIGUSR2 for poweroff), SIGINT (Ctrl-Alt-Del) reboots.
-fn action_for(sig: Signal) -> Option<Action> {
-    match sig {
-        Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::PowerOff),
-        Signal::SIGINT => Some(Action::Reboot),
-        _ => None,
-    }
-}
-
 /// Blocks until something happens; returns a shutdown to perform, if any.
 fn wait_for_event(signals: Option<&SignalFd>, buttons: &mut [File]) -> Option<Action> {
     let ready = {
@@ -147,7 +137,7 @@ fn wait_for_event(signals: Option<&SignalFd>, buttons: &mut [File]) -> Option<Ac
             let Ok(sig) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) else {
                 continue;
             };
-            if let Some(a) = action_for(sig) {
+            if let Some(a) = Action::for_signal(sig) {
                 info!(signal = %sig, "shutdown requested");
                 action = Some(a);
             }

@@ -18,6 +18,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// What a signal to PID 1 asks for: SIGTERM, SIGUSR2 (busybox init's poweroff) and
+    /// SIGPWR power off; SIGINT (Ctrl-Alt-Del) reboots; anything else nothing.
+    pub fn for_signal(sig: Signal) -> Option<Action> {
+        match sig {
+            Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::PowerOff),
+            Signal::SIGINT => Some(Action::Reboot),
+            _ => None,
+        }
+    }
+
     fn mode(self) -> RebootMode {
         match self {
             Action::PowerOff => RebootMode::RB_POWER_OFF,
@@ -102,6 +112,17 @@ fn stop_processes(wait: &mut impl FnMut(Duration)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctrl_alt_del_reboots_and_termination_signals_power_off() {
+        assert_eq!(Action::for_signal(Signal::SIGINT), Some(Action::Reboot));
+        for sig in [Signal::SIGTERM, Signal::SIGUSR2, Signal::SIGPWR] {
+            assert_eq!(Action::for_signal(sig), Some(Action::PowerOff), "{sig}");
+        }
+        for sig in [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGUSR1] {
+            assert_eq!(Action::for_signal(sig), None, "{sig}");
+        }
+    }
 
     #[test]
     fn unmounts_children_before_parents_and_keeps_the_root() {

@@ -75,6 +75,14 @@ pub const FRAGMENTS: &[(&str, &str)] = &[
         "61-watchdog.config",
         include_str!("../fragments/61-watchdog.config"),
     ),
+    (
+        "62-keyboard.config",
+        include_str!("../fragments/62-keyboard.config"),
+    ),
+    (
+        "70-hardening.config",
+        include_str!("../fragments/70-hardening.config"),
+    ),
 ];
 
 /// What a requirement wants of one option.
@@ -262,6 +270,19 @@ mod tests {
             .find(|r| r.option == "CONFIG_MODULES")
             .expect("modules are required off");
         assert_eq!(modules.want, Want::Off);
+    }
+
+    #[test]
+    fn every_fragment_file_is_compiled_in_and_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fragments");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".config"))
+            .collect();
+        files.sort();
+        let compiled: Vec<&str> = FRAGMENTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, compiled);
     }
 
     #[test]

@@ -186,6 +186,16 @@ impl Vm {
         self.qmp("system_powerdown", None).map(|_| ())
     }
 
+    /// Presses Ctrl-Alt-Del on the VM's PS/2 keyboard.
+    pub fn ctrl_alt_del(&mut self) -> Result<(), VmError> {
+        let keys: Vec<serde_json::Value> = ["ctrl", "alt", "delete"]
+            .iter()
+            .map(|k| serde_json::json!({ "type": "qcode", "data": k }))
+            .collect();
+        self.qmp("send-key", Some(serde_json::json!({ "keys": keys })))
+            .map(|_| ())
+    }
+
     /// Waits for QEMU to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
         let deadline = Instant::now() + timeout;

@@ -78,6 +78,32 @@ fn qemu_power_button_shuts_down_in_order_and_qemu_exits() {
 }
 
 #[test]
+fn qemu_ctrl_alt_del_reboots_in_order() {
+    let image = image();
+    let mut cfg = VmConfig::new(&image.qcow2_image);
+    // A reboot ends QEMU, so the test sees it happen.
+    cfg.no_reboot = true;
+    let mut vm = boot(&cfg);
+    vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
+    vm.ctrl_alt_del().unwrap();
+    let requested = vm
+        .wait_for("shutdown requested", Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(field(&requested, "signal"), Some("SIGINT"), "{requested}");
+    let done = vm
+        .wait_for(SHUTDOWN_MARKER, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(field(&done, "action"), Some("Reboot"), "{done}");
+    let status = vm.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "QEMU exited with {status}");
+    assert!(
+        vm.console().contains("reboot: Restarting system"),
+        "{}",
+        vm.tail(20)
+    );
+}
+
+#[test]
 fn qemu_boots_from_nvme() {
     let image = image();
     let mut cfg = VmConfig::new(&image.qcow2_image);
