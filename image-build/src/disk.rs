@@ -4,8 +4,9 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::fsio::{AtPath, PathError};
 use crate::tool::{self, ToolError};
 
 const SECTOR: u64 = 512;
@@ -20,11 +21,8 @@ pub const TYPE_VAR: &str = "4D21B016-B534-45C2-A9FB-5C16E091FD2D";
 pub enum DiskError {
     #[error(transparent)]
     Tool(#[from] ToolError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("partition {name}: {bytes} bytes of content do not fit in {size} bytes")]
     TooBig { name: String, bytes: u64, size: u64 },
 }
@@ -86,14 +84,10 @@ pub fn assemble(
     disk_size: u64,
     contents: &[Option<&Path>],
 ) -> Result<(), DiskError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| DiskError::Io { path, source }
-    };
     let _ = std::fs::remove_file(out);
     File::create(out)
         .and_then(|f| f.set_len(disk_size))
-        .map_err(io(out))?;
+        .at(out)?;
     tool::SFDISK
         .cmd()
         .arg("--no-reread")
@@ -101,10 +95,10 @@ pub fn assemble(
         .arg("--quiet")
         .arg(out)
         .run_with_stdin(Some(sfdisk_script(disk_guid, parts, disk_size).as_bytes()))?;
-    let mut disk = File::options().write(true).open(out).map_err(io(out))?;
+    let mut disk = File::options().write(true).open(out).at(out)?;
     for (part, content) in parts.iter().zip(contents) {
         let Some(src) = content else { continue };
-        let len = std::fs::metadata(src).map_err(io(src))?.len();
+        let len = std::fs::metadata(src).at(src)?.len();
         if len > part.size {
             return Err(DiskError::TooBig {
                 name: part.name.clone(),
@@ -112,10 +106,10 @@ pub fn assemble(
                 size: part.size,
             });
         }
-        let mut f = File::open(src).map_err(io(src))?;
-        copy_sparse(&mut f, &mut disk, part.offset).map_err(io(out))?;
+        let mut f = File::open(src).at(src)?;
+        copy_sparse(&mut f, &mut disk, part.offset).at(out)?;
     }
-    disk.sync_all().map_err(io(out))?;
+    disk.sync_all().at(out)?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use gantry_updater::grubenv::GrubEnv;
 use gantry_updater::Slot;
 
+use crate::fsio::{AtPath, PathError};
 use crate::grub;
 use crate::tool::{self, Invocation, ToolError};
 
@@ -16,11 +17,8 @@ const GRUB_MODULE_DIR: &str = "/usr/lib/grub/x86_64-efi";
 pub enum EspError {
     #[error(transparent)]
     Tool(#[from] ToolError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("grubenv: {0}")]
     Grubenv(#[from] gantry_updater::grubenv::GrubenvError),
 }
@@ -38,13 +36,9 @@ pub struct EspContents<'a> {
 
 /// Builds the ESP image at `out`; `work` holds intermediate files.
 pub fn build(c: &EspContents<'_>, work: &Path, out: &Path) -> Result<(), EspError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| EspError::Io { path, source }
-    };
-    std::fs::create_dir_all(work).map_err(io(work))?;
+    std::fs::create_dir_all(work).at(work)?;
     let early = work.join("early.cfg");
-    std::fs::write(&early, grub::early_config()).map_err(io(&early))?;
+    std::fs::write(&early, grub::early_config()).at(&early)?;
     let efi = work.join("BOOTX64.EFI");
     tool::GRUB_MKIMAGE
         .cmd()
@@ -110,12 +104,12 @@ pub fn build(c: &EspContents<'_>, work: &Path, out: &Path) -> Result<(), EspErro
     for (src, dest) in files {
         // mcopy -m keeps the source's mtime: make it the epoch (on a copy, not the cache).
         let staged = work.join("stage.tmp");
-        std::fs::copy(&src, &staged).map_err(io(&src))?;
+        std::fs::copy(&src, &staged).at(&src)?;
         std::fs::File::options()
             .write(true)
             .open(&staged)
             .and_then(|f| f.set_modified(mtime))
-            .map_err(io(&staged))?;
+            .at(&staged)?;
         with_epoch(tool::MCOPY.cmd(), c.epoch)
             .arg("-m")
             .arg("-i")
@@ -134,9 +128,6 @@ fn with_epoch(cmd: Invocation, epoch: u64) -> Invocation {
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> Result<PathBuf, EspError> {
     let p = dir.join(name);
-    std::fs::write(&p, data).map_err(|source| EspError::Io {
-        path: p.clone(),
-        source,
-    })?;
+    std::fs::write(&p, data).at(&p)?;
     Ok(p)
 }

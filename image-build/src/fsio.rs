@@ -1,7 +1,30 @@
 //! File writes that survive a crash: write to a temporary name, fsync, rename.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// An I/O error on a named path: every step that touches a file says which.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct PathError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Attaches the path to an I/O result.
+pub trait AtPath<T> {
+    fn at(self, path: &Path) -> Result<T, PathError>;
+}
+
+impl<T> AtPath<T> for std::io::Result<T> {
+    fn at(self, path: &Path) -> Result<T, PathError> {
+        self.map_err(|source| PathError {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
 
 /// Writes `data` to `path` atomically.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use gantry_kernel_config::{check, merged_text, requirements, Finding, KernelConfig};
 
+use crate::fsio::{AtPath, PathError};
 use crate::ids::{Seed, Sha256};
 use crate::tool::{self, ToolError};
 
@@ -25,16 +26,10 @@ const BUILD_ENV: &[(&str, &str)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("kernel source {path}: {source}")]
-    Source {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("kernel cache {path}: {source}")]
-    Cache {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("kernel source: {0}")]
+    Source(PathError),
+    #[error("kernel cache: {0}")]
+    Cache(#[from] PathError),
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("kernel fragments are malformed: {0}")]
@@ -68,14 +63,9 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// Builds the kernel or takes it from the cache.
 pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Kernel, KernelError> {
-    let cache_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| KernelError::Cache { path, source }
-    };
-    let tar_digest = Sha256::of_file(source).map_err(|e| KernelError::Source {
-        path: source.to_owned(),
-        source: e,
-    })?;
+    let tar_digest = Sha256::of_file(source)
+        .at(source)
+        .map_err(KernelError::Source)?;
     let fragments = merged_text();
     let key = Seed::new(&[&tar_digest.0, fragments.as_bytes(), RECIPE.as_bytes()]).hex32("kernel")
         [..16]
@@ -92,11 +82,11 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
         progress(&format!("kernel: cached ({})", out.display()));
         return Ok(found(true, 0.0));
     }
-    std::fs::create_dir_all(cache).map_err(cache_err(cache))?;
+    std::fs::create_dir_all(cache).at(cache)?;
     // One kernel build at a time per cache: concurrent builds would share the build tree.
     let lock_path = cache.join("kernel.lock");
-    let lock = std::fs::File::create(&lock_path).map_err(cache_err(&lock_path))?;
-    lock.lock().map_err(cache_err(&lock_path))?;
+    let lock = std::fs::File::create(&lock_path).at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
     if out.join("bzImage").is_file() && out.join("config").is_file() {
         progress("kernel: built by a concurrent build");
         return Ok(found(true, 0.0));
@@ -104,9 +94,9 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
     let started = Instant::now();
     let src = extract(source, &tar_digest, cache, progress)?;
     let build_dir = cache.join("build").join(&key);
-    std::fs::create_dir_all(&build_dir).map_err(cache_err(&build_dir))?;
+    std::fs::create_dir_all(&build_dir).at(&build_dir)?;
     let fragment_path = build_dir.join("gantry.fragment");
-    std::fs::write(&fragment_path, &fragments).map_err(cache_err(&fragment_path))?;
+    std::fs::write(&fragment_path, &fragments).at(&fragment_path)?;
 
     progress("kernel: configuring (allnoconfig + Gantry fragments)");
     make(&src, &build_dir)
@@ -114,7 +104,7 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
         .arg("allnoconfig")
         .run()?;
     let config_path = build_dir.join(".config");
-    let config_text = std::fs::read_to_string(&config_path).map_err(cache_err(&config_path))?;
+    let config_text = std::fs::read_to_string(&config_path).at(&config_path)?;
     let findings = check(&KernelConfig::parse(&config_text), &requirements()?);
     if !findings.is_empty() {
         return Err(KernelError::Config(findings));
@@ -131,12 +121,12 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
     // Publish atomically: a half-copied kernel must never look like a cache hit.
     let tmp = cache.join("kernel").join(format!(".{key}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(cache_err(&tmp))?;
+    std::fs::create_dir_all(&tmp).at(&tmp)?;
     let bz = build_dir.join("arch/x86/boot/bzImage");
-    std::fs::copy(&bz, tmp.join("bzImage")).map_err(cache_err(&bz))?;
-    std::fs::copy(&config_path, tmp.join("config")).map_err(cache_err(&config_path))?;
-    crate::fsio::sync_dir_files(&tmp).map_err(cache_err(&tmp))?;
-    std::fs::rename(&tmp, &out).map_err(cache_err(&out))?;
+    std::fs::copy(&bz, tmp.join("bzImage")).at(&bz)?;
+    std::fs::copy(&config_path, tmp.join("config")).at(&config_path)?;
+    crate::fsio::sync_dir_files(&tmp).at(&tmp)?;
+    std::fs::rename(&tmp, &out).at(&out)?;
     let secs = started.elapsed().as_secs_f64();
     progress(&format!("kernel: built in {secs:.0} s ({})", out.display()));
     Ok(found(false, secs))
@@ -171,10 +161,7 @@ fn extract(
         .join("src")
         .join(format!(".{}.tmp", &digest.hex()[..16]));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| KernelError::Cache {
-        path: tmp.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&tmp).at(&tmp)?;
     tool::TAR
         .cmd()
         .arg("-xf")
@@ -183,9 +170,6 @@ fn extract(
         .arg(&tmp)
         .arg("--strip-components=1")
         .run()?;
-    std::fs::rename(&tmp, &dir).map_err(|e| KernelError::Cache {
-        path: dir.clone(),
-        source: e,
-    })?;
+    std::fs::rename(&tmp, &dir).at(&dir)?;
     Ok(dir)
 }

@@ -30,6 +30,7 @@ use gantry_updater::Slot;
 use serde::Serialize;
 
 use crate::definition::ImageDefinition;
+use crate::fsio::AtPath;
 use crate::ids::{Seed, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +51,10 @@ pub enum BuildError {
     Esp(#[from] esp::EspError),
     #[error("cannot build the disk: {0}")]
     Disk(#[from] disk::DiskError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] fsio::PathError),
+    #[error("cannot write the build manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
 }
 
 /// What to build and where.
@@ -130,12 +130,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         .definition
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BuildError::Io { path, source }
-    };
     let work = opts.out_dir.join("work");
-    std::fs::create_dir_all(&work).map_err(io(&work))?;
+    std::fs::create_dir_all(&work).at(&work)?;
 
     let kernel = kernel::build(&def.kernel.source, &opts.cache_dir, progress)?;
     let built = binaries::build(&def.binaries, progress)?;
@@ -158,16 +154,11 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
 
     // Every identifier derives from everything that goes into the image.
     let mut inputs: Vec<Vec<u8>> = vec![def_text.into_bytes()];
-    let kernel_digest = Sha256::of_file(&kernel.bzimage).map_err(io(&kernel.bzimage))?;
+    let kernel_digest = Sha256::of_file(&kernel.bzimage).at(&kernel.bzimage)?;
     inputs.push(kernel_digest.0.to_vec());
     for e in &entries {
         inputs.push(e.path.clone().into_bytes());
-        inputs.push(
-            Sha256::of_file(&e.source)
-                .map_err(io(&e.source))?
-                .0
-                .to_vec(),
-        );
+        inputs.push(Sha256::of_file(&e.source).at(&e.source)?.0.to_vec());
     }
     let seed = Seed::new(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>());
 
@@ -181,7 +172,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         &seed.uuid("root-fs"),
         def.source_date_epoch,
     )?;
-    let root_erofs = std::fs::metadata(&erofs).map_err(io(&erofs))?.len();
+    let root_erofs = std::fs::metadata(&erofs).at(&erofs)?.len();
 
     progress("root: dm-verity hash tree");
     let root_a = work.join("root-a.img");
@@ -265,22 +256,22 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         disk_size,
         &[Some(&esp_img), Some(&root_a), None, Some(&data_img)],
     )?;
-    fsio::rename_synced(&raw_tmp, &raw).map_err(io(&raw))?;
+    fsio::rename_synced(&raw_tmp, &raw).at(&raw)?;
 
     progress("disk: qcow2");
     let qcow2 = opts.out_dir.join(format!("{}.qcow2", def.name));
     let qcow2_tmp = fsio::tmp_name(&qcow2);
     disk::to_qcow2(&raw, &qcow2_tmp)?;
-    fsio::rename_synced(&qcow2_tmp, &qcow2).map_err(io(&qcow2))?;
+    fsio::rename_synced(&qcow2_tmp, &qcow2).at(&qcow2)?;
 
     let kernel_config = opts.out_dir.join("kernel.config");
-    std::fs::copy(&kernel.config, &kernel_config).map_err(io(&kernel.config))?;
+    std::fs::copy(&kernel.config, &kernel_config).at(&kernel.config)?;
 
-    let raw_meta = std::fs::metadata(&raw).map_err(io(&raw))?;
+    let raw_meta = std::fs::metadata(&raw).at(&raw)?;
     let manifest = BuildManifest {
         name: def.name.clone(),
         version: def.version.clone(),
-        raw_sha256: Sha256::of_file(&raw).map_err(io(&raw))?.hex(),
+        raw_sha256: Sha256::of_file(&raw).at(&raw)?.hex(),
         raw_image: raw,
         qcow2_image: qcow2.clone(),
         kernel_config,
@@ -292,17 +283,17 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         cmdline,
         sizes: Sizes {
             kernel: std::fs::metadata(&kernel.bzimage)
-                .map_err(io(&kernel.bzimage))?
+                .at(&kernel.bzimage)?
                 .len(),
             root_erofs,
             raw: raw_meta.len(),
             raw_allocated: std::os::unix::fs::MetadataExt::blocks(&raw_meta) * 512,
-            qcow2: std::fs::metadata(&qcow2).map_err(io(&qcow2))?.len(),
+            qcow2: std::fs::metadata(&qcow2).at(&qcow2)?.len(),
         },
     };
     let json_path = opts.out_dir.join(format!("{}.json", def.name));
-    let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    fsio::write_atomic(&json_path, &json).map_err(io(&json_path))?;
+    let json = serde_json::to_vec_pretty(&manifest)?;
+    fsio::write_atomic(&json_path, &json).at(&json_path)?;
     progress(&format!(
         "done: {} ({} MiB raw, {} KiB allocated, {} KiB qcow2, sha256 {})",
         manifest.raw_image.display(),

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::definition::ImageDefinition;
+use crate::fsio::{AtPath, PathError};
 use crate::tool::{self, ToolError};
 
 /// Directories every Gantry root has: mount points for the API file systems and `/var`.
@@ -26,11 +27,8 @@ const SKELETON: &[(&str, u32)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("staging {path}: {source}")]
-    Stage {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("staging: {0}")]
+    Stage(#[from] PathError),
     #[error(transparent)]
     Tool(#[from] ToolError),
 }
@@ -46,19 +44,15 @@ pub struct Entry {
 /// Fills `staging` (emptied first) with the skeleton, the generated `/etc` files and
 /// `entries`.
 pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result<(), RootfsError> {
-    let err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RootfsError::Stage { path, source }
-    };
     if staging.exists() {
-        std::fs::remove_dir_all(staging).map_err(err(staging))?;
+        std::fs::remove_dir_all(staging).at(staging)?;
     }
-    std::fs::create_dir_all(staging).map_err(err(staging))?;
-    set_mode(staging, 0o755).map_err(err(staging))?;
+    std::fs::create_dir_all(staging).at(staging)?;
+    set_mode(staging, 0o755).at(staging)?;
     for (dir, mode) in SKELETON {
         let p = staging.join(dir);
-        std::fs::create_dir_all(&p).map_err(err(&p))?;
-        set_mode(&p, *mode).map_err(err(&p))?;
+        std::fs::create_dir_all(&p).at(&p)?;
+        set_mode(&p, *mode).at(&p)?;
     }
     let os_release = format!(
         "NAME=Gantry\nID=gantry\nPRETTY_NAME=\"Gantry {v}\"\nVERSION={v}\nVERSION_ID={v}\n\
@@ -71,19 +65,19 @@ pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result
         ("etc/hostname", format!("{}\n", def.hostname)),
     ] {
         let p = staging.join(path);
-        std::fs::write(&p, text).map_err(err(&p))?;
-        set_mode(&p, 0o644).map_err(err(&p))?;
+        std::fs::write(&p, text).at(&p)?;
+        set_mode(&p, 0o644).at(&p)?;
     }
     for entry in entries {
         let dest = staging.join(entry.path.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {
             if !parent.exists() {
-                std::fs::create_dir_all(parent).map_err(err(parent))?;
-                set_mode(parent, 0o755).map_err(err(parent))?;
+                std::fs::create_dir_all(parent).at(parent)?;
+                set_mode(parent, 0o755).at(parent)?;
             }
         }
-        std::fs::copy(&entry.source, &dest).map_err(err(&entry.source))?;
-        set_mode(&dest, entry.mode).map_err(err(&dest))?;
+        std::fs::copy(&entry.source, &dest).at(&entry.source)?;
+        set_mode(&dest, entry.mode).at(&dest)?;
     }
     Ok(())
 }

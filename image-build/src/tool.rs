@@ -37,6 +37,10 @@ pub const GRUB_MKIMAGE: Tool = Tool {
     program: "grub-mkimage",
     package: "grub-efi-amd64-bin",
 };
+pub const GRUB_SCRIPT_CHECK: Tool = Tool {
+    program: "grub-script-check",
+    package: "grub-common",
+};
 pub const SFDISK: Tool = Tool {
     program: "sfdisk",
     package: "fdisk",
@@ -116,6 +120,11 @@ pub enum ToolError {
     Missing(Vec<Tool>),
     #[error("cannot run `{command}`: {source}")]
     Spawn {
+        command: CommandLine,
+        source: std::io::Error,
+    },
+    #[error("cannot write the input of `{command}`: {source}")]
+    Stdin {
         command: CommandLine,
         source: std::io::Error,
     },
@@ -233,18 +242,22 @@ impl Invocation {
             command: command.clone(),
             source,
         })?;
-        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(input).map_err(|source| ToolError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        }
+        // Feed stdin from a thread while wait_with_output drains stdout and stderr, so that
+        // neither side can fill a pipe and block the other.
+        let feeder = match (input, child.stdin.take()) {
+            (Some(input), Some(mut stdin)) => {
+                let input = input.to_vec();
+                Some(std::thread::spawn(move || stdin.write_all(&input)))
+            }
+            _ => None,
+        };
         let out = child
             .wait_with_output()
             .map_err(|source| ToolError::Spawn {
                 command: command.clone(),
                 source,
             })?;
+        let fed = feeder.map(|f| f.join());
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -261,6 +274,16 @@ impl Invocation {
                 status: out.status,
                 stderr: tail.join("\n"),
             });
+        }
+        match fed {
+            Some(Ok(Err(source))) => return Err(ToolError::Stdin { command, source }),
+            Some(Err(_)) => {
+                return Err(ToolError::Stdin {
+                    command,
+                    source: std::io::Error::other("stdin writer panicked"),
+                })
+            }
+            _ => {}
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

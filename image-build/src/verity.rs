@@ -2,8 +2,9 @@
 //! and the `dm-mod.create=` table that makes the kernel open the root through it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::fsio::{AtPath, PathError};
 use crate::tool::{self, ToolError};
 
 pub const BLOCK: u64 = 4096;
@@ -12,11 +13,8 @@ pub const BLOCK: u64 = 4096;
 pub enum VerityError {
     #[error(transparent)]
     Tool(#[from] ToolError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("veritysetup printed no root hash: {0:?}")]
     NoRootHash(String),
 }
@@ -55,18 +53,14 @@ impl Verity {
 /// Formats the hash tree for `data` (padded to whole blocks) and writes data followed by
 /// the tree to `out`.
 pub fn format(data: &Path, out: &Path, salt: &str, uuid: &str) -> Result<Verity, VerityError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| VerityError::Io { path, source }
-    };
-    let len = std::fs::metadata(data).map_err(io(data))?.len();
+    let len = std::fs::metadata(data).at(data)?.len();
     let data_blocks = len.div_ceil(BLOCK);
     {
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(data)
-            .map_err(io(data))?;
-        f.set_len(data_blocks * BLOCK).map_err(io(data))?;
+            .at(data)?;
+        f.set_len(data_blocks * BLOCK).at(data)?;
     }
     let hash = out.with_extension("verity-tree");
     let _ = std::fs::remove_file(&hash);
@@ -87,11 +81,11 @@ pub fn format(data: &Path, out: &Path, salt: &str, uuid: &str) -> Result<Verity,
         .map(|h| h.trim().to_owned())
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| VerityError::NoRootHash(stdout.clone()))?;
-    let mut w = std::fs::File::create(out).map_err(io(out))?;
-    std::io::copy(&mut std::fs::File::open(data).map_err(io(data))?, &mut w).map_err(io(out))?;
-    std::io::copy(&mut std::fs::File::open(&hash).map_err(io(&hash))?, &mut w).map_err(io(out))?;
-    w.flush().map_err(io(out))?;
-    let total_bytes = w.metadata().map_err(io(out))?.len();
+    let mut w = std::fs::File::create(out).at(out)?;
+    std::io::copy(&mut std::fs::File::open(data).at(data)?, &mut w).at(out)?;
+    std::io::copy(&mut std::fs::File::open(&hash).at(&hash)?, &mut w).at(out)?;
+    w.flush().at(out)?;
+    let total_bytes = w.metadata().at(out)?.len();
     let _ = std::fs::remove_file(&hash);
     Ok(Verity {
         root_hash,

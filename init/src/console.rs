@@ -2,7 +2,7 @@
 //! opens the console itself once devtmpfs is mounted, and logs there with `tracing`.
 
 use std::fmt;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 
 use nix::time::{clock_gettime, ClockId};
 use tracing_subscriber::fmt::format::Writer;
@@ -14,8 +14,15 @@ pub fn attach() -> std::io::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/console")?;
-    for fd in 0..=2 {
-        nix::unistd::dup2(console.as_raw_fd(), fd)?;
+    let fd = console.as_raw_fd();
+    for target in 0..=2 {
+        if target != fd {
+            nix::unistd::dup2(fd, target)?;
+        }
+    }
+    if fd <= 2 {
+        // With no files open at start the console lands on 0, 1 or 2: keep it open.
+        let _ = console.into_raw_fd();
     }
     Ok(())
 }

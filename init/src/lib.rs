@@ -15,13 +15,26 @@ pub mod mounts;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
+pub mod signals;
 
 /// The line PID 1 logs once the machine is up; tests and operators wait for it. It is
 /// followed by `version=… slot=… boot_ms=…` (milliseconds since the kernel started).
 pub const READY_MARKER: &str = "gantry-init: ready";
 
-/// Logged before the final `reboot(2)` of an orderly shutdown.
+/// Logged before the final `reboot(2)` of an orderly shutdown, with `action=`.
 pub const SHUTDOWN_MARKER: &str = "gantry-init: shutdown complete";
+
+/// Logged when a signal asks for a shutdown, with `signal=`.
+pub const SHUTDOWN_REQUESTED: &str = "gantry-init: shutdown requested";
+
+/// Logged when the ACPI power button is pressed.
+pub const POWER_BUTTON_PRESSED: &str = "gantry-init: power button pressed";
+
+/// Logged once per mount at boot, with `target= source= fstype= options=`.
+pub const MOUNT_LINE: &str = "gantry-init: mount";
+
+/// Logged once at boot with `device=` (e.g. `/dev/dm-0`) and `dm_name=`.
+pub const ROOT_DEVICE_LINE: &str = "gantry-init: root file system";
 
 /// Gantry's version, as the image and its `/etc/os-release` carry it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,11 +9,13 @@ use std::time::Duration;
 use gantry_init::cmdline::{valid_hostname, BootParams};
 use gantry_init::mounts::{self, Outcome};
 use gantry_init::reaper::{exit_code, reap};
-use gantry_init::shutdown::{shutdown, Action};
-use gantry_init::{console, power_button, READY_MARKER, VERSION};
+use gantry_init::shutdown::{self, Action};
+use gantry_init::signals::Signals;
+use gantry_init::{
+    console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
+    SHUTDOWN_REQUESTED, VERSION,
+};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use tracing::{error, info, warn};
 
 const DEFAULT_HOSTNAME: &str = "gantry";
@@ -26,18 +28,20 @@ fn main() {
         );
         std::process::exit(1);
     }
-    // Signals are read from a signalfd, so none may be delivered the classic way.
-    let mask = handled_signals();
-    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
-        // Without a mask the signalfd still reads; default actions are ignored for PID 1.
-        eprintln!("gantry-init: cannot block signals: {e}");
-    }
+    std::panic::set_hook(Box::new(|info| error!(%info, "gantry-init: panic caught")));
+    // Before anything else: a SIGCHLD or SIGTERM from now on must not be missed.
+    let (signals, signal_errors) = Signals::new();
     let mount_results = mounts::mount_all(&mut mounts::Host, mounts::EARLY_MOUNTS);
     let console_result = console::attach();
     console::init_logging();
-    std::panic::set_hook(Box::new(|info| error!(%info, "gantry-init: panic caught")));
     if let Err(e) = console_result {
         warn!(error = %e, "cannot open /dev/console");
+    }
+    if let Some(e) = signal_errors.mask {
+        error!(error = %e, "cannot block signals");
+    }
+    if let Some(e) = signal_errors.signalfd {
+        error!(error = %e, "cannot create a signalfd; polling for signals every second");
     }
     for (spec, outcome) in &mount_results {
         match outcome {
@@ -60,15 +64,6 @@ fn main() {
         warn!(error = %e, "cannot route Ctrl-Alt-Del to init");
     }
     let mut buttons = open_power_buttons();
-
-    let signals = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-    {
-        Ok(fd) => Some(fd),
-        Err(e) => {
-            error!(error = %e, "cannot create signalfd; reaping on a timer");
-            None
-        }
-    };
     let slot = params.slot.map_or("none", |s| s.as_str());
     info!(
         version = VERSION,
@@ -79,94 +74,80 @@ fn main() {
 
     loop {
         // A bug in one event must not take the machine down with it.
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            if let Some(action) = wait_for_event(signals.as_ref(), &mut buttons) {
-                shutdown(action, |left| wait_readable(signals.as_ref(), left));
+        let event = catch_unwind(AssertUnwindSafe(|| wait_for_event(&signals, &mut buttons)));
+        match event {
+            Ok(Some(action)) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    shutdown::shutdown(action, |left| wait_readable(&signals, left))
+                }));
+                // shutdown() never returns: only a panic gets here. End the machine anyway.
+                error!("gantry-init: panic during shutdown; syncing and ending now");
+                shutdown::end(action);
             }
-        }));
-        if result.is_err() {
-            error!("gantry-init: recovered from a panic in the event loop");
+            Ok(None) => {}
+            Err(_) => error!("gantry-init: recovered from a panic in the event loop"),
         }
     }
-}
-
-fn handled_signals() -> SigSet {
-    let mut mask = SigSet::empty();
-    for sig in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGHUP,
-        Signal::SIGPWR,
-    ] {
-        mask.add(sig);
-    }
-    mask
 }
 
 /// Blocks until something happens; returns a shutdown to perform, if any.
-fn wait_for_event(signals: Option<&SignalFd>, buttons: &mut [File]) -> Option<Action> {
-    let ready = {
-        let mut fds: Vec<PollFd> = Vec::with_capacity(1 + buttons.len());
-        if let Some(s) = signals {
-            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>) -> Option<Action> {
+    let revents: Vec<PollFlags> = {
+        let mut fds: Vec<PollFd> = buttons
+            .iter()
+            .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if let Some(fd) = signals.fd() {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
-        fds.extend(
-            buttons
-                .iter()
-                .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN)),
-        );
-        let timeout = if signals.is_some() {
-            PollTimeout::NONE
-        } else {
-            PollTimeout::from(1000u16)
-        };
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, signals.poll_timeout()) {
             Ok(_) => fds
                 .iter()
-                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-                .collect::<Vec<_>>(),
+                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+                .collect(),
             Err(_) => Vec::new(),
         }
     };
     let mut action = None;
-    if let Some(s) = signals {
-        while let Ok(Some(info)) = s.read_signal() {
-            let Ok(sig) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)) else {
-                continue;
-            };
-            if let Some(a) = Action::for_signal(sig) {
-                info!(signal = %sig, "shutdown requested");
-                action = Some(a);
-            }
+    for sig in signals.drain() {
+        if let Some(a) = Action::for_signal(sig) {
+            info!(signal = %sig, "{SHUTDOWN_REQUESTED}");
+            action = Some(a);
         }
     }
-    let offset = usize::from(signals.is_some());
-    for (i, button) in buttons.iter_mut().enumerate() {
-        if ready.get(offset + i).copied().unwrap_or(false) && power_button::pressed(button) {
-            info!("power button pressed");
+    let gone = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+    let mut index = 0;
+    buttons.retain_mut(|button| {
+        let flags = revents.get(index).copied().unwrap_or(PollFlags::empty());
+        index += 1;
+        if flags.intersects(gone) {
+            // A device that errors would make every poll return at once: stop watching.
+            warn!(?flags, "power button device failed; no longer watching it");
+            return false;
+        }
+        if flags.contains(PollFlags::POLLIN) && power_button::pressed(button) {
+            info!("{POWER_BUTTON_PRESSED}");
             action = Some(Action::PowerOff);
         }
-    }
+        true
+    });
     for status in reap().exited {
         info!(status = ?status, code = ?exit_code(&status), "child exited");
     }
     action
 }
 
-/// Waits until the signalfd has something (a child exited) or `left` passes.
-fn wait_readable(signals: Option<&SignalFd>, left: Duration) {
+/// Waits until a signal arrives (a child exited) or `left` passes.
+fn wait_readable(signals: &Signals, left: Duration) {
     let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
-    match signals {
-        Some(s) => {
-            let mut fds = [PollFd::new(s.as_fd(), PollFlags::POLLIN)];
+    match signals.fd() {
+        Some(fd) => {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
             let _ = poll(&mut fds, PollTimeout::from(ms));
-            while let Ok(Some(_)) = s.read_signal() {}
         }
         None => std::thread::sleep(Duration::from_millis(u64::from(ms.min(100)))),
     }
+    signals.drain();
 }
 
 fn log_mounts() {
@@ -178,7 +159,7 @@ fn log_mounts() {
                     source = %m.source,
                     fstype = %m.fstype,
                     options = %m.options,
-                    "mount"
+                    "{MOUNT_LINE}"
                 );
             }
         }
@@ -188,7 +169,7 @@ fn log_mounts() {
         Some(root) => info!(
             device = %root.path,
             dm_name = root.dm_name.as_deref().unwrap_or("-"),
-            "root file system"
+            "{ROOT_DEVICE_LINE}"
         ),
         None => warn!("cannot tell which device holds the root file system"),
     }

@@ -259,19 +259,28 @@ mod tests {
         let mut rec = Recorder::default();
         let results = mount_all(&mut rec, EARLY_MOUNTS);
         assert!(results.iter().all(|(_, o)| *o == Outcome::Mounted));
-        assert_eq!(
-            rec.mounted,
-            [
-                "/proc",
-                "/sys",
-                "/dev",
-                "/dev/pts",
-                "/dev/shm",
-                "/run",
-                "/tmp",
-                "/sys/fs/cgroup"
-            ]
-        );
+        let mut wanted = vec![
+            "/proc",
+            "/sys",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/run",
+            "/tmp",
+            "/sys/fs/cgroup",
+        ];
+        let mut got = rec.mounted.clone();
+        wanted.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, wanted);
+        // Every mount whose target lies under another mount comes after that mount.
+        for (i, target) in rec.mounted.iter().enumerate() {
+            for (j, parent) in rec.mounted.iter().enumerate() {
+                if target.starts_with(&format!("{parent}/")) {
+                    assert!(j < i, "{target} is mounted before its parent {parent}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The size of `struct input_event` on 64-bit Linux: a 16-byte timeval, u16 type, u16 code,
 /// i32 value.
@@ -45,7 +45,7 @@ pub fn find() -> Vec<PathBuf> {
 }
 
 /// Opens a power button device for non-blocking reads.
-pub fn open(path: &PathBuf) -> std::io::Result<File> {
+pub fn open(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)

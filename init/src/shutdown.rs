@@ -61,16 +61,35 @@ pub fn shutdown(action: Action, mut wait: impl FnMut(Duration)) -> ! {
         .map(|t| parse_mountinfo(&t))
         .unwrap_or_default();
     for target in unmount_order(&mounts) {
-        if let Err(e) = nix::mount::umount(target.as_str()) {
-            // Busy (our own console on /dev) or already gone with its parent: detach it.
-            if let Err(e2) = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH)
-            {
-                warn!(target, error = %e, detach_error = %e2, "cannot unmount");
-            }
-        }
+        unmount(&target);
     }
-    nix::unistd::sync();
     info!(?action, "{}", crate::SHUTDOWN_MARKER);
+    end(action)
+}
+
+/// Unmounts `target`; when it is busy, makes it read-only (which flushes it) and detaches
+/// it, so nothing is left to write when the machine stops.
+fn unmount(target: &str) {
+    use nix::mount::{mount, umount, umount2, MntFlags, MsFlags};
+    let Err(e) = umount(target) else {
+        return;
+    };
+    let remount = mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    );
+    if let Err(e2) = umount2(target, MntFlags::MNT_DETACH) {
+        warn!(target, error = %e, detach_error = %e2, read_only = remount.is_ok(), "cannot unmount");
+    }
+}
+
+/// The last step of every shutdown: sync and `reboot(2)`. Used alone when the orderly path
+/// itself failed.
+pub fn end(action: Action) -> ! {
+    nix::unistd::sync();
     match reboot(action.mode()) {
         Ok(never) => match never {},
         Err(e) => {

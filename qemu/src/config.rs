@@ -122,13 +122,13 @@ impl VmConfig {
         push(&["-m", &mem, "-smp", &cpus]);
         let code = format!(
             "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            self.firmware.code.display()
+            opt_path(&self.firmware.code)
         );
-        let vars = format!("if=pflash,format=raw,unit=1,file={}", files.vars.display());
+        let vars = format!("if=pflash,format=raw,unit=1,file={}", opt_path(&files.vars));
         push(&["-drive", &code, "-drive", &vars]);
         let disk = format!(
             "if=none,id=disk0,format=qcow2,file={}",
-            files.overlay.display()
+            opt_path(&files.overlay)
         );
         push(&["-drive", &disk]);
         match self.disk_bus {
@@ -155,16 +155,16 @@ impl VmConfig {
         let serial = if self.console {
             format!(
                 "stdio,id=serial0,signal=on,logfile={}",
-                files.serial_log.display()
+                opt_path(&files.serial_log)
             )
         } else {
-            format!("file,id=serial0,path={}", files.serial_log.display())
+            format!("file,id=serial0,path={}", opt_path(&files.serial_log))
         };
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
-        let qmp = format!("unix:{},server=on,wait=off", files.qmp.display());
+        let qmp = format!("unix:{},server=on,wait=off", opt_path(&files.qmp));
         push(&["-qmp", &qmp]);
         for (name, file) in &self.fw_cfg {
-            let spec = format!("name={name},file={}", file.display());
+            let spec = format!("name={name},file={}", opt_path(file));
             push(&["-fw_cfg", &spec]);
         }
         if self.watchdog {
@@ -175,6 +175,11 @@ impl VmConfig {
         }
         a
     }
+}
+
+/// A path as a value inside a QEMU option list, where a comma must be doubled.
+fn opt_path(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
 }
 
 /// The files one VM owns, in its own directory.
@@ -220,6 +225,20 @@ mod tests {
             net,
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,\
              guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:9000"
+        );
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        let mut cfg = VmConfig::new("/img.qcow2");
+        cfg.fw_cfg
+            .push(("opt/org.gantry/config".into(), "/a,b/config".into()));
+        let args = cfg.args(&VmFiles::in_dir(Path::new("/v,m")));
+        let joined = args.join(" ");
+        assert!(joined.contains("file=/v,,m/overlay.qcow2"), "{joined}");
+        assert!(
+            joined.contains("name=opt/org.gantry/config,file=/a,,b/config"),
+            "{joined}"
         );
     }
 

@@ -2,7 +2,7 @@
 //! through QMP, and killed when dropped.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -227,7 +227,6 @@ impl Vm {
                 // Firmware writes escape codes and the odd invalid byte; keep the text.
                 self.seen.push_str(&String::from_utf8_lossy(&buf));
             }
-            let _ = log.seek(SeekFrom::Current(0));
         }
     }
 }

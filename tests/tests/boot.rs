@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use gantry_init::{READY_MARKER, SHUTDOWN_MARKER, VERSION};
+use gantry_init::{
+    MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE, SHUTDOWN_MARKER,
+    SHUTDOWN_REQUESTED, VERSION,
+};
 use gantry_qemu::{DiskBus, Vm, VmConfig};
 use gantry_tests::{copy_with_flipped_byte, field, image, BOOT_TIMEOUT};
 
@@ -24,13 +27,13 @@ fn qemu_boots_to_ready_from_a_verity_root_on_slot_a() {
     let console = vm.console().to_owned();
     let root = console
         .lines()
-        .find(|l| l.contains("root file system"))
+        .find(|l| l.contains(ROOT_DEVICE_LINE))
         .expect("init logs the root device");
     assert_eq!(field(root, "device"), Some("/dev/dm-0"), "{root}");
     assert_eq!(field(root, "dm_name"), Some("vroot"), "{root}");
     let root_mount = console
         .lines()
-        .find(|l| l.contains(" mount ") && l.contains("target=/ "))
+        .find(|l| l.contains(MOUNT_LINE) && field(l, "target") == Some("/"))
         .expect("init logs the root mount");
     assert_eq!(field(root_mount, "fstype"), Some("erofs"), "{root_mount}");
     let opts = field(root_mount, "options").unwrap();
@@ -48,7 +51,7 @@ fn qemu_boots_to_ready_from_a_verity_root_on_slot_a() {
         assert!(
             console
                 .lines()
-                .any(|l| l.contains(" mount ") && field(l, "target") == Some(target)),
+                .any(|l| l.contains(MOUNT_LINE) && field(l, "target") == Some(target)),
             "{target} not mounted:\n{console}"
         );
     }
@@ -59,12 +62,13 @@ fn qemu_boots_to_ready_from_a_verity_root_on_slot_a() {
 }
 
 #[test]
-fn qemu_power_button_shuts_down_in_order_and_qemu_exits() {
+fn qemu_power_button_powers_off_and_qemu_exits() {
     let image = image();
     let mut vm = boot(&VmConfig::new(&image.qcow2_image));
     vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
     vm.power_button().unwrap();
-    vm.wait_for("power button pressed", Duration::from_secs(60))
+    // wait_for only matches lines after the previous match: this also checks the order.
+    vm.wait_for(POWER_BUTTON_PRESSED, Duration::from_secs(60))
         .unwrap();
     vm.wait_for(SHUTDOWN_MARKER, Duration::from_secs(60))
         .unwrap();
@@ -87,7 +91,7 @@ fn qemu_ctrl_alt_del_reboots_in_order() {
     vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
     vm.ctrl_alt_del().unwrap();
     let requested = vm
-        .wait_for("shutdown requested", Duration::from_secs(60))
+        .wait_for(SHUTDOWN_REQUESTED, Duration::from_secs(60))
         .unwrap();
     assert_eq!(field(&requested, "signal"), Some("SIGINT"), "{requested}");
     let done = vm

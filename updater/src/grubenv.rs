@@ -3,7 +3,8 @@
 //!
 //! Gantry keeps its boot state there: `gantry_order` (slots in preference order) and, per
 //! slot, `<slot>_good` and `<slot>_tries`. GRUB decrements the tries of the slot it boots
-//! and saves the block before booting it; PID 1 marks a slot good.
+//! and saves the block before booting it; once a slot proves healthy it is marked good (the
+//! health-gated commit that sets `<slot>_good=1` comes with the updater).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ const HEADER: &str = "# GRUB Environment Block\n";
 /// The most tries a slot may be given: GRUB script has no arithmetic, so the boot script
 /// decrements with one comparison per value and must know the largest.
 pub const MAX_TRIES: u8 = 9;
+const TRIES_RANGE: &str = "must be a number from 0 to MAX_TRIES (9)";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GrubenvError {
@@ -29,7 +31,7 @@ pub enum GrubenvError {
     Line(String),
     #[error("variable name {0:?} is not [A-Za-z0-9_]+")]
     Name(String),
-    #[error("value of {name} contains a newline, backslash or '#' at the start")]
+    #[error("value of {name} contains a newline or a backslash")]
     Value { name: String },
     #[error("variables take {0} bytes, more than fit in a {BLOCK_SIZE}-byte block")]
     TooLarge(usize),
@@ -119,7 +121,7 @@ impl GrubEnv {
             .ok_or_else(|| GrubenvError::State {
                 name: tries_name,
                 value: raw.into(),
-                reason: "must be a number from 0 to 9",
+                reason: TRIES_RANGE,
             })?;
         Ok(SlotState { good, tries })
     }

@@ -50,8 +50,9 @@ impl FromStr for Slot {
     type Err = ParseSlotError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "A" | "a" => Ok(Slot::A),
-            "B" | "b" => Ok(Slot::B),
+            // Exactly as GRUB's script compares them: case matters.
+            "A" => Ok(Slot::A),
+            "B" => Ok(Slot::B),
             other => Err(ParseSlotError(other.to_owned())),
         }
     }
@@ -94,6 +95,7 @@ mod tests {
             assert_eq!(slot.other().other(), slot);
         }
         assert_eq!("C".parse::<Slot>(), Err(ParseSlotError("C".into())));
+        assert_eq!("a".parse::<Slot>(), Err(ParseSlotError("a".into())));
     }
 
     #[test]

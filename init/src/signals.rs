@@ -1,0 +1,103 @@
+//! How PID 1 receives signals: every handled signal is blocked and read from a `signalfd`;
+//! if one cannot be made, the pending set is drained on a timer with `sigtimedwait`. Either
+//! way no signal is lost (a signal PID 1 neither blocks nor handles is dropped by the kernel).
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::PollTimeout;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// The signals PID 1 handles.
+pub const HANDLED: &[Signal] = &[
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGHUP,
+    Signal::SIGPWR,
+];
+
+#[derive(Debug)]
+pub struct Signals {
+    mask: SigSet,
+    fd: Option<SignalFd>,
+}
+
+/// What went wrong setting up, for the log (the set-up itself never fails).
+#[derive(Debug, Default)]
+pub struct SetupErrors {
+    pub mask: Option<Errno>,
+    pub signalfd: Option<Errno>,
+}
+
+impl Signals {
+    /// Blocks the handled signals and makes a signalfd for them.
+    pub fn new() -> (Self, SetupErrors) {
+        let mut mask = SigSet::empty();
+        for sig in HANDLED {
+            mask.add(*sig);
+        }
+        let mut errors = SetupErrors::default();
+        if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
+            errors.mask = Some(e);
+        }
+        let fd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                errors.signalfd = Some(e);
+                None
+            }
+        };
+        (Self { mask, fd }, errors)
+    }
+
+    /// The descriptor to poll, when there is a signalfd.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// How long a poll may block: forever with a signalfd, a second without one.
+    pub fn poll_timeout(&self) -> PollTimeout {
+        if self.fd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(1000u16)
+        }
+    }
+
+    /// Takes every pending signal, without blocking.
+    pub fn drain(&self) -> Vec<Signal> {
+        let mut out = Vec::new();
+        match &self.fd {
+            Some(fd) => {
+                while let Ok(Some(info)) = fd.read_signal() {
+                    if let Some(sig) = i32::try_from(info.ssi_signo)
+                        .ok()
+                        .and_then(|n| Signal::try_from(n).ok())
+                    {
+                        out.push(sig);
+                    }
+                }
+            }
+            None => loop {
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: the set is a valid, initialised sigset_t owned by self; a null
+                // siginfo pointer is allowed; `zero` is a valid timespec that outlives the call.
+                let n =
+                    unsafe { libc::sigtimedwait(self.mask.as_ref(), std::ptr::null_mut(), &zero) };
+                match Signal::try_from(n) {
+                    Ok(sig) if n > 0 => out.push(sig),
+                    _ => break,
+                }
+            },
+        }
+        out
+    }
+}
