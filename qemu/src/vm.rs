@@ -108,6 +108,11 @@ impl Vm {
         &self.files.qmp
     }
 
+    /// The qcow2 overlay holding everything the guest wrote to its disk.
+    pub fn overlay_path(&self) -> &Path {
+        &self.files.overlay
+    }
+
     /// Keeps the VM's directory after the VM is gone (to look at its log).
     pub fn keep_files(&mut self) -> Option<PathBuf> {
         self.dir.take().map(tempfile::TempDir::keep)
