@@ -109,7 +109,8 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
     if !findings.is_empty() {
         return Err(KernelError::Config(findings));
     }
-    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // One job more than cores keeps the CPUs busy while a job waits on the disk.
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
     progress(&format!(
         "kernel: building bzImage with {jobs} jobs (takes minutes)"
     ));

@@ -78,7 +78,10 @@ fn main() {
         match event {
             Ok(Some(action)) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| {
-                    shutdown::shutdown(action, |left| wait_readable(&signals, left))
+                    let mut host = shutdown::Host {
+                        wait: |left| wait_readable(&signals, left),
+                    };
+                    shutdown::shutdown(action, &mut host)
                 }));
                 // shutdown() never returns: only a panic gets here. End the machine anyway.
                 error!("gantry-init: panic during shutdown; syncing and ending now");

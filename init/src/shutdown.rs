@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::reboot::{reboot, RebootMode};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -51,17 +52,75 @@ pub fn unmount_order(mounts: &[MountEntry]) -> Vec<String> {
         .collect()
 }
 
-/// Runs the whole shutdown and ends the machine. `wait` blocks until a child may have
-/// exited or the deadline passes (the signalfd, in PID 1).
-pub fn shutdown(action: Action, mut wait: impl FnMut(Duration)) -> ! {
+/// The system calls of a shutdown. [`Host`] makes them; the tests record them.
+pub trait ShutdownOps {
+    /// Sends `sig` to every process but PID 1; false when there was none.
+    fn signal_all(&mut self, sig: Signal) -> bool;
+    /// Reaps what has exited; true when no child is left.
+    fn reap_all(&mut self) -> bool;
+    /// Blocks until a child may have exited, or `timeout` passes.
+    fn wait(&mut self, timeout: Duration);
+    fn now(&self) -> Instant;
+    fn sync(&mut self);
+    fn mounts(&mut self) -> Vec<MountEntry>;
+    fn unmount(&mut self, target: &str) -> Result<(), Errno>;
+    fn remount_read_only(&mut self, target: &str) -> Result<(), Errno>;
+    fn detach(&mut self, target: &str) -> Result<(), Errno>;
+}
+
+/// This machine: `kill(-1)`, `waitpid`, `umount2`, `sync`. `wait` blocks on PID 1's signals.
+#[derive(Debug)]
+pub struct Host<W: FnMut(Duration)> {
+    pub wait: W,
+}
+
+impl<W: FnMut(Duration)> ShutdownOps for Host<W> {
+    fn signal_all(&mut self, sig: Signal) -> bool {
+        kill(Pid::from_raw(-1), sig).is_ok()
+    }
+    fn reap_all(&mut self) -> bool {
+        reap().none_left
+    }
+    fn wait(&mut self, timeout: Duration) {
+        (self.wait)(timeout);
+    }
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn sync(&mut self) {
+        nix::unistd::sync();
+    }
+    fn mounts(&mut self) -> Vec<MountEntry> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| parse_mountinfo(&t))
+            .unwrap_or_default()
+    }
+    fn unmount(&mut self, target: &str) -> Result<(), Errno> {
+        nix::mount::umount(target)
+    }
+    fn remount_read_only(&mut self, target: &str) -> Result<(), Errno> {
+        use nix::mount::MsFlags;
+        nix::mount::mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    }
+    fn detach(&mut self, target: &str) -> Result<(), Errno> {
+        nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+    }
+}
+
+/// Runs the whole shutdown and ends the machine.
+pub fn shutdown(action: Action, ops: &mut impl ShutdownOps) -> ! {
     info!(?action, "gantry-init: shutting down");
-    stop_processes(&mut wait);
-    nix::unistd::sync();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| parse_mountinfo(&t))
-        .unwrap_or_default();
+    stop_processes(ops, GRACE);
+    ops.sync();
+    let mounts = ops.mounts();
     for target in unmount_order(&mounts) {
-        unmount(&target);
+        unmount(ops, &target);
     }
     info!(?action, "{}", crate::SHUTDOWN_MARKER);
     end(action)
@@ -69,20 +128,13 @@ pub fn shutdown(action: Action, mut wait: impl FnMut(Duration)) -> ! {
 
 /// Unmounts `target`; when it is busy, makes it read-only (which flushes it) and detaches
 /// it, so nothing is left to write when the machine stops.
-fn unmount(target: &str) {
-    use nix::mount::{mount, umount, umount2, MntFlags, MsFlags};
-    let Err(e) = umount(target) else {
+fn unmount(ops: &mut impl ShutdownOps, target: &str) {
+    let Err(e) = ops.unmount(target) else {
         return;
     };
-    let remount = mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    );
-    if let Err(e2) = umount2(target, MntFlags::MNT_DETACH) {
-        warn!(target, error = %e, detach_error = %e2, read_only = remount.is_ok(), "cannot unmount");
+    let read_only = ops.remount_read_only(target).is_ok();
+    if let Err(e2) = ops.detach(target) {
+        warn!(target, error = %e, detach_error = %e2, read_only, "cannot unmount");
     }
 }
 
@@ -102,29 +154,28 @@ pub fn end(action: Action) -> ! {
     }
 }
 
-/// SIGTERM to every process, a grace period while they exit, then SIGKILL to the rest.
-fn stop_processes(wait: &mut impl FnMut(Duration)) {
-    // kill(-1) reaches every process but PID 1 itself; ESRCH means there was none.
-    if kill(Pid::from_raw(-1), Signal::SIGTERM).is_err() {
-        reap();
+/// SIGTERM to every process, up to `grace` while they exit, then SIGKILL to the rest.
+fn stop_processes(ops: &mut impl ShutdownOps, grace: Duration) {
+    if !ops.signal_all(Signal::SIGTERM) {
+        ops.reap_all();
         return;
     }
-    let deadline = Instant::now() + GRACE;
+    let deadline = ops.now() + grace;
     loop {
-        if reap().none_left {
+        if ops.reap_all() {
             return;
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(ops.now());
         if left.is_zero() {
             break;
         }
-        wait(left);
+        ops.wait(left);
     }
     warn!("processes left after the grace period; sending SIGKILL");
-    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !reap().none_left && Instant::now() < deadline {
-        wait(Duration::from_millis(50));
+    ops.signal_all(Signal::SIGKILL);
+    let deadline = ops.now() + Duration::from_secs(1);
+    while !ops.reap_all() && ops.now() < deadline {
+        ops.wait(Duration::from_millis(50));
     }
 }
 
@@ -141,6 +192,114 @@ mod tests {
         for sig in [Signal::SIGCHLD, Signal::SIGHUP, Signal::SIGUSR1] {
             assert_eq!(Action::for_signal(sig), None, "{sig}");
         }
+    }
+
+    /// Records calls; processes exit after `exits_after` reaps of the current signal
+    /// round (None: never, until SIGKILL); `busy` mounts refuse a plain unmount.
+    struct Fake {
+        calls: Vec<String>,
+        clock: Instant,
+        exits_after: Option<usize>,
+        reaps: usize,
+        killed: bool,
+        busy: Vec<&'static str>,
+        mounts: &'static str,
+    }
+
+    impl Fake {
+        fn new(exits_after: Option<usize>) -> Self {
+            Fake {
+                calls: Vec::new(),
+                clock: Instant::now(),
+                exits_after,
+                reaps: 0,
+                killed: false,
+                busy: Vec::new(),
+                mounts: "",
+            }
+        }
+    }
+
+    impl ShutdownOps for Fake {
+        fn signal_all(&mut self, sig: Signal) -> bool {
+            self.calls.push(format!("signal {sig}"));
+            self.killed |= sig == Signal::SIGKILL;
+            true
+        }
+        fn reap_all(&mut self) -> bool {
+            self.reaps += 1;
+            self.killed || self.exits_after.is_some_and(|n| self.reaps > n)
+        }
+        fn wait(&mut self, timeout: Duration) {
+            // Time passes in steps of at most one second.
+            self.clock += timeout.min(Duration::from_secs(1));
+        }
+        fn now(&self) -> Instant {
+            self.clock
+        }
+        fn sync(&mut self) {
+            self.calls.push("sync".into());
+        }
+        fn mounts(&mut self) -> Vec<MountEntry> {
+            parse_mountinfo(self.mounts)
+        }
+        fn unmount(&mut self, target: &str) -> Result<(), Errno> {
+            self.calls.push(format!("umount {target}"));
+            if self.busy.contains(&target) {
+                Err(Errno::EBUSY)
+            } else {
+                Ok(())
+            }
+        }
+        fn remount_read_only(&mut self, target: &str) -> Result<(), Errno> {
+            self.calls.push(format!("remount-ro {target}"));
+            Ok(())
+        }
+        fn detach(&mut self, target: &str) -> Result<(), Errno> {
+            self.calls.push(format!("detach {target}"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn processes_that_exit_on_sigterm_are_not_killed() {
+        let mut fake = Fake::new(Some(2));
+        stop_processes(&mut fake, GRACE);
+        assert_eq!(fake.calls, ["signal SIGTERM"]);
+    }
+
+    #[test]
+    fn processes_that_ignore_sigterm_get_sigkill_after_the_grace_period() {
+        let mut fake = Fake::new(None);
+        let start = fake.clock;
+        stop_processes(&mut fake, GRACE);
+        assert_eq!(fake.calls, ["signal SIGTERM", "signal SIGKILL"]);
+        assert!(
+            fake.clock - start >= GRACE,
+            "killed before the grace period ended"
+        );
+    }
+
+    #[test]
+    fn a_busy_mount_is_made_read_only_and_detached() {
+        let mut fake = Fake::new(Some(0));
+        fake.mounts = "1 0 254:0 / / ro - erofs /dev/dm-0 ro\n\
+                       2 1 0:2 / /dev rw - devtmpfs devtmpfs rw\n\
+                       3 1 8:4 / /var rw - ext4 /dev/vda4 rw\n";
+        fake.busy = vec!["/dev"];
+        let mounts = fake.mounts();
+        for target in unmount_order(&mounts) {
+            unmount(&mut fake, &target);
+        }
+        assert_eq!(
+            fake.calls,
+            [
+                "umount /var",
+                "umount /dev",
+                "remount-ro /dev",
+                "detach /dev"
+            ]
+        );
     }
 
     #[test]

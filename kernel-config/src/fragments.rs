@@ -196,13 +196,19 @@ pub fn requirements() -> Result<Vec<Requirement>, FragmentError> {
     Ok(all)
 }
 
-/// The fragments concatenated, as `KCONFIG_ALLCONFIG` input for `make allnoconfig`.
+/// The options of every fragment, one `CONFIG_X=v` or `# CONFIG_X is not set` line each,
+/// in fragment order: the `KCONFIG_ALLCONFIG` input for `make allnoconfig`. Comments are
+/// left out, so that rewording a reason does not change the kernel (or its cache key).
 pub fn merged_text() -> String {
     FRAGMENTS
         .iter()
-        .map(|(_, text)| *text)
-        .collect::<Vec<_>>()
-        .join("\n")
+        .flat_map(|(_, text)| text.lines())
+        .filter_map(|line| match parse_line(line.trim())? {
+            Line::Option(name, Want::Off) => Some(format!("# {name} is not set\n")),
+            Line::Option(name, want) => Some(format!("{name}={want}\n")),
+            Line::Comment(_) => None,
+        })
+        .collect()
 }
 
 enum Line {
@@ -283,6 +289,14 @@ mod tests {
         files.sort();
         let compiled: Vec<&str> = FRAGMENTS.iter().map(|(name, _)| *name).collect();
         assert_eq!(files, compiled);
+    }
+
+    #[test]
+    fn merged_text_holds_every_option_and_no_comment() {
+        let text = merged_text();
+        assert!(text.contains("CONFIG_DM_VERITY=y\n"));
+        assert!(text.contains("# CONFIG_MODULES is not set\n"));
+        assert_eq!(text.lines().count(), requirements().unwrap().len(), "{text}");
     }
 
     #[test]
