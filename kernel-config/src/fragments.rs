@@ -296,7 +296,11 @@ mod tests {
         let text = merged_text();
         assert!(text.contains("CONFIG_DM_VERITY=y\n"));
         assert!(text.contains("# CONFIG_MODULES is not set\n"));
-        assert_eq!(text.lines().count(), requirements().unwrap().len(), "{text}");
+        assert_eq!(
+            text.lines().count(),
+            requirements().unwrap().len(),
+            "{text}"
+        );
     }
 
     #[test]
