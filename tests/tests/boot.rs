@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use gantry_init::mounts::EARLY_MOUNTS;
 use gantry_init::{
     MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE, SHUTDOWN_MARKER,
     SHUTDOWN_REQUESTED, VERSION,
@@ -38,21 +39,16 @@ fn qemu_boots_to_ready_from_a_verity_root_on_slot_a() {
     assert_eq!(field(root_mount, "fstype"), Some("erofs"), "{root_mount}");
     let opts = field(root_mount, "options").unwrap();
     assert!(opts.split(',').any(|o| o == "ro"), "{root_mount}");
-    for target in [
-        "/proc",
-        "/sys",
-        "/dev",
-        "/dev/pts",
-        "/dev/shm",
-        "/run",
-        "/tmp",
-        "/sys/fs/cgroup",
-    ] {
+    for spec in EARLY_MOUNTS {
+        let mounted = console.lines().any(|l| {
+            l.contains(MOUNT_LINE)
+                && field(l, "target") == Some(spec.target)
+                && field(l, "fstype") == Some(spec.fstype)
+        });
         assert!(
-            console
-                .lines()
-                .any(|l| l.contains(MOUNT_LINE) && field(l, "target") == Some(target)),
-            "{target} not mounted:\n{console}"
+            mounted,
+            "{} ({}) not mounted:\n{console}",
+            spec.target, spec.fstype
         );
     }
     assert!(
