@@ -29,10 +29,7 @@ impl<T> AtPath<T> for std::io::Result<T> {
 /// Writes `data` to `path` atomically.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_name(path);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
+    std::fs::File::create(&tmp)?.write_all(data)?;
     rename_synced(&tmp, path)
 }
 
@@ -49,10 +46,11 @@ pub fn tmp_name(path: &Path) -> std::path::PathBuf {
 pub fn rename_synced(tmp: &Path, path: &Path) -> std::io::Result<()> {
     std::fs::File::open(tmp)?.sync_all()?;
     std::fs::rename(tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// fsyncs every file directly in `dir`, and `dir` itself.

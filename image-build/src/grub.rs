@@ -53,28 +53,39 @@ pub fn boot_script() -> String {
     for slot in slots() {
         let _ = writeln!(s, "set {slot}_good=0\nset {slot}_tries=0");
     }
-    let vars: Vec<String> = slots()
-        .flat_map(|slot| [format!("{slot}_good"), format!("{slot}_tries")])
-        .collect();
     let _ = writeln!(
         s,
-        "load_env --file $prefix/grubenv gantry_order {}",
-        vars.join(" ")
+        "load_env --file $prefix/grubenv gantry_order {} {}",
+        list("good"),
+        list("tries")
     );
+    // Returns only when the slot cannot be loaded.
+    s.push_str(
+        "function gantry_boot {\n\
+         \x20 if [ -f $prefix/$1/boot.cfg ]; then\n\
+         \x20   echo \"gantry: booting slot $1\"\n\
+         \x20   source $prefix/$1/boot.cfg\n\
+         \x20   boot\n\
+         \x20 fi\n\
+         \x20 echo \"gantry: cannot boot slot $1\"\n\
+         }\n",
+    );
+    // The state of slot $s in $good and $tries.
+    s.push_str("function gantry_state {\n  good=0\n  tries=0\n");
+    for slot in slots() {
+        let _ = writeln!(
+            s,
+            "  if [ \"$1\" = \"{slot}\" ]; then good=\"${slot}_good\"; tries=\"${slot}_tries\"; fi"
+        );
+    }
+    s.push_str("}\n");
     s.push_str(
         "set gantry_slot=\"\"\n\
          for s in $gantry_order; do\n\
          \x20 if [ -z \"$gantry_slot\" ]; then\n\
-         \x20   good=0\n\
-         \x20   tries=0\n",
+         \x20   gantry_state $s\n\
+         \x20   if [ -n \"$tries\" -a \"$tries\" != \"0\" ]; then\n",
     );
-    for slot in slots() {
-        let _ = writeln!(
-            s,
-            "    if [ \"$s\" = \"{slot}\" ]; then good=\"${slot}_good\"; tries=\"${slot}_tries\"; fi"
-        );
-    }
-    s.push_str("    if [ -n \"$tries\" -a \"$tries\" != \"0\" ]; then\n");
     // tries - 1, spelled out.
     for t in (1..=MAX_TRIES).rev() {
         let kw = if t == MAX_TRIES { "if" } else { "elif" };
@@ -107,51 +118,50 @@ pub fn boot_script() -> String {
          \x20   fi\n\
          \x20 fi\n\
          done\n\
-         if [ -z \"$gantry_slot\" ]; then\n\
-         \x20 echo \"gantry: no bootable slot (order: $gantry_order); trying A\"\n\
-         \x20 gantry_slot=A\n\
+         if [ -n \"$gantry_slot\" ]; then\n\
+         \x20 gantry_boot $gantry_slot\n\
          fi\n\
-         echo \"gantry: booting slot $gantry_slot\"\n\
-         source $prefix/$gantry_slot/boot.cfg\n\
-         boot\n",
+         # The chosen slot could not be loaded (or none was bootable): every other good slot\n\
+         # in order, then any slot at all, then a restart. The tries spent stay spent.\n\
+         for s in $gantry_order; do\n\
+         \x20 gantry_state $s\n\
+         \x20 if [ \"$s\" != \"$gantry_slot\" -a \"$good\" = \"1\" ]; then gantry_boot $s; fi\n\
+         done\n",
     );
-    // Only reached when the slot's kernel could not be loaded: that slot is not good, and
-    // a restart lets the order (and the tries already saved) pick the next one.
+    let all: Vec<&str> = slots().map(Slot::as_str).collect();
     let _ = writeln!(
         s,
-        "echo \"gantry: cannot boot slot $gantry_slot; marking it bad and restarting\""
-    );
-    for slot in slots() {
-        let _ = writeln!(
-            s,
-            "if [ \"$gantry_slot\" = \"{slot}\" ]; then {slot}_good=0; fi"
-        );
-    }
-    let _ = writeln!(
-        s,
-        "save_env --file $prefix/grubenv {}\nreboot",
-        list("good")
+        "for s in {}; do\n\
+         \x20 if [ \"$s\" != \"$gantry_slot\" ]; then gantry_boot $s; fi\n\
+         done\n\
+         echo \"gantry: no slot could be booted; restarting\"\n\
+         reboot",
+        all.join(" ")
     );
     s
 }
 
-/// A slot's `boot.cfg`: its kernel and command line. `args` are kernel parameters; one
-/// holding a space is quoted as a whole, which GRUB passes on to the kernel as one.
+/// A slot's `boot.cfg`: its kernel and command line. Each parameter with anything but
+/// `[A-Za-z0-9_.,=:/+-]` in it is single-quoted, so GRUB passes it on to the kernel as one
+/// word and expands nothing in it.
 pub fn slot_config(slot: Slot, version: &str, args: &[String]) -> String {
-    let quoted: Vec<String> = args
-        .iter()
-        .map(|a| {
-            if a.contains(' ') {
-                format!("\"{a}\"")
-            } else {
-                a.clone()
-            }
-        })
-        .collect();
+    let quoted: Vec<String> = args.iter().map(|a| grub_quote(a)).collect();
     format!(
         "# Slot {slot}: Gantry {version}.\nlinux {PREFIX}/{slot}/vmlinuz {}\n",
         quoted.join(" ")
     )
+}
+
+fn grub_quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.,=:/+-".contains(&b))
+    {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
 }
 
 #[cfg(test)]
@@ -168,11 +178,15 @@ mod tests {
             );
         }
         let save = s.find("if save_env").unwrap();
-        let boot = s.find("\nboot\n").unwrap();
-        assert!(save < boot);
+        let first_boot = s.find("\n  gantry_boot $gantry_slot").unwrap();
+        assert!(save < first_boot);
         assert!(s.ends_with("reboot\n"), "a failed boot restarts:\n{s}");
+        assert!(
+            !s.contains("_good=0;"),
+            "the script never marks a slot bad by itself"
+        );
         assert!(s.contains(
-            "load_env --file $prefix/grubenv gantry_order A_good A_tries B_good B_tries"
+            "load_env --file $prefix/grubenv gantry_order A_good B_good A_tries B_tries"
         ));
     }
 
@@ -206,7 +220,9 @@ mod tests {
         );
         assert_eq!(
             cfg,
-            "# Slot B: Gantry 1.2.\nlinux /EFI/gantry/B/vmlinuz ro \"dm-mod.create=v,,,ro,0 8 verity\"\n"
+            "# Slot B: Gantry 1.2.\nlinux /EFI/gantry/B/vmlinuz ro 'dm-mod.create=v,,,ro,0 8 verity'\n"
         );
+        assert_eq!(grub_quote("a;reboot"), "'a;reboot'");
+        assert_eq!(grub_quote("it's $x"), r"'it'\''s $x'");
     }
 }

@@ -67,8 +67,19 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
         .at(source)
         .map_err(KernelError::Source)?;
     let fragments = merged_text();
-    let key = Seed::new(&[&tar_digest.0, fragments.as_bytes(), RECIPE.as_bytes()]).hex32("kernel")
-        [..16]
+    // The toolchain and the fixed build metadata change the bytes too.
+    let toolchain = format!(
+        "{}\n{}\n{BUILD_ENV:?}",
+        first_line(tool::CC.cmd().arg("--version").run()?),
+        first_line(tool::LD.cmd().arg("--version").run()?),
+    );
+    let key = Seed::new(&[
+        &tar_digest.0,
+        fragments.as_bytes(),
+        toolchain.as_bytes(),
+        RECIPE.as_bytes(),
+    ])
+    .hex32("kernel")[..16]
         .to_owned();
     let out = cache.join("kernel").join(&key);
     let found = |cached, build_seconds| Kernel {
@@ -128,9 +139,15 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
     std::fs::copy(&config_path, tmp.join("config")).at(&config_path)?;
     crate::fsio::sync_dir_files(&tmp).at(&tmp)?;
     std::fs::rename(&tmp, &out).at(&out)?;
+    // The object tree (hundreds of MB) is of no use to another key.
+    let _ = std::fs::remove_dir_all(&build_dir);
     let secs = started.elapsed().as_secs_f64();
     progress(&format!("kernel: built in {secs:.0} s ({})", out.display()));
     Ok(found(false, secs))
+}
+
+fn first_line(text: String) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
 }
 
 fn make(src: &Path, build_dir: &Path) -> tool::Invocation {

@@ -65,6 +65,10 @@ pub const CC: Tool = Tool {
     program: "gcc",
     package: "build-essential",
 };
+pub const LD: Tool = Tool {
+    program: "ld",
+    package: "binutils",
+};
 pub const BISON: Tool = Tool {
     program: "bison",
     package: "bison",
@@ -96,6 +100,7 @@ pub const ALL: &[Tool] = &[
     TAR,
     MAKE,
     CC,
+    LD,
     BISON,
     FLEX,
     BC,
@@ -114,9 +119,7 @@ impl fmt::Display for CommandLine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    #[error("missing tools: {}; install with: apt-get install {}",
-        .0.iter().map(|t| t.program).collect::<Vec<_>>().join(", "),
-        packages(.0))]
+    #[error("missing tools: {}; install with: apt-get install {}", programs(.0), packages(.0))]
     Missing(Vec<Tool>),
     #[error("cannot run `{command}`: {source}")]
     Spawn {
@@ -128,12 +131,24 @@ pub enum ToolError {
         command: CommandLine,
         source: std::io::Error,
     },
-    #[error("`{command}` failed ({status}): {stderr}")]
+    #[error("cannot wait for `{command}`: {source}")]
+    Wait {
+        command: CommandLine,
+        source: std::io::Error,
+    },
+    /// `output` is the tail of standard error, or of standard output when that is empty.
+    #[error("`{command}` failed ({status}): {output}")]
     Failed {
         command: CommandLine,
         status: std::process::ExitStatus,
-        stderr: String,
+        output: String,
     },
+}
+
+fn programs(tools: &[Tool]) -> String {
+    let mut names: Vec<&str> = tools.iter().map(|t| t.program).collect();
+    names.dedup();
+    names.join(", ")
 }
 
 fn packages(tools: &[Tool]) -> String {
@@ -251,13 +266,12 @@ impl Invocation {
             }
             _ => None,
         };
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ToolError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        let out = child.wait_with_output();
         let fed = feeder.map(|f| f.join());
+        let out = out.map_err(|source| ToolError::Wait {
+            command: command.clone(),
+            source,
+        })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -272,7 +286,7 @@ impl Invocation {
             return Err(ToolError::Failed {
                 command,
                 status: out.status,
-                stderr: tail.join("\n"),
+                output: tail.join("\n"),
             });
         }
         match fed {
@@ -314,8 +328,7 @@ mod tests {
         let err = require(&[ghost, ghost]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "missing tools: gantry-no-such-program, gantry-no-such-program; \
-             install with: apt-get install gantry-ghost"
+            "missing tools: gantry-no-such-program; install with: apt-get install gantry-ghost"
         );
     }
 
@@ -347,5 +360,11 @@ mod tests {
             package: "coreutils",
         };
         assert_eq!(cat.cmd().run_with_stdin(Some(b"hi")).unwrap(), "hi");
+        // More than a pipe holds in both directions at once: must not deadlock.
+        let big = vec![b'x'; 4 << 20];
+        assert_eq!(
+            cat.cmd().run_with_stdin(Some(&big)).unwrap().len(),
+            big.len()
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! It never exits and never panics out of its loop.
 //!
 //! The library holds the pieces the binary is made of, each testable on its own; system
-//! calls a test cannot make sit behind small traits ([`mounts::MountOps`]).
+//! calls a test cannot make sit behind small traits ([`mounts::MountOps`],
+//! [`shutdown::ShutdownOps`]).
 
 pub mod cmdline;
 pub mod console;

@@ -10,7 +10,7 @@ use gantry_init::cmdline::{valid_hostname, BootParams};
 use gantry_init::mounts::{self, Outcome};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
-use gantry_init::signals::Signals;
+use gantry_init::signals::{self, Signals};
 use gantry_init::{
     console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
     SHUTDOWN_REQUESTED, VERSION,
@@ -29,11 +29,12 @@ fn main() {
         std::process::exit(1);
     }
     std::panic::set_hook(Box::new(|info| error!(%info, "gantry-init: panic caught")));
-    // Before anything else: a SIGCHLD or SIGTERM from now on must not be missed.
-    let (signals, signal_errors) = Signals::new();
+    // Before anything else: a SIGCHLD or SIGTERM from now on stays pending until read.
+    let blocked = signals::block();
     let mount_results = mounts::mount_all(&mut mounts::Host, mounts::EARLY_MOUNTS);
     let console_result = console::attach();
     console::init_logging();
+    let (signals, signal_errors) = Signals::open(blocked);
     if let Err(e) = console_result {
         warn!(error = %e, "cannot open /dev/console");
     }
@@ -72,29 +73,32 @@ fn main() {
         "{READY_MARKER}"
     );
 
+    // Kept outside the panic boundary: a request read just before a panic still counts.
+    let mut pending: Option<Action> = None;
     loop {
         // A bug in one event must not take the machine down with it.
-        let event = catch_unwind(AssertUnwindSafe(|| wait_for_event(&signals, &mut buttons)));
-        match event {
-            Ok(Some(action)) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| {
-                    let mut host = shutdown::Host {
-                        wait: |left| wait_readable(&signals, left),
-                    };
-                    shutdown::shutdown(action, &mut host)
-                }));
-                // shutdown() never returns: only a panic gets here. End the machine anyway.
-                error!("gantry-init: panic during shutdown; syncing and ending now");
-                shutdown::end(action);
-            }
-            Ok(None) => {}
-            Err(_) => error!("gantry-init: recovered from a panic in the event loop"),
+        let event = catch_unwind(AssertUnwindSafe(|| {
+            wait_for_event(&signals, &mut buttons, &mut pending)
+        }));
+        if event.is_err() {
+            error!("gantry-init: recovered from a panic in the event loop");
+        }
+        if let Some(action) = pending.take() {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                let mut host = shutdown::Host {
+                    wait: |left| wait_readable(&signals, left),
+                };
+                shutdown::shutdown(action, &mut host)
+            }));
+            // shutdown() never returns: only a panic gets here. End the machine anyway.
+            error!("gantry-init: panic during shutdown; syncing and ending now");
+            shutdown::end(action);
         }
     }
 }
 
-/// Blocks until something happens; returns a shutdown to perform, if any.
-fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>) -> Option<Action> {
+/// Blocks until something happens; a shutdown it asks for goes into `pending`.
+fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>, pending: &mut Option<Action>) {
     let revents: Vec<PollFlags> = {
         let mut fds: Vec<PollFd> = buttons
             .iter()
@@ -111,11 +115,10 @@ fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>) -> Option<Action> 
             Err(_) => Vec::new(),
         }
     };
-    let mut action = None;
     for sig in signals.drain() {
         if let Some(a) = Action::for_signal(sig) {
             info!(signal = %sig, "{SHUTDOWN_REQUESTED}");
-            action = Some(a);
+            *pending = Some(a);
         }
     }
     let gone = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
@@ -130,14 +133,13 @@ fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>) -> Option<Action> 
         }
         if flags.contains(PollFlags::POLLIN) && power_button::pressed(button) {
             info!("{POWER_BUTTON_PRESSED}");
-            action = Some(Action::PowerOff);
+            *pending = Some(Action::PowerOff);
         }
         true
     });
     for status in reap().exited {
         info!(status = ?status, code = ?exit_code(&status), "child exited");
     }
-    action
 }
 
 /// Waits until a signal arrives (a child exited) or `left` passes.

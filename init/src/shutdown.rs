@@ -133,8 +133,9 @@ fn unmount(ops: &mut impl ShutdownOps, target: &str) {
         return;
     };
     let read_only = ops.remount_read_only(target).is_ok();
-    if let Err(e2) = ops.detach(target) {
-        warn!(target, error = %e, detach_error = %e2, read_only, "cannot unmount");
+    match ops.detach(target) {
+        Ok(()) => info!(target, error = %e, read_only, "busy; detached"),
+        Err(e2) => warn!(target, error = %e, detach_error = %e2, read_only, "cannot unmount"),
     }
 }
 
@@ -145,10 +146,11 @@ pub fn end(action: Action) -> ! {
     match reboot(action.mode()) {
         Ok(never) => match never {},
         Err(e) => {
-            // Not allowed (not the host's PID 1): nothing left to do but stay alive.
+            // Not allowed (not the host's PID 1): stay alive, and keep reaping orphans.
             warn!(error = %e, "reboot(2) failed; halting in place");
             loop {
-                std::thread::sleep(Duration::from_secs(3600));
+                reap();
+                std::thread::sleep(Duration::from_secs(1));
             }
         }
     }

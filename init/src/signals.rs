@@ -34,25 +34,50 @@ pub struct SetupErrors {
     pub signalfd: Option<Errno>,
 }
 
+/// The handled signals, blocked: the first thing PID 1 does, so that none is lost (a
+/// blocked signal stays pending until it is read).
+#[derive(Debug)]
+pub struct Blocked {
+    mask: SigSet,
+    pub error: Option<Errno>,
+}
+
+/// Blocks the handled signals.
+pub fn block() -> Blocked {
+    let mut mask = SigSet::empty();
+    for sig in HANDLED {
+        mask.add(*sig);
+    }
+    let error = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).err();
+    Blocked { mask, error }
+}
+
 impl Signals {
-    /// Blocks the handled signals and makes a signalfd for them.
-    pub fn new() -> (Self, SetupErrors) {
-        let mut mask = SigSet::empty();
-        for sig in HANDLED {
-            mask.add(*sig);
-        }
-        let mut errors = SetupErrors::default();
-        if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None) {
-            errors.mask = Some(e);
-        }
-        let fd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+    /// Opens the signalfd for the blocked signals. Call it after the console is attached:
+    /// PID 1 may start with descriptors 0 to 2 closed, and a signalfd made earlier would
+    /// take one of them and be closed when the console is put there.
+    pub fn open(blocked: Blocked) -> (Self, SetupErrors) {
+        let mut errors = SetupErrors {
+            mask: blocked.error,
+            signalfd: None,
+        };
+        let fd = match SignalFd::with_flags(
+            &blocked.mask,
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        ) {
             Ok(fd) => Some(fd),
             Err(e) => {
                 errors.signalfd = Some(e);
                 None
             }
         };
-        (Self { mask, fd }, errors)
+        (
+            Self {
+                mask: blocked.mask,
+                fd,
+            },
+            errors,
+        )
     }
 
     /// The descriptor to poll, when there is a signalfd.

@@ -35,6 +35,8 @@ pub enum VmError {
         wanted: Vec<String>,
         tail: String,
     },
+    #[error("cannot check whether QEMU is still running: {0}")]
+    Wait(std::io::Error),
     #[error("QEMU did not exit within {0:?}")]
     StillRunning(Duration),
     #[error(transparent)]
@@ -137,23 +139,16 @@ impl Vm {
         timeout: Duration,
     ) -> Result<(usize, String), VmError> {
         let deadline = Instant::now() + timeout;
-        let mut scanned = self.scanned;
+        let wanted = || needles.iter().map(|s| (*s).to_owned()).collect();
         loop {
+            // Whether QEMU is gone is asked before the last read, so that what it wrote
+            // before exiting is scanned too.
+            let exited = self.child.try_wait().map_err(VmError::Wait)?;
             self.pull();
-            // Scan whole lines only.
-            while let Some(nl) = self.seen[scanned..].find('\n') {
-                let line = &self.seen[scanned..scanned + nl];
-                scanned += nl + 1;
-                if let Some(i) = needles.iter().position(|n| line.contains(n)) {
-                    let line = line.trim_end_matches('\r').to_owned();
-                    self.scanned = scanned;
-                    return Ok((i, line));
-                }
+            if let Some(found) = self.scan(needles, exited.is_some()) {
+                return Ok(found);
             }
-            self.scanned = scanned;
-            let wanted = || needles.iter().map(|s| (*s).to_owned()).collect();
-            if let Ok(Some(status)) = self.child.try_wait() {
-                self.pull();
+            if let Some(status) = exited {
                 return Err(VmError::Exited {
                     status,
                     wanted: wanted(),
@@ -169,6 +164,26 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Looks for a needle in the lines not scanned yet: whole lines, and the unfinished
+    /// last one too when `to_end` (nothing more will come).
+    fn scan(&mut self, needles: &[&str], to_end: bool) -> Option<(usize, String)> {
+        while self.scanned < self.seen.len() {
+            let rest = &self.seen[self.scanned..];
+            let (line, next) = match rest.find('\n') {
+                Some(nl) => (&rest[..nl], self.scanned + nl + 1),
+                None if to_end => (rest, self.seen.len()),
+                None => return None,
+            };
+            let hit = needles.iter().position(|n| line.contains(n));
+            let line = line.trim_end_matches('\r').to_owned();
+            self.scanned = next;
+            if let Some(i) = hit {
+                return Some((i, line));
+            }
+        }
+        None
     }
 
     /// Runs a QMP command (connecting on first use).
@@ -205,7 +220,7 @@ impl Vm {
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, VmError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().map_err(VmError::Spawn)? {
+            if let Some(status) = self.child.try_wait().map_err(VmError::Wait)? {
                 self.pull();
                 return Ok(status);
             }

@@ -22,8 +22,20 @@ fn qemu_boots_to_ready_from_a_verity_root_on_slot_a() {
     let ready = vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
     assert_eq!(field(&ready, "version"), Some(VERSION));
     assert_eq!(field(&ready, "slot"), Some("A"));
+    // boot_ms is the same clock as the line's own "[    1.483]" stamp.
     let boot_ms: u64 = field(&ready, "boot_ms").unwrap().parse().unwrap();
-    assert!(boot_ms > 0, "{ready}");
+    let stamp = ready
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .expect("the ready line starts with its time since boot");
+    let stamp_ms = (stamp * 1000.0).round() as u64;
+    assert!(boot_ms.abs_diff(stamp_ms) <= 5, "{ready}");
+    assert!(
+        boot_ms >= 100,
+        "the kernel cannot boot in under 100 ms: {ready}"
+    );
 
     let console = vm.console().to_owned();
     let root = console
