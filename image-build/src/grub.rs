@@ -6,6 +6,11 @@
 //! decrements the slot's tries and saves the block before booting, so a slot that never
 //! reaches user space runs out of tries and is skipped. GRUB script has no arithmetic, so the
 //! decrement is one comparison per possible value, up to [`MAX_TRIES`].
+//!
+//! When the chosen slot's kernel cannot be loaded, the script boots the next good slot in
+//! the same run (the try stays spent), then any slot, and restarts only when nothing loads:
+//! it never stops at a GRUB prompt, and it never marks a slot bad by itself (a transient
+//! read error must not cost a good slot its standing).
 
 use std::fmt::Write as _;
 
