@@ -88,11 +88,16 @@ pub enum DefinitionError {
 
 impl ImageDefinition {
     pub fn load(path: &Path) -> Result<Self, DefinitionError> {
+        Self::load_with_text(path).map(|(def, _)| def)
+    }
+
+    /// Loads, and also returns the text (an input of the build's identifiers).
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), DefinitionError> {
         let text = std::fs::read_to_string(path).map_err(|source| DefinitionError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        Ok((Self::parse(path, &text)?, text))
     }
 
     /// Parses and validates; `path` is only used in messages.

@@ -119,13 +119,7 @@ impl BuildManifest {
 /// Builds the image; `progress` receives one line per step.
 pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManifest, BuildError> {
     tool::require(tool::ALL)?;
-    let def_text = std::fs::read_to_string(&opts.definition).map_err(|source| {
-        definition::DefinitionError::Read {
-            path: opts.definition.clone(),
-            source,
-        }
-    })?;
-    let def = ImageDefinition::parse(&opts.definition, &def_text)?;
+    let (def, def_text) = ImageDefinition::load_with_text(&opts.definition)?;
     let def_dir = opts
         .definition
         .parent()

@@ -126,3 +126,34 @@ impl Signals {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Masks are per thread and each test runs on its own thread, so raising a handled
+    // signal here reaches only this test (it stays pending on this thread).
+
+    #[test]
+    fn a_blocked_signal_is_read_from_the_signalfd() {
+        let (signals, errors) = Signals::open(block());
+        assert!(errors.mask.is_none() && errors.signalfd.is_none());
+        assert!(signals.fd().is_some());
+        nix::sys::signal::raise(Signal::SIGUSR1).unwrap();
+        assert_eq!(signals.drain(), vec![Signal::SIGUSR1]);
+        assert_eq!(signals.drain(), vec![], "a signal is read once");
+    }
+
+    #[test]
+    fn without_a_signalfd_pending_signals_are_drained_with_sigtimedwait() {
+        let blocked = block();
+        let signals = Signals {
+            mask: blocked.mask,
+            fd: None,
+        };
+        assert_eq!(signals.poll_timeout(), PollTimeout::from(1000u16));
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        assert_eq!(signals.drain(), vec![Signal::SIGUSR2]);
+        assert_eq!(signals.drain(), vec![]);
+    }
+}
