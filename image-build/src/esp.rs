@@ -38,7 +38,29 @@ pub struct EspContents<'a> {
 pub fn build(c: &EspContents<'_>, work: &Path, out: &Path) -> Result<(), EspError> {
     std::fs::create_dir_all(work).at(work)?;
     let early = work.join("early.cfg");
-    std::fs::write(&early, grub::early_config()).at(&early)?;
+    std::fs::write(&early, grub::early_config(c.volume_id)).at(&early)?;
+    // The memdisk: a tar holding only the boot script, with fixed owner, mode and time.
+    let memdisk_dir = work.join("memdisk");
+    std::fs::create_dir_all(&memdisk_dir).at(&memdisk_dir)?;
+    write(&memdisk_dir, "grub.cfg", grub::boot_script().as_bytes())?;
+    let memdisk = work.join("memdisk.tar");
+    tool::TAR
+        .cmd()
+        .arg("--format=ustar")
+        .arg(format!("--mtime=@{}", c.epoch))
+        .args([
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mode=0644",
+            "--sort=name",
+        ])
+        .arg("-C")
+        .arg(&memdisk_dir)
+        .arg("-cf")
+        .arg(&memdisk)
+        .arg("grub.cfg")
+        .run()?;
     let efi = work.join("BOOTX64.EFI");
     tool::GRUB_MKIMAGE
         .cmd()
@@ -50,16 +72,14 @@ pub fn build(c: &EspContents<'_>, work: &Path, out: &Path) -> Result<(), EspErro
         .arg(grub::PREFIX)
         .arg("-c")
         .arg(&early)
+        .arg("-m")
+        .arg(&memdisk)
         .arg("-o")
         .arg(&efi)
         .args(grub::MODULES)
         .run()?;
     let files: Vec<(PathBuf, String)> = vec![
         (efi, "/EFI/BOOT/BOOTX64.EFI".into()),
-        (
-            write(work, "grub.cfg", grub::boot_script().as_bytes())?,
-            format!("{}/grub.cfg", grub::PREFIX),
-        ),
         (
             write(work, "grubenv", &GrubEnv::initial(Slot::A).to_block()?)?,
             format!("{}/grubenv", grub::PREFIX),

@@ -32,15 +32,30 @@ pub const MODULES: &[&str] = &[
     "echo",
     "halt",
     "reboot",
+    "search",
+    "search_fs_uuid",
+    "memdisk",
+    "tar",
 ];
 
+/// Where the boot script lives: in a memdisk inside `BOOTX64.EFI`, so that it can only be
+/// lost or replaced together with GRUB itself.
+pub const SCRIPT: &str = "(memdisk)/grub.cfg";
+
 /// The early config embedded in the EFI binary. It runs in GRUB's rescue parser, which has
-/// no `if`, so it only hands over to the full script.
-pub fn early_config() -> String {
-    "normal $prefix/grub.cfg\n".to_owned()
+/// no `if`. With a memdisk GRUB's root is the memdisk, so it finds the ESP by its volume id
+/// (what grub-install's `load.cfg` does), points `$prefix` there (grubenv, slot kernels),
+/// and hands over to the full script.
+pub fn early_config(esp_volume_id: &str) -> String {
+    let (hi, lo) = esp_volume_id.split_at(esp_volume_id.len().min(4));
+    format!(
+        "search --no-floppy --fs-uuid --set=root {hi}-{lo}\n\
+         set prefix=($root){PREFIX}\n\
+         normal {SCRIPT}\n"
+    )
 }
 
-/// The boot script, `$prefix/grub.cfg`.
+/// The boot script, [`SCRIPT`].
 pub fn boot_script() -> String {
     let slots = || Slot::ALL.iter().copied();
     let list = |suffix: &str| {
@@ -193,6 +208,16 @@ mod tests {
         assert!(s.contains(
             "load_env --file $prefix/grubenv gantry_order A_good B_good A_tries B_tries"
         ));
+    }
+
+    #[test]
+    fn the_early_config_finds_the_esp_by_its_volume_id() {
+        assert_eq!(
+            early_config("1a2b3c4d"),
+            "search --no-floppy --fs-uuid --set=root 1a2b-3c4d\n\
+             set prefix=($root)/EFI/gantry\n\
+             normal (memdisk)/grub.cfg\n"
+        );
     }
 
     #[test]
