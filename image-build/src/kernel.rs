@@ -1,7 +1,8 @@
 //! The kernel: Debian's `linux-source-6.1` tarball, configured as `allnoconfig` plus
 //! Gantry's fragments, built out of tree, and cached under a key made of the tarball's
-//! digest, the fragments and this recipe, so that a second build, a fresh clone or CI on
-//! the same machine reuses it.
+//! digest, the fragments' options, the toolchain and this recipe, so that a second build,
+//! a fresh clone or CI on the same machine reuses it. The object tree is kept per tarball,
+//! so a changed fragment rebuilds incrementally.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -104,7 +105,10 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
     }
     let started = Instant::now();
     let src = extract(source, &tar_digest, cache, progress)?;
-    let build_dir = cache.join("build").join(&key);
+    // One object tree per source tarball, kept between keys: after a fragment changes,
+    // Kbuild's per-option dependency tracking rebuilds only what that option touches
+    // instead of the whole kernel. Builds are serialised by the lock above.
+    let build_dir = cache.join("build").join(&tar_digest.hex()[..16]);
     std::fs::create_dir_all(&build_dir).at(&build_dir)?;
     let fragment_path = build_dir.join("gantry.fragment");
     std::fs::write(&fragment_path, &fragments).at(&fragment_path)?;
@@ -139,8 +143,6 @@ pub fn build(source: &Path, cache: &Path, progress: &dyn Fn(&str)) -> Result<Ker
     std::fs::copy(&config_path, tmp.join("config")).at(&config_path)?;
     crate::fsio::sync_dir_files(&tmp).at(&tmp)?;
     std::fs::rename(&tmp, &out).at(&out)?;
-    // The object tree (hundreds of MB) is of no use to another key.
-    let _ = std::fs::remove_dir_all(&build_dir);
     let secs = started.elapsed().as_secs_f64();
     progress(&format!("kernel: built in {secs:.0} s ({})", out.display()));
     Ok(found(false, secs))
