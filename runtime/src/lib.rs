@@ -3,8 +3,10 @@
 //! This crate will hold the image store (registry pulls, OCI/Docker archive import, layers
 //! on overlayfs) and container execution (namespaces, cgroup v2, capabilities, seccomp,
 //! networking), linked into PID 1 and shipped as an OCI-runtime command line. Today it holds
-//! the one type every part of it shares: [`ContainerId`].
+//! [`ContainerId`] and image references ([`ImageRef`]), parsed and normalised as Docker does.
 
 mod id;
+mod reference;
 
 pub use id::{ContainerId, InvalidContainerId};
+pub use reference::{Digest, ImageRef, InvalidReference, DEFAULT_REGISTRY};
