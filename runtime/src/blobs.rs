@@ -7,9 +7,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use ring::digest::{Context, SHA256};
-
-use crate::reference::Digest;
+use crate::reference::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -81,7 +79,7 @@ impl Blobs {
             .map_err(io(&self.root))?;
         // One byte more than announced is enough to know the source is too long.
         let mut limited = content.take(size.saturating_add(1));
-        let mut ctx = Context::new(&SHA256);
+        let mut ctx = Sha256::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         let mut file: &File = tmp.as_file();
@@ -101,25 +99,134 @@ impl Blobs {
                 expected: size,
             });
         }
-        let hex: String = ctx
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if hex != digest.hex() {
+        let got = ctx.finish();
+        if got != *digest {
             return Err(BlobError::Mismatch {
                 digest: digest.clone(),
-                got: hex,
+                got: got.hex().to_owned(),
             });
         }
         file.sync_all().map_err(io(tmp.path()))?;
         let dest = self.path(digest);
         tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
+        self.sync_dir(digest)?;
+        Ok(dest)
+    }
+
+    /// Where a download of `digest` keeps what it has so far. The name is stable so that a
+    /// later pull, after a crash or a dropped connection, resumes with a range request.
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(format!(".partial-{}", digest.hex()))
+    }
+
+    /// Opens (creating) the partial download of `digest` for appending, and says how many
+    /// bytes it already holds.
+    pub fn open_partial(&self, digest: &Digest) -> Result<(File, u64), BlobError> {
+        let path = self.partial_path(digest);
+        let err = |source| BlobError::Io {
+            digest: digest.clone(),
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.root).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        Ok((file, len))
+    }
+
+    /// Checks a finished partial download against `digest` and `size` and moves it into
+    /// place. A partial that does not match is deleted, so the next try starts over.
+    pub fn commit_partial(&self, digest: &Digest, size: u64) -> Result<PathBuf, BlobError> {
+        let path = self.partial_path(digest);
+        let file = File::open(&path).map_err(|source| BlobError::Io {
+            digest: digest.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        let result = self.put(
+            digest,
+            size,
+            std::io::BufReader::with_capacity(256 * 1024, file),
+        );
+        // Either it is in place now, or it was wrong: the partial has no further use.
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// Removes a blob (for `rm`/`prune`); a blob that is already gone is not an error.
+    pub fn remove(&self, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.path(digest);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(BlobError::Io {
+                digest: digest.clone(),
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Every blob in the directory (not partial or incoming files).
+    pub fn list(&self) -> std::io::Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in rd {
+            let name = entry?.file_name();
+            if let Some(d) = name
+                .to_str()
+                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-reads a stored blob and checks it still has its digest.
+    pub fn verify(&self, digest: &Digest) -> Result<(), BlobError> {
+        let path = self.path(digest);
+        let io = |source| BlobError::Io {
+            digest: digest.clone(),
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        let mut ctx = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
+        let got = ctx.finish();
+        if got != *digest {
+            return Err(BlobError::Mismatch {
+                digest: digest.clone(),
+                got: got.hex().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, digest: &Digest) -> Result<(), BlobError> {
         File::open(&self.root)
             .and_then(|d| d.sync_all())
-            .map_err(io(&self.root))?;
-        Ok(dest)
+            .map_err(|source| BlobError::Io {
+                digest: digest.clone(),
+                path: self.root.clone(),
+                source,
+            })
     }
 }
 
@@ -128,9 +235,7 @@ mod tests {
     use super::*;
 
     fn sha256(data: &[u8]) -> Digest {
-        let d = ring::digest::digest(&SHA256, data);
-        let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}").parse().unwrap()
+        Digest::sha256_of(data)
     }
 
     fn leftovers(dir: &Path) -> Vec<String> {
@@ -171,6 +276,32 @@ mod tests {
             "{:?}",
             leftovers(dir.path())
         );
+    }
+
+    #[test]
+    fn a_partial_download_is_resumed_then_checked_before_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(dir.path());
+        let data = b"0123456789".repeat(1000);
+        let d = sha256(&data);
+        let (mut f, have) = blobs.open_partial(&d).unwrap();
+        assert_eq!(have, 0);
+        f.write_all(&data[..4000]).unwrap();
+        drop(f);
+        let (mut f, have) = blobs.open_partial(&d).unwrap();
+        assert_eq!(have, 4000);
+        f.write_all(&data[4000..]).unwrap();
+        drop(f);
+        blobs.commit_partial(&d, data.len() as u64).unwrap();
+        assert_eq!(blobs.list().unwrap(), vec![d.clone()]);
+        blobs.verify(&d).unwrap();
+        // A partial with the wrong bytes is refused and deleted.
+        let other = sha256(b"other");
+        let (mut f, _) = blobs.open_partial(&other).unwrap();
+        f.write_all(b"otheR").unwrap();
+        let err = blobs.commit_partial(&other, 5).unwrap_err();
+        assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
+        assert!(!blobs.partial_path(&other).exists());
     }
 
     #[test]

@@ -1,16 +1,25 @@
 //! Gantry's container runtime.
 //!
-//! This crate will hold the image store (registry pulls, OCI/Docker archive import, layers
-//! on overlayfs) and container execution (namespaces, cgroup v2, capabilities, seccomp,
-//! networking), linked into PID 1 and shipped as an OCI-runtime command line. Today it holds
-//! [`ContainerId`], image references ([`ImageRef`]) parsed and normalised as Docker does,
-//! and the verified, crash-safe blob directory of the image store ([`Blobs`]).
+//! The image half is here: references ([`ImageRef`]) parsed and normalised as Docker does;
+//! a registry client for the OCI distribution API ([`registry`]) with basic and bearer
+//! auth; manifests, indexes and configs ([`manifest`]); safe layer extraction into
+//! overlayfs form ([`layer`]); and the crash-safe, content-addressed [`store`] that
+//! [`pull`] and [`import`] fill. Container execution (namespaces, cgroup v2, capabilities,
+//! seccomp, networking) comes next. The `gantry` binary puts the image store on the
+//! command line.
 
 mod blobs;
+mod challenge;
 mod id;
+pub mod import;
+pub mod layer;
+pub mod manifest;
+pub mod pull;
 mod reference;
+pub mod registry;
+pub mod store;
 
 pub use blobs::{BlobError, Blobs};
-
+pub use challenge::{Challenge, InvalidChallenge, Scheme};
 pub use id::{ContainerId, InvalidContainerId};
-pub use reference::{Digest, ImageRef, InvalidReference, DEFAULT_REGISTRY};
+pub use reference::{Digest, ImageRef, InvalidReference, Sha256, DEFAULT_REGISTRY};

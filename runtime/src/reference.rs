@@ -27,6 +27,50 @@ impl Digest {
     pub fn hex(&self) -> &str {
         &self.hex
     }
+
+    /// The sha256 digest of `data`.
+    pub fn sha256_of(data: &[u8]) -> Digest {
+        let mut h = Sha256::new();
+        h.update(data);
+        h.finish()
+    }
+}
+
+/// A running sha256 whose result is a [`Digest`].
+pub struct Sha256(ring::digest::Context);
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sha256")
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha256 {
+    pub fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> Digest {
+        use fmt::Write;
+        let mut hex = String::with_capacity(64);
+        for b in self.0.finish().as_ref() {
+            let _ = write!(hex, "{b:02x}");
+        }
+        Digest {
+            algorithm: "sha256",
+            hex,
+        }
+    }
 }
 
 impl fmt::Display for Digest {

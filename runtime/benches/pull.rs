@@ -1,0 +1,113 @@
+//! Pull benchmark: the same generated multi-layer image (about 40 MB uncompressed, 5
+//! layers) pulled from a local docker-registry by `gantry image pull` (download, verify,
+//! decompress, check diff_ids, unpack) and by `skopeo copy docker://… oci:…` (download and
+//! verify only), each into a fresh destination, three times; prints the medians and the
+//! ratio. Run: `cargo bench -p gantry-runtime --bench pull` (root, docker-registry, skopeo).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RUNS: usize = 3;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let reg = TestRegistry::start(RegistrySetup {
+        basic_auth: false,
+        tls: false,
+    });
+    let layout = tempfile::tempdir().expect("layout");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let words = b"container host image layer registry manifest digest ".repeat(80_000);
+    let layers: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            let random: Vec<u8> = (0..4 << 20)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let (a, b) = (
+                format!("opt/l{i}/random.bin"),
+                format!("opt/l{i}/words.txt"),
+            );
+            layer_tar(&[
+                Entry::Dir("opt"),
+                Entry::File(&a, &random, 0o644),
+                Entry::File(&b, &words[..4 << 20], 0o644),
+            ])
+        })
+        .collect();
+    let total: usize = layers.iter().map(Vec::len).sum();
+    let d = add_image(
+        layout.path(),
+        &ImageSpec {
+            arch: "amd64",
+            layers: &layers,
+            comp: Comp::Gzip,
+            bad_diff_id: false,
+            cmd: &["/bin/sh"],
+        },
+    );
+    finish_layout(layout.path(), vec![("bench", d)]);
+    reg.push(layout.path(), "bench", "bench/img", &[]);
+    let reference = format!("{}/bench/img:bench", reg.host);
+
+    let mut gantry_times = Vec::new();
+    let mut skopeo_times = Vec::new();
+    for _ in 0..RUNS {
+        let store = tempfile::tempdir().expect("store");
+        let start = Instant::now();
+        let (ok, _, err) = gantry(
+            &[
+                "--root",
+                store.path().to_str().expect("utf-8"),
+                "image",
+                "pull",
+                &reference,
+            ],
+            None,
+        );
+        gantry_times.push(start.elapsed());
+        assert!(ok, "gantry pull failed: {err}");
+
+        let dest = tempfile::tempdir().expect("dest");
+        let start = Instant::now();
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{}:bench", dest.path().join("oci").display()))
+            .output()
+            .expect("skopeo");
+        skopeo_times.push(start.elapsed());
+        assert!(
+            out.status.success(),
+            "skopeo failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (g, s) = (median(gantry_times), median(skopeo_times));
+    println!("image: 5 layers, {:.1} MB uncompressed", total as f64 / 1e6);
+    println!(
+        "gantry image pull (download+verify+unpack): {:.3} s",
+        g.as_secs_f64()
+    );
+    println!(
+        "skopeo copy docker:// oci: (download+verify): {:.3} s",
+        s.as_secs_f64()
+    );
+    println!(
+        "ratio skopeo/gantry: {:.2} (above 1 means gantry is faster)",
+        s.as_secs_f64() / g.as_secs_f64()
+    );
+}

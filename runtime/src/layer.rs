@@ -1,0 +1,311 @@
+//! Layer extraction: one OCI/Docker layer, a tar stream that may be gzip- or
+//! zstd-compressed, unpacked into a directory that overlayfs can stack as a lower dir.
+//!
+//! # Overlay form
+//!
+//! Layers delete files of the layers below with AUFS-style whiteout entries; overlayfs
+//! reads deletions differently, so they are converted as they are unpacked:
+//!
+//! - `D/.wh.<name>` becomes a character device 0:0 `D/<name>`, which hides `<name>`;
+//! - `D/.wh..wh..opq` sets `trusted.overlay.opaque=y` on `D` (made if missing), which
+//!   hides everything below `D` in lower layers while `D`'s own entries in this layer
+//!   stay;
+//! - other `.wh..wh.` names (AUFS's `.wh..wh.plnk` hard-link directory, `.wh..wh.aufs`)
+//!   are skipped with everything under them, so a hard link into them fails as a missing
+//!   target: only very old Docker-on-AUFS exports have them;
+//! - a whiteout of nothing (`.wh.`), of `.` or of `..` is refused.
+//!
+//! Whiteouts need `CAP_MKNOD` and opaque marks `CAP_SYS_ADMIN`; without them
+//! [`LayerError::NeedsRoot`] says so. Xattrs named `trusted.overlay.*` in the archive are
+//! refused: they would steer overlayfs (redirects, metacopy) and no layer writer makes
+//! them; whiteouts are how a layer speaks to overlayfs.
+//!
+//! # Path safety
+//!
+//! Nothing is unpacked by the tar crate: headers are read here (the tar crate only parses
+//! header fields) and every object is made with a `*at` call on a directory descriptor.
+//!
+//! - Names are read as Docker does: a leading `/` or `./` is dropped (`/etc/x` is
+//!   `etc/x`, inside the layer), and so are empty and `.` components. A `..` component
+//!   anywhere, an empty name, a NUL byte, a name over 4096 bytes or a component over 255
+//!   is refused. Only a directory may name the root (`./`, common in hand-made layers):
+//!   it sets the root's own owner, mode and mtime.
+//! - Parent directories are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//!   RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`, so writing through a symlink, even one
+//!   the layer made a moment ago (`evil -> /etc`, then `evil/passwd`), is refused.
+//!   Missing parents are made, 0755.
+//! - A later entry for a path replaces the earlier one: what was there is unlinked (a
+//!   directory with everything in it) and the new object made with `O_CREAT | O_EXCL |
+//!   O_NOFOLLOW` or its own `*at` call, so a last component is never followed either. A
+//!   directory over a directory keeps it and updates its metadata.
+//! - A hard link's target is read like a name (so `/etc/passwd` means the layer's own
+//!   `etc/passwd`), its parent opened the same safe way, and linked with `linkat(…, 0)`,
+//!   which links a symlink itself rather than what it points to. A target missing from
+//!   the layer is an error.
+//! - Symlink targets are data: they may point anywhere (`/bin/sh -> busybox`,
+//!   `lib -> usr/lib`) and are resolved later inside the container's root.
+//!
+//! # The stream
+//!
+//! - PAX (`x`) and GNU long-name (`L`, `K`) payloads over 1 MiB are refused before they
+//!   are read; global PAX headers (`g`) are skipped, as Docker does. Applied PAX records:
+//!   `path`, `linkpath`, `size`, `uid`, `gid`, `mtime` and `SCHILY.xattr.*`.
+//! - Supported types: regular files (`0`, `7`, and NUL, which means a directory when the
+//!   name ends in `/`), hard links, symlinks, character and block devices, directories and
+//!   FIFOs. As in Go's archive/tar, only regular files carry data whatever the others'
+//!   size fields say. Everything else (GNU sparse files, `S` or PAX `GNU.sparse.*`, GNU
+//!   dumpdirs, multi-volume and volume headers, unknown types) is refused: skipping them
+//!   would silently leave a file out of the image.
+//! - A stream that stops inside a header, file data or padding is
+//!   [`LayerError::Truncated`], as is a cut-off gzip or zstd stream. A missing
+//!   end-of-archive marker is accepted, as Docker and containerd do, but only when the
+//!   stream ends exactly between entries. A zero block followed by anything but a second
+//!   zero block or the end is refused (as Go's archive/tar does).
+//! - Whatever follows the end marker is read and hashed, so the diff ID is the sha256 of
+//!   the whole uncompressed stream, what `sha256sum` gives for the `.tar`.
+//!
+//! # Metadata
+//!
+//! Modes keep setuid, setgid and sticky (set after the owner, as chown clears them).
+//! Numeric owners are set only when running as root. Xattrs come from the PAX records;
+//! those of symlinks and device nodes are set through `/proc/self/fd/<parent>/<name>`,
+//! which needs `/proc`. Mtimes keep nanoseconds; atime is set to mtime. Directories get
+//! their mode and mtime after all entries, deepest first, since writing into a directory
+//! changes its mtime. Hard links take nothing from their header: they share the target's
+//! inode. Device nodes and FIFOs are made as the layer says.
+//!
+//! On error `dest` holds a partial tree; the caller removes it.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::SFlag;
+
+use crate::reference::Digest;
+
+mod archive;
+mod path;
+#[cfg(test)]
+mod tests;
+mod tree;
+
+use archive::{Archive, Kind, Member, MAX_EXTENSION};
+use path::LayerPath;
+use tree::Tree;
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// What [`unpack`] unpacked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// `sha256:` of the whole uncompressed stream, to compare with the image config's.
+    pub diff_id: Digest,
+    /// Archive members, not counting extension headers.
+    pub entries: u64,
+    pub uncompressed_bytes: u64,
+}
+
+/// Where in a layer stream something went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A member, named as in the archive.
+    Entry(String),
+    /// A header not read far enough to have a name.
+    Header { offset: u64 },
+    /// What follows the end-of-archive marker.
+    Trailer { offset: u64 },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Entry(name) => write!(f, "layer entry {name:?}"),
+            Location::Header { offset } => write!(f, "layer header at byte {offset}"),
+            Location::Trailer { offset } => write!(f, "layer trailer at byte {offset}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer destination {}: {source}", path.display())]
+    Destination { path: PathBuf, source: io::Error },
+    /// The stream could not be read or decompressed.
+    #[error("{at}: cannot read the layer stream: {source}")]
+    Read { at: Location, source: io::Error },
+    #[error("{at}: the layer stream ends early")]
+    Truncated { at: Location },
+    /// A header that cannot be parsed or is not allowed.
+    #[error("{at}: {reason}")]
+    Header { at: Location, reason: &'static str },
+    #[error("{at}: extension header of {size} bytes is over the {MAX_EXTENSION}-byte limit")]
+    ExtensionTooLarge { at: Location, size: u64 },
+    #[error("{at}: unsupported entry type {typeflag:?}")]
+    UnsupportedType { at: Location, typeflag: char },
+    /// A name or link that could write outside the layer or is not allowed.
+    #[error("layer entry {entry:?}: {reason}")]
+    Refused { entry: String, reason: &'static str },
+    #[error("layer entry {entry:?}: parent {parent:?} {reason}")]
+    Parent {
+        entry: String,
+        parent: String,
+        reason: &'static str,
+    },
+    #[error("layer entry {entry:?}: hard link target {target:?}: {reason}")]
+    LinkTarget {
+        entry: String,
+        target: String,
+        reason: &'static str,
+    },
+    #[error("layer entry {entry:?}: cannot {step}: {source}")]
+    Io {
+        entry: String,
+        step: &'static str,
+        source: io::Error,
+    },
+    #[error("layer entry {entry:?}: cannot set xattr {name:?}: {source}")]
+    Xattr {
+        entry: String,
+        name: String,
+        source: io::Error,
+    },
+    #[error("layer entry {entry:?}: {what} needs root ({capability})")]
+    NeedsRoot {
+        entry: String,
+        what: &'static str,
+        capability: &'static str,
+    },
+}
+
+/// Unpacks one layer (a tar stream, possibly compressed) into `dest`, which must be an
+/// empty directory the caller created.
+pub fn unpack(
+    compressed: impl Read,
+    compression: Compression,
+    dest: &Path,
+) -> Result<Unpacked, LayerError> {
+    let mut tree = Tree::open(dest)?;
+    let start = || Location::Header { offset: 0 };
+    let stream: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(compressed),
+        // Like Go's gzip reader, read every member of a multi-member stream.
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(compressed)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(compressed).map_err(
+            |source| LayerError::Read {
+                at: start(),
+                source,
+            },
+        )?),
+    };
+    let mut archive = Archive::new(stream);
+    let mut entries = 0;
+    while let Some(member) = archive.next_member()? {
+        entries += 1;
+        apply(&mut tree, &mut archive, &member)?;
+    }
+    let (diff_id, uncompressed_bytes) = archive.finish()?;
+    tree.finish()?;
+    Ok(Unpacked {
+        diff_id,
+        entries,
+        uncompressed_bytes,
+    })
+}
+
+/// What a member's name asks for.
+enum Target {
+    Path(LayerPath),
+    Whiteout(LayerPath),
+    Opaque(LayerPath),
+    Skip,
+}
+
+fn target(path: &LayerPath) -> Result<Target, &'static str> {
+    let Some((parent, name)) = path.split_last() else {
+        return Ok(Target::Path(LayerPath::root()));
+    };
+    if parent.components().any(|c| c.starts_with(b".wh..wh.")) {
+        return Ok(Target::Skip);
+    }
+    if name == b".wh..wh..opq" {
+        return Ok(Target::Opaque(parent));
+    }
+    if name.starts_with(b".wh..wh.") {
+        return Ok(Target::Skip);
+    }
+    Ok(match name.strip_prefix(b".wh.") {
+        Some(b"" | b"." | b"..") => return Err("whiteout names no file"),
+        Some(hidden) => Target::Whiteout(parent.join(hidden)),
+        None => Target::Path(path.clone()),
+    })
+}
+
+fn apply<R: Read>(
+    tree: &mut Tree,
+    archive: &mut Archive<R>,
+    member: &Member,
+) -> Result<(), LayerError> {
+    let entry = member.entry();
+    let refuse = |reason| LayerError::Refused {
+        entry: entry.clone(),
+        reason,
+    };
+    let path = LayerPath::parse(&member.name).map_err(refuse)?;
+    if member
+        .xattrs
+        .iter()
+        .any(|(name, _)| name.starts_with(b"trusted.overlay."))
+    {
+        return Err(refuse(
+            "trusted.overlay.* xattrs come from whiteouts, not from the archive",
+        ));
+    }
+    let path = match target(&path).map_err(refuse)? {
+        Target::Skip => {
+            tracing::debug!(entry, "skipping aufs metadata");
+            return Ok(());
+        }
+        Target::Opaque(dir) => return tree.opaque(&entry, &dir),
+        Target::Whiteout(hidden) => return tree.whiteout(&entry, &hidden),
+        Target::Path(path) => path,
+    };
+    match &member.kind {
+        Kind::Dir => tree.dir(&entry, &path, member),
+        Kind::File => {
+            let mut file = tree.create_file(&entry, &path)?;
+            archive.copy_data(&entry, &mut file)?;
+            tree.finish_file(&entry, &file, member)
+        }
+        Kind::Symlink(target) => {
+            if target.is_empty() {
+                return Err(refuse("symlink target is empty"));
+            }
+            if target.contains(&0) {
+                return Err(refuse("symlink target has a NUL byte"));
+            }
+            tree.symlink(&entry, &path, target, member)
+        }
+        Kind::HardLink(target) => {
+            let target = LayerPath::parse(target).map_err(|reason| LayerError::LinkTarget {
+                entry: entry.clone(),
+                target: String::from_utf8_lossy(target).into_owned(),
+                reason,
+            })?;
+            tree.hard_link(&entry, &path, &target)
+        }
+        Kind::CharDevice { major, minor } => {
+            tree.node(&entry, &path, SFlag::S_IFCHR, *major, *minor, member)
+        }
+        Kind::BlockDevice { major, minor } => {
+            tree.node(&entry, &path, SFlag::S_IFBLK, *major, *minor, member)
+        }
+        Kind::Fifo => tree.node(&entry, &path, SFlag::S_IFIFO, 0, 0, member),
+    }
+}

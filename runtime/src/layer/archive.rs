@@ -1,0 +1,695 @@
+//! The tar stream of a layer, walked block by block. [`tar::Header`] parses the fields of a
+//! header, but the stream itself (extension headers, sizes, padding, the end marker) is
+//! walked here, so that extension payloads are capped before they are read, a stream that
+//! stops early is always an error, and every byte is hashed into the diff ID.
+
+use std::io::{self, Read, Write};
+
+use tar::Header;
+
+use super::{LayerError, Location};
+use crate::reference::{Digest, Sha256};
+
+const BLOCK: u64 = 512;
+/// The largest PAX (`x`) or GNU long-name (`L`, `K`) payload read into memory.
+pub(super) const MAX_EXTENSION: u64 = 1 << 20;
+
+/// An archive member with its extension headers applied. Its file data, if any, is read
+/// with [`Archive::copy_data`] or skipped by the next [`Archive::next_member`].
+#[derive(Debug)]
+pub(super) struct Member {
+    /// The name as the archive gives it, after GNU long-name and PAX `path` records.
+    pub name: Vec<u8>,
+    pub kind: Kind,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Mtime,
+    /// From PAX `SCHILY.xattr.<name>` records, in archive order.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Member {
+    /// The name for messages.
+    pub(super) fn entry(&self) -> String {
+        lossy(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Kind {
+    File,
+    /// A hard link to the named member, as the archive writes the name.
+    HardLink(Vec<u8>),
+    /// A symlink with this target, which is only data.
+    Symlink(Vec<u8>),
+    Dir,
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+}
+
+/// A modification time: seconds since the epoch (maybe negative) and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Mtime {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+/// The uncompressed stream, hashed and counted as it is read.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+pub(super) struct Archive<R> {
+    stream: Hashing<R>,
+    /// File data of the current member not read yet, then the padding after it.
+    data_left: u64,
+    padding_left: u64,
+    /// The current member's name, for errors while its data is read.
+    current: String,
+    buf: Vec<u8>,
+}
+
+/// PAX extension headers and GNU long names waiting for the member they describe.
+#[derive(Default)]
+struct Extensions {
+    pax: Option<Pax>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    fn is_empty(&self) -> bool {
+        self.pax.is_none() && self.long_name.is_none() && self.long_link.is_none()
+    }
+}
+
+impl<R: Read> Archive<R> {
+    pub(super) fn new(stream: R) -> Self {
+        Archive {
+            stream: Hashing {
+                inner: stream,
+                hash: Sha256::new(),
+                bytes: 0,
+            },
+            data_left: 0,
+            padding_left: 0,
+            current: String::new(),
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// The next member, after skipping what is left of the current one's data; `None` at
+    /// the end-of-archive marker, or when the stream ends cleanly between members.
+    pub(super) fn next_member(&mut self) -> Result<Option<Member>, LayerError> {
+        self.skip_data()?;
+        let mut ext = Extensions::default();
+        loop {
+            let offset = self.stream.bytes;
+            let at_header = Location::Header { offset };
+            let dangling = || LayerError::Header {
+                at: Location::Header { offset },
+                reason: "extension headers are not followed by an entry",
+            };
+            let mut header = Header::new_old();
+            if !self.read_block(header.as_mut_bytes(), &at_header)? {
+                return if ext.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(dangling())
+                };
+            }
+            if header.as_bytes().iter().all(|&b| b == 0) {
+                if !ext.is_empty() {
+                    return Err(dangling());
+                }
+                self.end_marker()?;
+                return Ok(None);
+            }
+            check_checksum(&header).map_err(|reason| LayerError::Header {
+                at: at_header,
+                reason,
+            })?;
+            let at = Location::Entry(lossy(&header.path_bytes()));
+            let duplicate = |at| LayerError::Header {
+                at,
+                reason: "two extension headers of one kind describe the same entry",
+            };
+            match header.as_old().linkflag[0] {
+                b'x' => {
+                    if ext.pax.is_some() {
+                        return Err(duplicate(at));
+                    }
+                    let data = self.extension(&header, &at)?;
+                    let pax =
+                        Pax::parse(&data).map_err(|reason| LayerError::Header { at, reason })?;
+                    ext.pax = Some(pax);
+                }
+                b'L' => {
+                    if ext.long_name.is_some() {
+                        return Err(duplicate(at));
+                    }
+                    ext.long_name = Some(self.extension_name(&header, &at)?);
+                }
+                b'K' => {
+                    if ext.long_link.is_some() {
+                        return Err(duplicate(at));
+                    }
+                    ext.long_link = Some(self.extension_name(&header, &at)?);
+                }
+                // Global PAX headers describe the archive, not an entry; Docker ignores them.
+                b'g' => {
+                    if !ext.is_empty() {
+                        return Err(dangling());
+                    }
+                    let size = entry_size(&header, &at)?;
+                    self.start_data(size, &at);
+                    self.skip_data()?;
+                }
+                typeflag => return self.member(&header, typeflag, ext).map(Some),
+            }
+        }
+    }
+
+    fn member(
+        &mut self,
+        header: &Header,
+        typeflag: u8,
+        ext: Extensions,
+    ) -> Result<Member, LayerError> {
+        let pax = ext.pax.unwrap_or_default();
+        // Precedence as in Go's archive/tar and the tar crate: GNU long name, PAX, header.
+        let name = ext
+            .long_name
+            .or(pax.path)
+            .unwrap_or_else(|| header.path_bytes().into_owned());
+        let at = Location::Entry(lossy(&name));
+        let bad = |reason| LayerError::Header {
+            at: at.clone(),
+            reason,
+        };
+        if pax.sparse {
+            return Err(bad("gnu sparse files are not supported"));
+        }
+        let link = ext
+            .long_link
+            .or(pax.linkpath)
+            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()));
+        let kind = match typeflag {
+            b'0' | b'7' => Kind::File,
+            // Pre-POSIX archives mark directories with a trailing slash only.
+            0 if name.ends_with(b"/") => Kind::Dir,
+            0 => Kind::File,
+            b'1' => Kind::HardLink(link.ok_or_else(|| bad("hard link has no target"))?),
+            b'2' => Kind::Symlink(link.ok_or_else(|| bad("symlink has no target"))?),
+            b'3' => {
+                let (major, minor) = device(header).map_err(bad)?;
+                Kind::CharDevice { major, minor }
+            }
+            b'4' => {
+                let (major, minor) = device(header).map_err(bad)?;
+                Kind::BlockDevice { major, minor }
+            }
+            b'5' => Kind::Dir,
+            b'6' => Kind::Fifo,
+            other => {
+                return Err(LayerError::UnsupportedType {
+                    at,
+                    typeflag: char::from(other),
+                })
+            }
+        };
+        let old = header.as_old();
+        let id = |pax: Option<u64>, field: &[u8], what| {
+            pax.or_else(|| numeric(field))
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| bad(what))
+        };
+        let uid = id(pax.uid, &old.uid, "uid is malformed or out of range")?;
+        let gid = id(pax.gid, &old.gid, "gid is malformed or out of range")?;
+        let mtime = match pax.mtime {
+            Some(mtime) => mtime,
+            None => Mtime {
+                secs: numeric(&old.mtime)
+                    .and_then(|s| i64::try_from(s).ok())
+                    .ok_or_else(|| bad("mtime is malformed or out of range"))?,
+                nanos: 0,
+            },
+        };
+        let mode = numeric(&old.mode)
+            .and_then(|m| u32::try_from(m & 0o7777).ok())
+            .ok_or_else(|| bad("mode is malformed"))?;
+        // Like Go's archive/tar (and so Docker), only regular files carry data: the size
+        // field of links, directories, devices and FIFOs is ignored.
+        let size = match (&kind, pax.size) {
+            (Kind::File, Some(size)) => size,
+            (Kind::File, None) => entry_size(header, &at)?,
+            _ => 0,
+        };
+        self.start_data(size, &at);
+        Ok(Member {
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs: pax.xattrs,
+        })
+    }
+
+    /// Copies the current member's data to `out`, then skips its padding.
+    pub(super) fn copy_data(
+        &mut self,
+        entry: &str,
+        out: &mut impl Write,
+    ) -> Result<(), LayerError> {
+        while self.data_left > 0 {
+            let want = self
+                .buf
+                .len()
+                .min(usize::try_from(self.data_left).unwrap_or(usize::MAX));
+            let at = || Location::Entry(entry.to_owned());
+            let n = read_some(&mut self.stream, &mut self.buf[..want])
+                .map_err(|e| stream_error(at(), e))?;
+            if n == 0 {
+                return Err(LayerError::Truncated { at: at() });
+            }
+            out.write_all(&self.buf[..n])
+                .map_err(|source| LayerError::Io {
+                    entry: entry.to_owned(),
+                    step: "write file data",
+                    source,
+                })?;
+            self.data_left -= n as u64;
+        }
+        self.skip_data()
+    }
+
+    /// Reads what follows the end-of-archive marker to the end of the stream, so that the
+    /// digest covers all of it, and returns the diff ID and the uncompressed size.
+    pub(super) fn finish(mut self) -> Result<(Digest, u64), LayerError> {
+        self.skip_data()?;
+        loop {
+            let offset = self.stream.bytes;
+            match read_some(&mut self.stream, &mut self.buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(stream_error(Location::Trailer { offset }, e)),
+            }
+        }
+        Ok((self.stream.hash.finish(), self.stream.bytes))
+    }
+
+    /// After a zero block, Go's archive/tar wants a second zero block or the end of the
+    /// stream; anything else is a damaged archive, not trailing padding.
+    fn end_marker(&mut self) -> Result<(), LayerError> {
+        let mut block = [0u8; BLOCK as usize];
+        let at = Location::Trailer {
+            offset: self.stream.bytes,
+        };
+        if self.read_block(&mut block, &at)? && block.iter().any(|&b| b != 0) {
+            return Err(LayerError::Header {
+                at,
+                reason: "an entry follows an end-of-archive block",
+            });
+        }
+        Ok(())
+    }
+
+    fn extension(&mut self, header: &Header, at: &Location) -> Result<Vec<u8>, LayerError> {
+        let size = entry_size(header, at)?;
+        if size > MAX_EXTENSION {
+            return Err(LayerError::ExtensionTooLarge {
+                at: at.clone(),
+                size,
+            });
+        }
+        // At most MAX_EXTENSION, so it fits.
+        let mut data = vec![0; size as usize];
+        let n = fill(&mut self.stream, &mut data).map_err(|e| stream_error(at.clone(), e))?;
+        if n < data.len() {
+            return Err(LayerError::Truncated { at: at.clone() });
+        }
+        self.start_data(0, at);
+        self.padding_left = padding(size);
+        self.skip_data()?;
+        Ok(data)
+    }
+
+    /// A GNU long name or link: the payload up to its terminating NULs.
+    fn extension_name(&mut self, header: &Header, at: &Location) -> Result<Vec<u8>, LayerError> {
+        let mut name = self.extension(header, at)?;
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+        Ok(name)
+    }
+
+    fn start_data(&mut self, size: u64, at: &Location) {
+        self.data_left = size;
+        self.padding_left = padding(size);
+        self.current = match at {
+            Location::Entry(name) => name.clone(),
+            _ => String::new(),
+        };
+    }
+
+    /// Skips the rest of the current member's data and its padding.
+    fn skip_data(&mut self) -> Result<(), LayerError> {
+        for left in [self.data_left, self.padding_left] {
+            let mut left = left;
+            while left > 0 {
+                let want = self
+                    .buf
+                    .len()
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
+                let at = || Location::Entry(self.current.clone());
+                let n = read_some(&mut self.stream, &mut self.buf[..want])
+                    .map_err(|e| stream_error(at(), e))?;
+                if n == 0 {
+                    return Err(LayerError::Truncated { at: at() });
+                }
+                left -= n as u64;
+            }
+        }
+        self.data_left = 0;
+        self.padding_left = 0;
+        Ok(())
+    }
+
+    /// Fills `block`; `false` if the stream ended cleanly before it.
+    fn read_block(&mut self, block: &mut [u8], at: &Location) -> Result<bool, LayerError> {
+        match fill(&mut self.stream, block).map_err(|e| stream_error(at.clone(), e))? {
+            0 => Ok(false),
+            n if n == block.len() => Ok(true),
+            _ => Err(LayerError::Truncated { at: at.clone() }),
+        }
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match read_some(r, &mut buf[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+fn read_some(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Decompressors report a cut-off stream as `UnexpectedEof`.
+fn stream_error(at: Location, source: io::Error) -> LayerError {
+    if source.kind() == io::ErrorKind::UnexpectedEof {
+        LayerError::Truncated { at }
+    } else {
+        LayerError::Read { at, source }
+    }
+}
+
+fn padding(size: u64) -> u64 {
+    (BLOCK - size % BLOCK) % BLOCK
+}
+
+fn entry_size(header: &Header, at: &Location) -> Result<u64, LayerError> {
+    numeric(&header.as_old().size).ok_or_else(|| LayerError::Header {
+        at: at.clone(),
+        reason: "size is malformed",
+    })
+}
+
+/// A numeric header field as Go's archive/tar reads it: big-endian binary when the first
+/// byte's high bit is set (GNU's base-256, for values octal cannot hold), otherwise octal
+/// digits between spaces and NULs, an empty field meaning 0. The tar crate refuses empty
+/// fields, which `tar::Builder` itself writes for unset owners.
+fn numeric(field: &[u8]) -> Option<u64> {
+    match field.first() {
+        // Negative base-256 (0xff) means nothing in a size, id, mode or mtime here.
+        Some(&0x80) => field[1..]
+            .iter()
+            .try_fold(0u64, |n, &b| (n >> 56 == 0).then(|| n << 8 | u64::from(b))),
+        Some(&b) if b & 0x80 != 0 => None,
+        _ => {
+            let start = field.iter().position(|&b| b != b' ' && b != 0);
+            let end = field.iter().rposition(|&b| b != b' ' && b != 0);
+            let digits = match (start, end) {
+                (Some(start), Some(end)) => &field[start..=end],
+                _ => return Some(0),
+            };
+            if !digits.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                return None;
+            }
+            digits.iter().try_fold(0u64, |n, &d| {
+                n.checked_mul(8)?.checked_add(u64::from(d - b'0'))
+            })
+        }
+    }
+}
+
+/// The checksum counts the header's bytes with its own field as spaces; like Go, accept
+/// the sum of the bytes read as unsigned or as signed (some old tars did that).
+fn check_checksum(header: &Header) -> Result<(), &'static str> {
+    let want = numeric(&header.as_old().cksum).ok_or("header checksum is malformed")?;
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, &b) in header.as_bytes().iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    if i64::try_from(want).is_ok_and(|want| want == unsigned || want == signed) {
+        Ok(())
+    } else {
+        Err("header checksum does not match")
+    }
+}
+
+fn device(header: &Header) -> Result<(u32, u32), &'static str> {
+    let (major, minor) = if let Some(h) = header.as_ustar() {
+        (&h.dev_major, &h.dev_minor)
+    } else if let Some(h) = header.as_gnu() {
+        (&h.dev_major, &h.dev_minor)
+    } else {
+        return Err("device numbers are missing from a pre-posix header");
+    };
+    let number = |field| numeric(field).and_then(|n| u32::try_from(n).ok());
+    number(major)
+        .zip(number(minor))
+        .ok_or("device numbers are malformed")
+}
+
+fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// The PAX records Gantry applies; others (atime, uname, comment, …) are read and dropped.
+#[derive(Debug, Default)]
+struct Pax {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<Mtime>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: bool,
+}
+
+impl Pax {
+    /// Records are `<length> <key>=<value>\n`, the length counting the whole record, so
+    /// values may hold newlines and any byte (binary xattrs do). An empty value unsets
+    /// a key, as POSIX says.
+    fn parse(mut data: &[u8]) -> Result<Pax, &'static str> {
+        let mut pax = Pax::default();
+        while !data.is_empty() {
+            let (key, value, rest) = record(data).ok_or("pax record is malformed")?;
+            data = rest;
+            let set = (!value.is_empty()).then_some(value);
+            let number = |v: Option<&[u8]>| -> Result<Option<u64>, &'static str> {
+                v.map(|v| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse().ok())
+                        .ok_or("pax number is malformed")
+                })
+                .transpose()
+            };
+            match key {
+                b"path" => pax.path = set.map(<[u8]>::to_vec),
+                b"linkpath" => pax.linkpath = set.map(<[u8]>::to_vec),
+                b"size" => pax.size = number(set)?,
+                b"uid" => pax.uid = number(set)?,
+                b"gid" => pax.gid = number(set)?,
+                b"mtime" => {
+                    pax.mtime = set
+                        .map(|v| pax_time(v).ok_or("pax mtime is malformed"))
+                        .transpose()?
+                }
+                _ => {
+                    if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        pax.xattrs.push((name.to_vec(), value.to_vec()));
+                    } else if key.starts_with(b"GNU.sparse.") {
+                        pax.sparse = true;
+                    }
+                }
+            }
+        }
+        Ok(pax)
+    }
+}
+
+/// One record: key, value, and the data after it.
+fn record(data: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let space = data.iter().position(|&b| b == b' ')?;
+    let len = std::str::from_utf8(&data[..space]).ok()?;
+    if !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len: usize = len.parse().ok()?;
+    let record = data.get(space + 1..len)?.strip_suffix(b"\n")?;
+    let eq = record.iter().position(|&b| b == b'=')?;
+    Some((&record[..eq], &record[eq + 1..], &data[len..]))
+}
+
+/// `[-]seconds[.fraction]`, the fraction cut to nanoseconds.
+fn pax_time(value: &[u8]) -> Option<Mtime> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = whole.parse().ok()?;
+    let nanos: u32 = format!("{:0<9}", &fraction[..fraction.len().min(9)])
+        .parse()
+        .ok()?;
+    Some(match (negative, nanos) {
+        (false, _) => Mtime { secs, nanos },
+        (true, 0) => Mtime { secs: -secs, nanos },
+        (true, _) => Mtime {
+            secs: -secs - 1,
+            nanos: 1_000_000_000 - nanos,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, value: &[u8]) -> Vec<u8> {
+        let body_len = key.len() + value.len() + 3; // ' ', '=', '\n'
+        let mut len = body_len + 1;
+        while len.to_string().len() + body_len != len {
+            len += 1;
+        }
+        let mut r = format!("{len} {key}=").into_bytes();
+        r.extend_from_slice(value);
+        r.push(b'\n');
+        r
+    }
+
+    #[test]
+    fn parses_pax_records_with_binary_values() {
+        let cap = b"\x01\x00\x00\x02\n\x20\x00\x00";
+        let mut data = rec("path", b"a/b");
+        data.extend(rec("SCHILY.xattr.security.capability", cap));
+        data.extend(rec("mtime", b"1700000000.5"));
+        data.extend(rec("uid", b"1000"));
+        data.extend(rec("atime", b"1"));
+        let pax = Pax::parse(&data).unwrap();
+        assert_eq!(pax.path.as_deref(), Some(&b"a/b"[..]));
+        assert_eq!(
+            pax.xattrs,
+            vec![(b"security.capability".to_vec(), cap.to_vec())]
+        );
+        assert_eq!(
+            pax.mtime,
+            Some(Mtime {
+                secs: 1_700_000_000,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(pax.uid, Some(1000));
+    }
+
+    #[test]
+    fn refuses_malformed_pax_records() {
+        for data in [
+            &b"5 a=b"[..],
+            b"99 path=x\n",
+            b"x path=x\n",
+            b"8 pathx\n",
+            b"11 uid=-1\n",
+        ] {
+            assert!(
+                Pax::parse(data).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+
+    #[test]
+    fn reads_numeric_fields_like_go() {
+        assert_eq!(numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(numeric(b" 644 \0"), Some(0o644));
+        assert_eq!(numeric(b"\0\0\0\0\0\0\0\0"), Some(0));
+        assert_eq!(
+            numeric(&[0x80, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]),
+            Some(2 << 32)
+        );
+        assert_eq!(numeric(&[0xff; 8]), None);
+        assert_eq!(numeric(b"0000648\0"), None);
+        assert_eq!(numeric(b"77777777777777777777777"), None);
+    }
+
+    #[test]
+    fn parses_pax_times() {
+        let t = |s: &str| pax_time(s.as_bytes());
+        assert_eq!(t("12"), Some(Mtime { secs: 12, nanos: 0 }));
+        assert_eq!(t("1.000000001999"), Some(Mtime { secs: 1, nanos: 1 }));
+        assert_eq!(
+            t("-1.25"),
+            Some(Mtime {
+                secs: -2,
+                nanos: 750_000_000
+            })
+        );
+        assert_eq!(t(".5"), None);
+        assert_eq!(t("1e3"), None);
+    }
+}

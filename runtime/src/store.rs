@@ -1,0 +1,511 @@
+//! The image store: a directory (default `/var/lib/gantry`) that holds
+//!
+//! ```text
+//! blobs/sha256/<hex>            manifests, configs and compressed layers, by digest
+//! blobs/sha256/.partial-<hex>   a download in progress, resumed by the next pull
+//! layers/<chain-hex>/diff/      an unpacked layer in overlayfs lower-dir form
+//! layers/<chain-hex>/layer.json what it is: chain ID, diff ID, the blob it came from
+//! images.json                   image records by name (registry/repository:tag)
+//! tmp/<pid>-…                   work in progress of one process
+//! ```
+//!
+//! Crash safety comes from the order of writes: a blob or a layer is built under a
+//! temporary name, synced, and renamed into place; a record that names them is written
+//! (atomically, after fsync) only once they are all in place; removal goes the other way
+//! (record first, then layers are renamed into `tmp/` before they are deleted). So after a
+//! `kill -9` at any moment every name in the store means what it says, [`Store::check`]
+//! passes, and what is left over is only unreferenced data that `prune` frees.
+//!
+//! Concurrency: a pull holds `gc.lock` shared and each layer's lock while it unpacks that
+//! layer, so two pulls of one layer unpack it once; `rm`/`prune` hold `gc.lock` exclusive so
+//! that they never free a layer a pull is about to name. `images.json` is rewritten under
+//! `images.lock`.
+//!
+//! Layers used by containers are not yet pinned: `rm`/`prune` consider image records only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::blobs::{BlobError, Blobs};
+use crate::layer::{self, Compression, LayerError, Unpacked};
+use crate::reference::Digest;
+
+/// Where PID 1 keeps its images.
+pub const DEFAULT_ROOT: &str = "/var/lib/gantry";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store {path}: cannot lock: {errno}")]
+    Lock {
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
+    #[error("store {path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("layer {blob} (chain {chain_id}): {source}")]
+    Unpack {
+        blob: Digest,
+        chain_id: Digest,
+        source: LayerError,
+    },
+    #[error("layer {blob}: uncompressed content has diff_id {got}, the config says {expected}")]
+    DiffId {
+        blob: Digest,
+        expected: Digest,
+        got: Digest,
+    },
+    #[error("no image named {0}")]
+    NoSuchImage(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the store knows about an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The normalised reference it was pulled or imported as.
+    pub name: String,
+    /// The index it was chosen from, when the reference named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    pub manifest: String,
+    pub config: String,
+    pub layers: Vec<LayerRecord>,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub chain_id: String,
+    pub diff_id: String,
+    pub blob: String,
+    pub size: u64,
+}
+
+/// `layers/<chain>/layer.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LayerMeta {
+    chain_id: String,
+    diff_id: String,
+    blob: String,
+    entries: u64,
+    uncompressed_bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Records {
+    images: BTreeMap<String, ImageRecord>,
+}
+
+/// What [`Store::ensure_layer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerOutcome {
+    Unpacked,
+    AlreadyThere,
+}
+
+/// What `rm`/`prune` freed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Freed {
+    pub layers: usize,
+    pub blobs: usize,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    blobs: Blobs,
+}
+
+/// A shared hold on the store that keeps `rm`/`prune` out while a pull runs.
+#[derive(Debug)]
+pub struct PullGuard(#[allow(dead_code)] Flock<File>); // held for its Drop
+
+impl Store {
+    /// Opens (creating) the store at `root`, and clears what dead processes left in `tmp/`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for dir in ["blobs/sha256", "layers", "tmp", "locks"] {
+            let p = root.join(dir);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let store = Self {
+            root: root.to_owned(),
+            blobs: Blobs::new(root),
+        };
+        store.clear_stale_tmp()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// The directory overlayfs reads for the layer with this chain ID.
+    pub fn layer_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain_id.hex()).join("diff")
+    }
+
+    pub fn has_layer(&self, chain_id: &Digest) -> bool {
+        self.root
+            .join("layers")
+            .join(chain_id.hex())
+            .join("layer.json")
+            .is_file()
+    }
+
+    fn lock(&self, name: &str, arg: FlockArg) -> Result<Flock<File>, StoreError> {
+        let path = self.root.join("locks").join(name);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Flock::lock(file, arg).map_err(|(_, errno)| StoreError::Lock { path, errno })
+    }
+
+    /// Taken by a pull or import for its whole run.
+    pub fn pull_guard(&self) -> Result<PullGuard, StoreError> {
+        self.lock("gc.lock", FlockArg::LockShared).map(PullGuard)
+    }
+
+    pub(crate) fn tmp_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
+        let base = self.root.join("tmp");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-{what}-", std::process::id()))
+            .tempdir_in(&base)
+            .map_err(io(&base))?;
+        Ok(dir.keep())
+    }
+
+    /// Unpacks the layer with `chain_id` from the stored blob `blob`, unless it is already
+    /// there. Another process unpacking the same layer is waited for, not repeated.
+    pub fn ensure_layer(
+        &self,
+        chain_id: &Digest,
+        diff_id: &Digest,
+        blob: &Digest,
+        compression: Compression,
+    ) -> Result<LayerOutcome, StoreError> {
+        if self.has_layer(chain_id) {
+            return Ok(LayerOutcome::AlreadyThere);
+        }
+        let _lock = self.lock(
+            &format!("layer-{}.lock", chain_id.hex()),
+            FlockArg::LockExclusive,
+        )?;
+        if self.has_layer(chain_id) {
+            return Ok(LayerOutcome::AlreadyThere);
+        }
+        let work = self.tmp_dir(&format!("layer-{}", &chain_id.hex()[..12]))?;
+        let result = self.unpack_into(&work, chain_id, diff_id, blob, compression);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        result.map(|()| LayerOutcome::Unpacked)
+    }
+
+    fn unpack_into(
+        &self,
+        work: &Path,
+        chain_id: &Digest,
+        diff_id: &Digest,
+        blob: &Digest,
+        compression: Compression,
+    ) -> Result<(), StoreError> {
+        let diff = work.join("diff");
+        std::fs::create_dir(&diff).map_err(io(&diff))?;
+        let blob_path = self.blobs.path(blob);
+        let file = File::open(&blob_path).map_err(io(&blob_path))?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        let Unpacked {
+            diff_id: got,
+            entries,
+            uncompressed_bytes,
+        } = layer::unpack(reader, compression, &diff).map_err(|source| StoreError::Unpack {
+            blob: blob.clone(),
+            chain_id: chain_id.clone(),
+            source,
+        })?;
+        if got != *diff_id {
+            return Err(StoreError::DiffId {
+                blob: blob.clone(),
+                expected: diff_id.clone(),
+                got,
+            });
+        }
+        let meta = LayerMeta {
+            chain_id: chain_id.to_string(),
+            diff_id: diff_id.to_string(),
+            blob: blob.to_string(),
+            entries,
+            uncompressed_bytes,
+        };
+        let meta_path = work.join("layer.json");
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Corrupt {
+            path: meta_path.clone(),
+            reason: e.to_string(),
+        })?;
+        File::create(&meta_path)
+            .and_then(|mut f| f.write_all(&json))
+            .map_err(io(&meta_path))?;
+        // One syncfs makes every file of the layer durable before its name appears.
+        let dir = File::open(work).map_err(io(work))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| StoreError::Io {
+            path: work.to_owned(),
+            source: e.into(),
+        })?;
+        let dest = self.root.join("layers").join(chain_id.hex());
+        std::fs::rename(work, &dest).map_err(io(&dest))?;
+        sync_dir(&self.root.join("layers"))
+    }
+
+    fn records_path(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
+
+    fn load_records(&self) -> Result<Records, StoreError> {
+        let path = self.records_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Records::default()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    fn save_records(&self, records: &Records) -> Result<(), StoreError> {
+        let path = self.records_path();
+        let json = serde_json::to_vec_pretty(records).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json)
+    }
+
+    /// All image records, by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        Ok(self.load_records()?.images.into_values().collect())
+    }
+
+    pub fn image(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        self.load_records()?
+            .images
+            .remove(name)
+            .ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
+    }
+
+    /// Records an image whose blobs and layers are all in place.
+    pub fn put_image(&self, record: ImageRecord) -> Result<(), StoreError> {
+        for l in &record.layers {
+            let chain: Digest = parse_digest(&self.records_path(), &l.chain_id)?;
+            if !self.has_layer(&chain) {
+                return Err(StoreError::Corrupt {
+                    path: self.layer_dir(&chain),
+                    reason: format!(
+                        "image {} names layer {} which is not unpacked",
+                        record.name, l.chain_id
+                    ),
+                });
+            }
+        }
+        let _lock = self.lock("images.lock", FlockArg::LockExclusive)?;
+        let mut records = self.load_records()?;
+        records.images.insert(record.name.clone(), record);
+        self.save_records(&records)
+    }
+
+    /// Removes the image named `name` and frees what no other image uses.
+    pub fn remove_image(&self, name: &str) -> Result<Freed, StoreError> {
+        let _gc = self.lock("gc.lock", FlockArg::LockExclusive)?;
+        {
+            let _lock = self.lock("images.lock", FlockArg::LockExclusive)?;
+            let mut records = self.load_records()?;
+            if records.images.remove(name).is_none() {
+                return Err(StoreError::NoSuchImage(name.to_owned()));
+            }
+            self.save_records(&records)?;
+        }
+        self.collect_garbage()
+    }
+
+    /// Frees every layer and blob no image record names, and abandoned downloads.
+    pub fn prune(&self) -> Result<Freed, StoreError> {
+        let _gc = self.lock("gc.lock", FlockArg::LockExclusive)?;
+        self.collect_garbage()
+    }
+
+    /// Needs `gc.lock` held exclusively.
+    fn collect_garbage(&self) -> Result<Freed, StoreError> {
+        let records = self.load_records()?;
+        let mut keep_layers = BTreeSet::new();
+        let mut keep_blobs = BTreeSet::new();
+        for r in records.images.values() {
+            keep_blobs.insert(r.manifest.clone());
+            keep_blobs.insert(r.config.clone());
+            keep_blobs.extend(r.index.clone());
+            for l in &r.layers {
+                keep_layers.insert(l.chain_id.clone());
+                keep_blobs.insert(l.blob.clone());
+            }
+        }
+        let mut freed = Freed::default();
+        let layers = self.root.join("layers");
+        for entry in std::fs::read_dir(&layers).map_err(io(&layers))? {
+            let entry = entry.map_err(io(&layers))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep_layers.contains(&format!("sha256:{name}")) {
+                continue;
+            }
+            // Out of its name first, so a crash mid-delete leaves no half layer behind.
+            let doomed = self.tmp_dir("delete")?;
+            let target = doomed.join("layer");
+            std::fs::rename(entry.path(), &target).map_err(io(&entry.path()))?;
+            std::fs::remove_dir_all(&doomed).map_err(io(&doomed))?;
+            freed.layers += 1;
+        }
+        sync_dir(&layers)?;
+        for d in self.blobs.list().map_err(io(&self.root.join("blobs")))? {
+            if !keep_blobs.contains(&d.to_string()) {
+                self.blobs.remove(&d)?;
+                freed.blobs += 1;
+            }
+        }
+        let blob_dir = self.root.join("blobs/sha256");
+        for entry in std::fs::read_dir(&blob_dir).map_err(io(&blob_dir))? {
+            let entry = entry.map_err(io(&blob_dir))?;
+            if entry.file_name().to_string_lossy().starts_with(".partial-") {
+                std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Checks that every record names blobs that hash to their digests and layers that are
+    /// unpacked, and that every layer directory is complete. Returns what is wrong.
+    pub fn check(&self) -> Result<Vec<String>, StoreError> {
+        let records = self.load_records()?;
+        let mut problems = Vec::new();
+        let mut checked = BTreeSet::new();
+        for r in records.images.values() {
+            let mut blobs = vec![r.manifest.clone(), r.config.clone()];
+            blobs.extend(r.index.clone());
+            blobs.extend(r.layers.iter().map(|l| l.blob.clone()));
+            for b in blobs {
+                match b.parse::<Digest>() {
+                    Ok(d) => {
+                        if let Err(e) = self.blobs.verify(&d) {
+                            problems.push(format!("image {}: {e}", r.name));
+                        }
+                    }
+                    Err(e) => problems.push(format!("image {}: blob {b:?}: {e}", r.name)),
+                }
+                checked.insert(b);
+            }
+            for l in &r.layers {
+                match l.chain_id.parse::<Digest>() {
+                    Ok(c) if self.has_layer(&c) => {}
+                    _ => problems.push(format!(
+                        "image {}: layer {} is not unpacked",
+                        r.name, l.chain_id
+                    )),
+                }
+            }
+        }
+        let layers = self.root.join("layers");
+        for entry in std::fs::read_dir(&layers).map_err(io(&layers))? {
+            let entry = entry.map_err(io(&layers))?;
+            let meta_path = entry.path().join("layer.json");
+            let ok = std::fs::read(&meta_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).ok())
+                .is_some_and(|m| m.chain_id.ends_with(&*entry.file_name().to_string_lossy()))
+                && entry.path().join("diff").is_dir();
+            if !ok {
+                problems.push(format!(
+                    "layer directory {} is incomplete",
+                    entry.path().display()
+                ));
+            }
+        }
+        for d in self.blobs.list().map_err(io(&self.root.join("blobs")))? {
+            if !checked.contains(&d.to_string()) {
+                if let Err(e) = self.blobs.verify(&d) {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Removes `tmp/<pid>-…` entries whose process is gone.
+    fn clear_stale_tmp(&self) -> Result<(), StoreError> {
+        let tmp = self.root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
+            let entry = entry.map_err(io(&tmp))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<i32>().ok());
+            let alive = pid.is_some_and(|p| {
+                p == std::process::id() as i32
+                    || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                        != Err(nix::errno::Errno::ESRCH)
+            });
+            if !alive {
+                let path = entry.path();
+                let result = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                result.map_err(io(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_digest(path: &Path, s: &str) -> Result<Digest, StoreError> {
+    s.parse().map_err(|e: &str| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("digest {s:?}: {e}"),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
+/// fsyncs the directory: a reader sees the old content or the new, never a mix.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io(dir))?;
+    tmp.write_all(data).map_err(io(path))?;
+    tmp.as_file().sync_all().map_err(io(path))?;
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    sync_dir(dir)
+}
