@@ -85,6 +85,7 @@ use nix::sys::stat::SFlag;
 use crate::reference::Digest;
 
 mod archive;
+mod header;
 mod path;
 #[cfg(test)]
 mod tests;

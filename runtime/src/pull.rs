@@ -203,40 +203,24 @@ async fn fetch_layer(
             .acquire()
             .await
             .map_err(|e| PullError::Task(e.to_string()))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (mut file, offset) = store.blobs().open_partial(blob)?;
-            let offset = if offset > layer.descriptor.size {
-                // Longer than the blob: not a prefix of it. Start over.
-                file.set_len(0).map_err(|source| RegistryError::Write {
-                    digest: blob.clone(),
-                    source,
-                })?;
-                0
-            } else {
-                offset
-            };
-            progress.layer_started(blob, layer.descriptor.size, offset);
-            if offset == layer.descriptor.size {
-                break;
-            }
-            let on_bytes = |n| progress.layer_bytes(blob, n);
-            match registry
-                .download_blob(blob, &mut file, offset, &on_bytes)
+        for round in 0..2 {
+            let resumed = download(store, registry, progress, layer).await?;
+            let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
+            match tokio::task::spawn_blocking(move || s.blobs().commit_partial(&b, size))
                 .await
+                .map_err(|e| PullError::Task(e.to_string()))?
             {
-                Ok(()) => break,
-                Err(RegistryError::Request { url, source }) if attempt < DOWNLOAD_ATTEMPTS => {
-                    tracing::warn!(%url, error = %source, attempt, "layer download interrupted; resuming");
+                Ok(_) => break,
+                // What an earlier run left was not a prefix of this blob (the partial is
+                // gone now): fetch it whole, once.
+                Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
+                    if resumed && round == 0 =>
+                {
+                    tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
-        tokio::task::spawn_blocking(move || s.blobs().commit_partial(&b, size))
-            .await
-            .map_err(|e| PullError::Task(e.to_string()))??;
     }
     let (s, c, d, b, comp) = (
         store.clone(),
@@ -256,6 +240,54 @@ async fn fetch_layer(
         },
     );
     Ok(())
+}
+
+/// Downloads a layer blob into its partial file, resuming what is there and retrying a
+/// dropped connection; says whether it started from an earlier partial.
+async fn download(
+    store: &Store,
+    registry: &Registry,
+    progress: &dyn Progress,
+    layer: &Layer,
+) -> Result<bool, PullError> {
+    let blob = &layer.descriptor.digest;
+    let size = layer.descriptor.size;
+    let mut resumed = None;
+    for attempt in 1..=DOWNLOAD_ATTEMPTS {
+        let (mut file, offset) = store.blobs().open_partial(blob)?;
+        let offset = if offset > size {
+            // Longer than the blob: not a prefix of it. Start over.
+            file.set_len(0).map_err(|source| RegistryError::Write {
+                digest: blob.clone(),
+                source,
+            })?;
+            0
+        } else {
+            offset
+        };
+        resumed.get_or_insert(offset > 0);
+        progress.layer_started(blob, size, offset);
+        if offset == size {
+            break;
+        }
+        let on_bytes = |n| progress.layer_bytes(blob, n);
+        match registry
+            .download_blob(blob, &mut file, offset, &on_bytes)
+            .await
+        {
+            Ok(start) => {
+                if start != offset {
+                    progress.layer_started(blob, size, start);
+                }
+                break;
+            }
+            Err(RegistryError::Request { url, source }) if attempt < DOWNLOAD_ATTEMPTS => {
+                tracing::warn!(%url, error = %source, attempt, "layer download interrupted; resuming");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(resumed.unwrap_or(false))
 }
 
 /// The record for an image whose layers are all in the store.

@@ -214,13 +214,14 @@ impl Registry {
     /// Appends blob `digest` to `file`, which already holds its first `offset` bytes,
     /// asking only for the rest with a range request. `on_bytes` sees each chunk's length.
     /// A registry that ignores the range sends the whole blob: then the file starts over.
+    /// Returns the offset the download really started from.
     pub async fn download_blob(
         &self,
         digest: &Digest,
         file: &mut File,
         offset: u64,
         on_bytes: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), RegistryError> {
+    ) -> Result<u64, RegistryError> {
         let url = self.blob_url(digest);
         let resp = self
             .send(&url, || {
@@ -236,7 +237,7 @@ impl Registry {
             digest: digest.clone(),
             source,
         };
-        let mut resp = match resp.status() {
+        let (mut resp, start) = match resp.status() {
             StatusCode::PARTIAL_CONTENT if offset > 0 => {
                 let range = header_str(resp.headers(), CONTENT_RANGE).unwrap_or_default();
                 if !range.starts_with(&format!("bytes {offset}-")) {
@@ -247,14 +248,13 @@ impl Registry {
                         ),
                     });
                 }
-                on_bytes(offset);
-                resp
+                (resp, offset)
             }
             StatusCode::OK => {
                 if offset > 0 {
                     file.set_len(0).map_err(write_err)?;
                 }
-                resp
+                (resp, 0)
             }
             _ => {
                 return Err(ok_or_status(&url, resp).await.err().unwrap_or_else(|| {
@@ -278,7 +278,7 @@ impl Registry {
             on_bytes(chunk.len() as u64);
         }
         file.flush().map_err(write_err)?;
-        Ok(())
+        Ok(start)
     }
 
     fn blob_url(&self, digest: &Digest) -> String {

@@ -413,3 +413,82 @@ fn refuses_a_corrupted_blob_and_a_lying_diff_id_naming_the_digest_as_root() {
     assert!(store.images().expect("images").is_empty());
     assert_eq!(store.check().expect("check"), Vec::<String>::new());
 }
+
+#[test]
+fn resumes_a_partial_download_with_a_range_request_and_refetches_a_bad_one_as_root() {
+    require_root();
+    let reg = TestRegistry::start(RegistrySetup {
+        basic_auth: false,
+        tls: false,
+    });
+    let layout = tempfile::tempdir().expect("layout");
+    let d = standard_layout(layout.path(), Comp::Gzip);
+    finish_layout(layout.path(), vec![("v1", d.clone())]);
+    reg.push(layout.path(), "v1", "test/resume", &[]);
+    let blob_file = |digest: &str| layout.path().join("blobs/sha256").join(&digest[7..]);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(blob_file(d["digest"].as_str().expect("d"))).expect("manifest"),
+    )
+    .expect("json");
+    let first: Digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .expect("d")
+        .parse()
+        .expect("digest");
+    let second: Digest = manifest["layers"][1]["digest"]
+        .as_str()
+        .expect("d")
+        .parse()
+        .expect("digest");
+    let first_bytes = std::fs::read(blob_file(&first.to_string())).expect("layer");
+    let second_bytes = std::fs::read(blob_file(&second.to_string())).expect("layer");
+
+    // What a killed pull leaves: half of the first layer, and a "half" of the second that
+    // is not its prefix at all.
+    let root = tempfile::tempdir().expect("store");
+    let store = Store::open(root.path()).expect("store");
+    let half = first_bytes.len() / 2;
+    std::fs::write(store.blobs().partial_path(&first), &first_bytes[..half]).expect("partial");
+    let mut wrong = second_bytes[..second_bytes.len() / 2].to_vec();
+    wrong[0] ^= 0xff;
+    std::fs::write(store.blobs().partial_path(&second), &wrong).expect("partial");
+
+    let reference = format!("{}/test/resume:v1", reg.host);
+    let (ok, _, err) = gantry(
+        &[
+            "--root",
+            root.path().to_str().expect("utf-8"),
+            "image",
+            "pull",
+            &reference,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let short = |d: &Digest| d.hex()[..12].to_owned();
+    assert!(
+        err.contains(&format!(
+            "{}: resuming at {half} of {} bytes",
+            short(&first),
+            first_bytes.len()
+        )),
+        "{err}"
+    );
+    // Only the missing half crossed the wire: the registry honoured the range.
+    assert!(
+        err.contains(&format!(
+            "{}: unpacked ({} bytes fetched)",
+            short(&first),
+            first_bytes.len() - half
+        )),
+        "{err}"
+    );
+    // The bad partial was detected by its digest and fetched again whole.
+    assert!(
+        err.contains(&format!("{}: unpacked", short(&second))),
+        "{err}"
+    );
+    assert!(store.check().expect("check").is_empty());
+    assert!(!store.blobs().partial_path(&first).exists());
+    assert!(!store.blobs().partial_path(&second).exists());
+}

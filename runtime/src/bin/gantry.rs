@@ -128,7 +128,7 @@ fn run(cli: Cli) -> Result<()> {
             let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
                 Arc::new(Bars::default())
             } else {
-                Arc::new(Lines)
+                Arc::new(Lines::default())
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -210,7 +210,10 @@ fn short(d: &Digest) -> &str {
 }
 
 /// One line per event, for logs and pipes.
-struct Lines;
+#[derive(Default)]
+struct Lines {
+    fetched: Mutex<HashMap<String, u64>>,
+}
 
 impl Progress for Lines {
     fn resolved(&self, image: &str, manifest: &Digest) {
@@ -223,9 +226,20 @@ impl Progress for Lines {
             eprintln!("{}: downloading {size} bytes", short(blob));
         }
     }
+    fn layer_bytes(&self, blob: &Digest, bytes: u64) {
+        if let Ok(mut f) = self.fetched.lock() {
+            *f.entry(blob.to_string()).or_default() += bytes;
+        }
+    }
     fn layer_done(&self, blob: &Digest, what: LayerDone) {
+        let fetched = self
+            .fetched
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&blob.to_string()).copied())
+            .unwrap_or(0);
         match what {
-            LayerDone::Unpacked => eprintln!("{}: unpacked", short(blob)),
+            LayerDone::Unpacked => eprintln!("{}: unpacked ({fetched} bytes fetched)", short(blob)),
             LayerDone::AlreadyThere => eprintln!("{}: already present", short(blob)),
         }
     }
@@ -264,7 +278,7 @@ impl Progress for Bars {
     }
     fn layer_started(&self, blob: &Digest, size: u64, offset: u64) {
         let bar = self.bar(blob, size);
-        bar.set_position(0);
+        bar.set_position(offset);
         bar.set_message(if offset > 0 {
             "resuming"
         } else {

@@ -21,7 +21,8 @@ use nix::sys::stat::{
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
-use super::archive::{Member, Mtime};
+use super::archive::Member;
+use super::header::Mtime;
 use super::path::{is_within, LayerPath};
 use super::LayerError;
 
