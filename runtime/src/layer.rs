@@ -281,7 +281,7 @@ fn apply<R: Read>(
         Kind::Dir => tree.dir(&entry, &path, member),
         Kind::File => {
             let mut file = tree.create_file(&entry, &path)?;
-            archive.copy_data(&entry, &mut file)?;
+            archive.copy_data(&mut file)?;
             tree.finish_file(&entry, &file, member)
         }
         Kind::Symlink(target) => {

@@ -143,7 +143,8 @@ impl<R: Read> Archive<R> {
                 at: at_header,
                 reason,
             })?;
-            let at = Location::Entry(lossy(&header.path_bytes()));
+            let name = lossy(&header.path_bytes());
+            let at = Location::Entry(name.clone());
             let duplicate = |at| LayerError::Header {
                 at,
                 reason: "two extension headers of one kind describe the same entry",
@@ -153,7 +154,7 @@ impl<R: Read> Archive<R> {
                     if ext.pax.is_some() {
                         return Err(duplicate(at));
                     }
-                    let data = self.extension(&header, &at)?;
+                    let data = self.extension(&header, &name)?;
                     let pax =
                         Pax::parse(&data).map_err(|reason| LayerError::Header { at, reason })?;
                     ext.pax = Some(pax);
@@ -162,13 +163,13 @@ impl<R: Read> Archive<R> {
                     if ext.long_name.is_some() {
                         return Err(duplicate(at));
                     }
-                    ext.long_name = Some(self.extension_name(&header, &at)?);
+                    ext.long_name = Some(self.extension_name(&header, &name)?);
                 }
                 b'K' => {
                     if ext.long_link.is_some() {
                         return Err(duplicate(at));
                     }
-                    ext.long_link = Some(self.extension_name(&header, &at)?);
+                    ext.long_link = Some(self.extension_name(&header, &name)?);
                 }
                 // Global PAX headers describe the archive, not an entry; Docker ignores them.
                 b'g' => {
@@ -176,7 +177,7 @@ impl<R: Read> Archive<R> {
                         return Err(dangling());
                     }
                     let size = entry_size(&header, &at)?;
-                    self.start_data(size, &at);
+                    self.start_data(size, &name);
                     self.skip_data()?;
                 }
                 typeflag => return self.member(&header, typeflag, ext).map(Some),
@@ -196,7 +197,8 @@ impl<R: Read> Archive<R> {
             .long_name
             .or(pax.path)
             .unwrap_or_else(|| header.path_bytes().into_owned());
-        let at = Location::Entry(lossy(&name));
+        let entry = lossy(&name);
+        let at = Location::Entry(entry.clone());
         let bad = |reason| LayerError::Header {
             at: at.clone(),
             reason,
@@ -259,7 +261,7 @@ impl<R: Read> Archive<R> {
             (Kind::File, None) => entry_size(header, &at)?,
             _ => 0,
         };
-        self.start_data(size, &at);
+        self.start_data(size, &entry);
         Ok(Member {
             name,
             kind,

@@ -44,6 +44,21 @@ pub struct RegistrySetup {
 
 impl TestRegistry {
     pub fn start(setup: RegistrySetup) -> Self {
+        Self::start_inner(setup, "")
+    }
+
+    /// A plain-HTTP registry with this YAML `auth:` section.
+    pub fn start_with_auth(auth_yaml: &str) -> Self {
+        Self::start_inner(
+            RegistrySetup {
+                basic_auth: false,
+                tls: false,
+            },
+            auth_yaml,
+        )
+    }
+
+    fn start_inner(setup: RegistrySetup, auth_yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
@@ -71,6 +86,7 @@ impl TestRegistry {
                 dir.path().join("htpasswd").display()
             );
         }
+        config += auth_yaml;
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
