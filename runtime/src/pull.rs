@@ -203,22 +203,29 @@ async fn fetch_layer(
             .acquire()
             .await
             .map_err(|e| PullError::Task(e.to_string()))?;
-        for round in 0..2 {
-            let resumed = download(store, registry, progress, layer).await?;
-            let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
-            match tokio::task::spawn_blocking(move || s.blobs().commit_partial(&b, size))
-                .await
-                .map_err(|e| PullError::Task(e.to_string()))?
-            {
-                Ok(_) => break,
-                // What an earlier run left was not a prefix of this blob (the partial is
-                // gone now): fetch it whole, once.
-                Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
-                    if resumed && round == 0 =>
+        let (s, b) = (store.clone(), blob.clone());
+        let _lock = tokio::task::spawn_blocking(move || s.blob_lock(&b))
+            .await
+            .map_err(|e| PullError::Task(e.to_string()))??;
+        // Another pull may have fetched it while this one waited for the lock.
+        if !store.blobs().contains(blob) {
+            for round in 0..2 {
+                let resumed = download(store, registry, progress, layer).await?;
+                let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
+                match tokio::task::spawn_blocking(move || s.blobs().commit_partial(&b, size))
+                    .await
+                    .map_err(|e| PullError::Task(e.to_string()))?
                 {
-                    tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
+                    Ok(_) => break,
+                    // What an earlier run left was not a prefix of this blob (the partial is
+                    // gone now): fetch it whole, once.
+                    Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
+                        if resumed && round == 0 =>
+                    {
+                        tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
             }
         }
     }

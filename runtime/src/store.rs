@@ -135,6 +135,10 @@ pub struct Store {
     blobs: Blobs,
 }
 
+/// An exclusive hold on one blob's download.
+#[derive(Debug)]
+pub struct BlobLock(#[allow(dead_code)] Flock<File>); // held for its Drop
+
 /// A shared hold on the store that keeps `rm`/`prune` out while a pull runs.
 #[derive(Debug)]
 pub struct PullGuard(#[allow(dead_code)] Flock<File>); // held for its Drop
@@ -184,6 +188,15 @@ impl Store {
             .open(&path)
             .map_err(io(&path))?;
         Flock::lock(file, arg).map_err(|(_, errno)| StoreError::Lock { path, errno })
+    }
+
+    /// Held while a blob is downloaded, so that two pulls do not write one partial file.
+    pub fn blob_lock(&self, blob: &Digest) -> Result<BlobLock, StoreError> {
+        self.lock(
+            &format!("blob-{}.lock", blob.hex()),
+            FlockArg::LockExclusive,
+        )
+        .map(BlobLock)
     }
 
     /// Taken by a pull or import for its whole run.

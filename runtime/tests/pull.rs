@@ -492,3 +492,55 @@ fn resumes_a_partial_download_with_a_range_request_and_refetches_a_bad_one_as_ro
     assert!(!store.blobs().partial_path(&first).exists());
     assert!(!store.blobs().partial_path(&second).exists());
 }
+
+#[derive(Default)]
+struct Count {
+    unpacked: std::sync::atomic::AtomicUsize,
+    already: std::sync::atomic::AtomicUsize,
+}
+
+impl gantry_runtime::pull::Progress for Count {
+    fn layer_done(&self, _blob: &Digest, what: gantry_runtime::pull::LayerDone) {
+        use std::sync::atomic::Ordering::SeqCst;
+        match what {
+            gantry_runtime::pull::LayerDone::Unpacked => self.unpacked.fetch_add(1, SeqCst),
+            gantry_runtime::pull::LayerDone::AlreadyThere => self.already.fetch_add(1, SeqCst),
+        };
+    }
+}
+
+#[test]
+fn two_pulls_of_the_same_image_at_once_unpack_each_layer_once_as_root() {
+    require_root();
+    let reg = TestRegistry::start(RegistrySetup {
+        basic_auth: false,
+        tls: false,
+    });
+    let layout = tempfile::tempdir().expect("layout");
+    let d = standard_layout(layout.path(), Comp::Gzip);
+    finish_layout(layout.path(), vec![("v1", d)]);
+    reg.push(layout.path(), "v1", "test/twice", &[]);
+    let root = tempfile::tempdir().expect("store");
+    let image: ImageRef = format!("{}/test/twice:v1", reg.host).parse().expect("ref");
+    let counts: Vec<Arc<Count>> = (0..2).map(|_| Arc::default()).collect();
+    std::thread::scope(|s| {
+        for c in &counts {
+            // Each pull opens the store itself, as two processes would.
+            let (image, root, c) = (&image, root.path(), c.clone());
+            s.spawn(move || {
+                let store = Arc::new(Store::open(root).expect("store"));
+                block_on(pull(store, image, &PullOptions::default(), c)).expect("pull");
+            });
+        }
+    });
+    use std::sync::atomic::Ordering::SeqCst;
+    let unpacked: usize = counts.iter().map(|c| c.unpacked.load(SeqCst)).sum();
+    let already: usize = counts.iter().map(|c| c.already.load(SeqCst)).sum();
+    assert_eq!(
+        (unpacked, already),
+        (3, 3),
+        "each of the 3 layers is unpacked by one pull only"
+    );
+    let store = Store::open(root.path()).expect("store");
+    assert!(store.check().expect("check").is_empty());
+}
