@@ -26,7 +26,7 @@ fn main() {
     });
     let layout = tempfile::tempdir().expect("layout");
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let words = b"container host image layer registry manifest digest ".repeat(80_000);
+    let words = b"container host image layer registry manifest digest ".repeat(90_000);
     let layers: Vec<Vec<u8>> = (0..5)
         .map(|i| {
             let random: Vec<u8> = (0..4 << 20)

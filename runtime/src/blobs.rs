@@ -142,19 +142,72 @@ impl Blobs {
     /// place. A partial that does not match is deleted, so the next try starts over.
     pub fn commit_partial(&self, digest: &Digest, size: u64) -> Result<PathBuf, BlobError> {
         let path = self.partial_path(digest);
-        let file = File::open(&path).map_err(|source| BlobError::Io {
-            digest: digest.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        let result = self.put(
-            digest,
-            size,
-            std::io::BufReader::with_capacity(256 * 1024, file),
-        );
-        // Either it is in place now, or it was wrong: the partial has no further use.
-        let _ = std::fs::remove_file(&path);
+        let result = self.check_and_rename(digest, size, &path);
+        if result.is_err() {
+            // It was wrong: the partial has no further use.
+            let _ = std::fs::remove_file(&path);
+        }
         result
+    }
+
+    /// Hashes the file at `path` in place and, if it is `digest` with `size` bytes, fsyncs
+    /// it and renames it into place, without copying it.
+    fn check_and_rename(
+        &self,
+        digest: &Digest,
+        size: u64,
+        path: &Path,
+    ) -> Result<PathBuf, BlobError> {
+        let (got, len) = self.hash_file(digest, path)?;
+        if len != size {
+            return Err(BlobError::Size {
+                digest: digest.clone(),
+                got: len,
+                expected: size,
+            });
+        }
+        if got != *digest {
+            return Err(BlobError::Mismatch {
+                digest: digest.clone(),
+                got: got.hex().to_owned(),
+            });
+        }
+        let io = |p: &Path| {
+            let (digest, p) = (digest.clone(), p.to_owned());
+            move |source| BlobError::Io {
+                digest,
+                path: p,
+                source,
+            }
+        };
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(path))?;
+        let dest = self.path(digest);
+        std::fs::rename(path, &dest).map_err(io(&dest))?;
+        self.sync_dir(digest)?;
+        Ok(dest)
+    }
+
+    fn hash_file(&self, digest: &Digest, path: &Path) -> Result<(Digest, u64), BlobError> {
+        let io = |source| BlobError::Io {
+            digest: digest.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let mut ctx = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut len = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok((ctx.finish(), len))
     }
 
     /// Removes a blob (for `rm`/`prune`); a blob that is already gone is not an error.
@@ -193,23 +246,7 @@ impl Blobs {
 
     /// Re-reads a stored blob and checks it still has its digest.
     pub fn verify(&self, digest: &Digest) -> Result<(), BlobError> {
-        let path = self.path(digest);
-        let io = |source| BlobError::Io {
-            digest: digest.clone(),
-            path: path.clone(),
-            source,
-        };
-        let mut file = File::open(&path).map_err(io)?;
-        let mut ctx = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            ctx.update(&buf[..n]);
-        }
-        let got = ctx.finish();
+        let (got, _) = self.hash_file(digest, &self.path(digest))?;
         if got != *digest {
             return Err(BlobError::Mismatch {
                 digest: digest.clone(),

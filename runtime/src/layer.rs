@@ -15,15 +15,17 @@
 //!   target: only very old Docker-on-AUFS exports have them;
 //! - a whiteout of nothing (`.wh.`), of `.` or of `..` is refused.
 //!
-//! Whiteouts need `CAP_MKNOD` and opaque marks `CAP_SYS_ADMIN`; without them
+//! Opaque marks need `CAP_SYS_ADMIN`, and whiteouts `CAP_MKNOD` on kernels before 5.8
+//! (later ones let anyone make a 0:0 character device); without them
 //! [`LayerError::NeedsRoot`] says so. Xattrs named `trusted.overlay.*` in the archive are
 //! refused: they would steer overlayfs (redirects, metacopy) and no layer writer makes
 //! them; whiteouts are how a layer speaks to overlayfs.
 //!
 //! # Path safety
 //!
-//! Nothing is unpacked by the tar crate: headers are read here (the tar crate only parses
-//! header fields) and every object is made with a `*at` call on a directory descriptor.
+//! Nothing is unpacked by the tar crate: the stream is walked here (`tar::Header` only
+//! holds the blocks and splits the name fields) and every object is made with a `*at`
+//! call on a directory descriptor.
 //!
 //! - Names are read as Docker does: a leading `/` or `./` is dropped (`/etc/x` is
 //!   `etc/x`, inside the layer), and so are empty and `.` components. A `..` component
@@ -48,8 +50,11 @@
 //! # The stream
 //!
 //! - PAX (`x`) and GNU long-name (`L`, `K`) payloads over 1 MiB are refused before they
-//!   are read; global PAX headers (`g`) are skipped, as Docker does. Applied PAX records:
-//!   `path`, `linkpath`, `size`, `uid`, `gid`, `mtime` and `SCHILY.xattr.*`.
+//!   are read, as are two of a kind for one entry; global PAX headers (`g`) are skipped,
+//!   as Docker does. Applied PAX records: `path`, `linkpath`, `size`, `uid`, `gid`,
+//!   `mtime` and `SCHILY.xattr.*`; a GNU long name wins over PAX `path`, as in Go.
+//! - Numeric fields are read as Go's archive/tar reads them: octal or base-256, and an
+//!   empty field is 0 (the tar crate refuses those, yet `tar::Builder` writes them).
 //! - Supported types: regular files (`0`, `7`, and NUL, which means a directory when the
 //!   name ends in `/`), hard links, symlinks, character and block devices, directories and
 //!   FIFOs. As in Go's archive/tar, only regular files carry data whatever the others'
@@ -69,9 +74,10 @@
 //! Modes keep setuid, setgid and sticky (set after the owner, as chown clears them).
 //! Numeric owners are set only when running as root. Xattrs come from the PAX records;
 //! those of symlinks and device nodes are set through `/proc/self/fd/<parent>/<name>`,
-//! which needs `/proc`. Mtimes keep nanoseconds; atime is set to mtime. Directories get
-//! their mode and mtime after all entries, deepest first, since writing into a directory
-//! changes its mtime. Hard links take nothing from their header: they share the target's
+//! which needs `/proc`. Mtimes keep nanoseconds; atime is set to mtime. Directories are
+//! made 0700 and get their mode and mtime after all entries, deepest first: writing into
+//! a directory changes its mtime, and a read-only mode would stop the writing when not
+//! root. Hard links take nothing from their header: they share the target's
 //! inode. Device nodes and FIFOs are made as the layer says.
 //!
 //! On error `dest` holds a partial tree; the caller removes it.
@@ -113,7 +119,8 @@ pub struct Unpacked {
     pub uncompressed_bytes: u64,
 }
 
-/// Where in a layer stream something went wrong.
+/// Where in a layer stream something went wrong. Offsets count bytes of the uncompressed
+/// stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A member, named as in the archive.
@@ -265,7 +272,7 @@ fn apply<R: Read>(
         .any(|(name, _)| name.starts_with(b"trusted.overlay."))
     {
         return Err(refuse(
-            "trusted.overlay.* xattrs come from whiteouts, not from the archive",
+            "trusted.overlay.* xattrs are made from whiteouts, not taken from archives",
         ));
     }
     let path = match target(&path).map_err(refuse)? {

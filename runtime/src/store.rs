@@ -54,11 +54,10 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Blob(#[from] BlobError),
-    #[error("layer {blob} (chain {chain_id}): {source}")]
+    #[error("layer {blob}: {source}")]
     Unpack {
         blob: Digest,
-        chain_id: Digest,
-        source: LayerError,
+        source: Box<LayerError>,
     },
     #[error("layer {blob}: uncompressed content has diff_id {got}, the config says {expected}")]
     DiffId {
@@ -259,8 +258,7 @@ impl Store {
             uncompressed_bytes,
         } = layer::unpack(reader, compression, &diff).map_err(|source| StoreError::Unpack {
             blob: blob.clone(),
-            chain_id: chain_id.clone(),
-            source,
+            source: Box::new(source),
         })?;
         if got != *diff_id {
             return Err(StoreError::DiffId {

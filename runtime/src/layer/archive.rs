@@ -1,7 +1,8 @@
-//! The tar stream of a layer, walked block by block. [`tar::Header`] parses the fields of a
-//! header, but the stream itself (extension headers, sizes, padding, the end marker) is
-//! walked here, so that extension payloads are capped before they are read, a stream that
-//! stops early is always an error, and every byte is hashed into the diff ID.
+//! The tar stream of a layer, walked block by block: [`tar::Header`] holds each header
+//! block and splits its name fields and `header.rs` reads the rest, but the stream itself
+//! (extension headers, sizes, padding, the end marker) is walked here, so that extension
+//! payloads are capped before they are read, a stream that stops early is always an
+//! error, and every byte is hashed into the diff ID.
 
 use std::io::{self, Read, Write};
 

@@ -1,7 +1,6 @@
-//! Layers built in memory: ordinary ones built with `tar::Builder`, malicious ones from raw
-//! headers (`tar::Builder` refuses `..` and the like). Tests named `…_as_root` need root
-//! (whiteouts, device nodes, owners, trusted xattrs, mounts) and fail without it; CI runs
-//! them as root.
+//! Layers built in memory: ordinary ones with `tar::Builder`, malicious ones (in
+//! `malicious.rs`) from raw headers, since `tar::Builder` refuses `..` and the like. The
+//! tests in `as_root.rs`, named `…_as_root`, need root and fail without it.
 
 use std::ffi::CString;
 use std::fs;

@@ -303,8 +303,9 @@ impl Tree {
         })
     }
 
-    /// Marks `dir` (made if missing) opaque: overlayfs shows none of the lower layers' entries in it.
-    pub(super) fn opaque(&mut self, entry: &str, dir: &LayerPath) -> Result<(), LayerError> {
+    /// Marks `dir` (made if missing) opaque: overlayfs shows none of the lower layers'
+    /// entries in it.
+    pub(super) fn opaque(&self, entry: &str, dir: &LayerPath) -> Result<(), LayerError> {
         let fd = self
             .resolve(dir, true)
             .map_err(|e| parent_error(entry, e))?;
