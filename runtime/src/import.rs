@@ -106,18 +106,6 @@ fn read_json_file(path: &Path) -> Result<Vec<u8>, ImportError> {
     Ok(bytes)
 }
 
-/// Copies a blob file into the store, checking it against `digest` and `size`.
-fn put_file(store: &Store, path: &Path, digest: &Digest, size: u64) -> Result<(), ImportError> {
-    if store.blobs().contains(digest) {
-        return Ok(());
-    }
-    let file = File::open(path).map_err(io(path))?;
-    store
-        .blobs()
-        .put(digest, size, BufReader::with_capacity(256 * 1024, file))?;
-    Ok(())
-}
-
 fn blob_path(layout: &Path, digest: &Digest) -> PathBuf {
     layout
         .join("blobs")
@@ -215,9 +203,12 @@ fn oci_layout(
         &manifest.config.digest,
         manifest.layers.len(),
     )?;
+    let mut sources = Vec::new();
     for layer in &manifest.layers {
         let d = &layer.descriptor;
-        put_file(store, &blob_path(dir, &d.digest), &d.digest, d.size)?;
+        let path = blob_path(dir, &d.digest);
+        crate::blobs::verify_file(&d.digest, d.size, &path)?;
+        sources.push(path);
     }
     install(
         store,
@@ -226,10 +217,12 @@ fn oci_layout(
         &descriptor.digest,
         &manifest,
         &config,
+        &sources,
     )
 }
 
-/// Unpacks the layers of a manifest whose blobs are all in the store, then records it.
+/// Unpacks the layers of a manifest from `sources` (verified layer blobs, in order), then
+/// records it.
 fn install(
     store: &Store,
     name: String,
@@ -237,14 +230,22 @@ fn install(
     manifest_digest: &Digest,
     manifest: &manifest::ImageManifest,
     config: &ImageConfig,
+    sources: &[PathBuf],
 ) -> Result<ImageRecord, ImportError> {
-    for ((layer, diff), chain) in manifest
+    for (((layer, diff), chain), source) in manifest
         .layers
         .iter()
         .zip(&config.rootfs.diff_ids)
         .zip(config.chain_ids())
+        .zip(sources)
     {
-        store.ensure_layer(&chain, diff, &layer.descriptor.digest, layer.compression)?;
+        store.ensure_layer(
+            &chain,
+            diff,
+            &layer.descriptor.digest,
+            layer.compression,
+            source,
+        )?;
     }
     let record = record_for(name, index, manifest_digest, manifest, config);
     store.put_image(record.clone())?;
@@ -313,10 +314,11 @@ fn docker_save(
             .put(&config_digest, config_bytes.len() as u64, &config_bytes[..])?;
         let config = ImageConfig::parse(&config_bytes, &config_digest, entry.layers.len())?;
         let mut layers = Vec::new();
+        let mut sources = Vec::new();
         for rel in &entry.layers {
             let path = member(rel)?;
             let (digest, size, media_type) = hash_layer_file(&path)?;
-            put_file(store, &path, &digest, size)?;
+            sources.push(path);
             layers.push(MadeDescriptor {
                 media_type,
                 digest: digest.to_string(),
@@ -365,7 +367,15 @@ fn docker_save(
         }
         names.dedup();
         for n in names {
-            records.push(install(store, n, None, &manifest_digest, &m, &config)?);
+            records.push(install(
+                store,
+                n,
+                None,
+                &manifest_digest,
+                &m,
+                &config,
+                &sources,
+            )?);
         }
     }
     Ok(records)

@@ -198,37 +198,44 @@ async fn fetch_layer(
         progress.layer_done(blob, LayerDone::AlreadyThere);
         return Ok(());
     }
-    if !store.blobs().contains(blob) {
-        let _permit = limit
-            .acquire()
+    let _permit = limit
+        .acquire()
+        .await
+        .map_err(|e| PullError::Task(e.to_string()))?;
+    let (s, b) = (store.clone(), blob.clone());
+    let _lock = tokio::task::spawn_blocking(move || s.blob_lock(&b))
+        .await
+        .map_err(|e| PullError::Task(e.to_string()))??;
+    // Another pull may have unpacked it while this one waited for the lock.
+    if store.has_layer(chain_id) {
+        progress.layer_done(blob, LayerDone::AlreadyThere);
+        return Ok(());
+    }
+    let mut source = None;
+    for round in 0..2 {
+        let resumed = download(store, registry, progress, layer).await?;
+        let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
+        match tokio::task::spawn_blocking(move || s.blobs().verify_partial(&b, size))
             .await
-            .map_err(|e| PullError::Task(e.to_string()))?;
-        let (s, b) = (store.clone(), blob.clone());
-        let _lock = tokio::task::spawn_blocking(move || s.blob_lock(&b))
-            .await
-            .map_err(|e| PullError::Task(e.to_string()))??;
-        // Another pull may have fetched it while this one waited for the lock.
-        if !store.blobs().contains(blob) {
-            for round in 0..2 {
-                let resumed = download(store, registry, progress, layer).await?;
-                let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
-                match tokio::task::spawn_blocking(move || s.blobs().commit_partial(&b, size))
-                    .await
-                    .map_err(|e| PullError::Task(e.to_string()))?
-                {
-                    Ok(_) => break,
-                    // What an earlier run left was not a prefix of this blob (the partial is
-                    // gone now): fetch it whole, once.
-                    Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
-                        if resumed && round == 0 =>
-                    {
-                        tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+            .map_err(|e| PullError::Task(e.to_string()))?
+        {
+            Ok(path) => {
+                source = Some(path);
+                break;
             }
+            // What an earlier run left was not a prefix of this blob (the partial is
+            // gone now): fetch it whole, once.
+            Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
+                if resumed && round == 0 =>
+            {
+                tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
+            }
+            Err(e) => return Err(e.into()),
         }
     }
+    let Some(source) = source else {
+        return Err(PullError::Task(format!("layer {blob} was not downloaded")));
+    };
     let (s, c, d, b, comp) = (
         store.clone(),
         chain_id.clone(),
@@ -236,9 +243,14 @@ async fn fetch_layer(
         blob.clone(),
         layer.compression,
     );
-    let outcome = tokio::task::spawn_blocking(move || s.ensure_layer(&c, &d, &b, comp))
-        .await
-        .map_err(|e| PullError::Task(e.to_string()))??;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = s.ensure_layer(&c, &d, &b, comp, &source);
+        // Unpacked or refused, the compressed copy has served its purpose.
+        s.blobs().remove_partial(&b);
+        outcome
+    })
+    .await
+    .map_err(|e| PullError::Task(e.to_string()))??;
     progress.layer_done(
         blob,
         match outcome {

@@ -1,8 +1,8 @@
 //! The image store: a directory (default `/var/lib/gantry`) that holds
 //!
 //! ```text
-//! blobs/sha256/<hex>            manifests, configs and compressed layers, by digest
-//! blobs/sha256/.partial-<hex>   a download in progress, resumed by the next pull
+//! blobs/sha256/<hex>            manifests and configs, by digest
+//! blobs/sha256/.partial-<hex>   a layer download in progress, resumed by the next pull
 //! layers/<chain-hex>/diff/      an unpacked layer in overlayfs lower-dir form
 //! layers/<chain-hex>/layer.json what it is: chain ID, diff ID, the blob it came from
 //! images.json                   image records by name (registry/repository:tag)
@@ -15,6 +15,10 @@
 //! (record first, then layers are renamed into `tmp/` before they are deleted). So after a
 //! `kill -9` at any moment every name in the store means what it says, [`Store::check`]
 //! passes, and what is left over is only unreferenced data that `prune` frees.
+//!
+//! A layer's compressed blob is verified where it was downloaded, unpacked, and deleted:
+//! the store keeps layers unpacked only, as Docker's overlay2 store does. A host needs half
+//! the disk, and a pull writes and syncs each layer once instead of twice.
 //!
 //! Concurrency: a pull holds `gc.lock` shared and each layer's lock while it unpacks that
 //! layer, so two pulls of one layer unpack it once; `rm`/`prune` hold `gc.lock` exclusive so
@@ -212,14 +216,16 @@ impl Store {
         Ok(dir.keep())
     }
 
-    /// Unpacks the layer with `chain_id` from the stored blob `blob`, unless it is already
-    /// there. Another process unpacking the same layer is waited for, not repeated.
+    /// Unpacks the layer with `chain_id` from `source`, the verified content of blob
+    /// `blob`, unless it is already there. Another process unpacking the same layer is
+    /// waited for, not repeated.
     pub fn ensure_layer(
         &self,
         chain_id: &Digest,
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
+        source: &Path,
     ) -> Result<LayerOutcome, StoreError> {
         if self.has_layer(chain_id) {
             return Ok(LayerOutcome::AlreadyThere);
@@ -232,7 +238,7 @@ impl Store {
             return Ok(LayerOutcome::AlreadyThere);
         }
         let work = self.tmp_dir(&format!("layer-{}", &chain_id.hex()[..12]))?;
-        let result = self.unpack_into(&work, chain_id, diff_id, blob, compression);
+        let result = self.unpack_into(&work, chain_id, diff_id, blob, compression, source);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&work);
         }
@@ -246,11 +252,11 @@ impl Store {
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
+        source: &Path,
     ) -> Result<(), StoreError> {
         let diff = work.join("diff");
         std::fs::create_dir(&diff).map_err(io(&diff))?;
-        let blob_path = self.blobs.path(blob);
-        let file = File::open(&blob_path).map_err(io(&blob_path))?;
+        let file = File::open(source).map_err(io(source))?;
         let reader = std::io::BufReader::with_capacity(256 * 1024, file);
         let Unpacked {
             diff_id: got,
@@ -423,9 +429,9 @@ impl Store {
         let mut problems = Vec::new();
         let mut checked = BTreeSet::new();
         for r in records.images.values() {
+            // Layer blobs are not kept once unpacked; the layer directories stand for them.
             let mut blobs = vec![r.manifest.clone(), r.config.clone()];
             blobs.extend(r.index.clone());
-            blobs.extend(r.layers.iter().map(|l| l.blob.clone()));
             for b in blobs {
                 match b.parse::<Digest>() {
                     Ok(d) => {

@@ -34,7 +34,7 @@ fn killing_a_pull_at_any_moment_leaves_a_consistent_store_as_root() {
             })
             .collect::<Vec<u8>>()
     };
-    let blobs: Vec<Vec<u8>> = (0..4).map(|_| noise(6 << 20)).collect();
+    let blobs: Vec<Vec<u8>> = (0..4).map(|_| noise(4 << 20)).collect();
     let names: Vec<String> = (0..4).map(|i| format!("data/part-{i}")).collect();
     let layers: Vec<Vec<u8>> = blobs
         .iter()
