@@ -1,8 +1,13 @@
 //! Pull benchmark: the same generated multi-layer image (about 40 MB uncompressed, 5
-//! layers) pulled from a local docker-registry by `gantry image pull` (download, verify,
-//! decompress, check diff_ids, unpack) and by `skopeo copy docker://… oci:…` (download and
-//! verify only), each into a fresh destination, three times; prints the medians and the
-//! ratio. Run: `cargo bench -p gantry-runtime --bench pull` (root, docker-registry, skopeo).
+//! layers) pulled from a local docker-registry, each run into a fresh destination, five
+//! times (`GANTRY_BENCH_RUNS`), by
+//!
+//! - `gantry image pull`: download, verify, decompress, check diff_ids, unpack, fsync;
+//! - `skopeo copy docker://… oci:…`: download and verify only, no unpacking, no fsync;
+//! - `skopeo copy` then `umoci unpack`: the same work as Gantry with the usual tools.
+//!
+//! Prints the medians and the ratios. Run: `cargo bench -p gantry-runtime --bench pull`
+//! (root, docker-registry, skopeo, umoci).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,8 +16,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const RUNS: usize = 3;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -62,10 +65,21 @@ fn main() {
     finish_layout(layout.path(), vec![("bench", d)]);
     reg.push(layout.path(), "bench", "bench/img", &[]);
     let reference = format!("{}/bench/img:bench", reg.host);
+    if let Ok(secs) = std::env::var("GANTRY_BENCH_HOLD") {
+        // Keep the registry up for profiling by hand.
+        println!("registry serving {reference} for {secs} s");
+        std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(600)));
+        return;
+    }
 
+    let runs: usize = std::env::var("GANTRY_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let mut gantry_times = Vec::new();
     let mut skopeo_times = Vec::new();
-    for _ in 0..RUNS {
+    let mut umoci_times = Vec::new();
+    for _ in 0..runs {
         let store = tempfile::tempdir().expect("store");
         let start = Instant::now();
         let (ok, _, err) = gantry(
@@ -96,7 +110,14 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (g, s) = (median(gantry_times), median(skopeo_times));
+    println!("gantry runs: {gantry_times:?}");
+    println!("skopeo runs: {skopeo_times:?}");
+    println!("skopeo+umoci runs: {umoci_times:?}");
+    let (g, s, u) = (
+        median(gantry_times),
+        median(skopeo_times),
+        median(umoci_times),
+    );
     println!("image: 5 layers, {:.1} MB uncompressed", total as f64 / 1e6);
     println!(
         "gantry image pull (download+verify+unpack): {:.3} s",

@@ -119,9 +119,10 @@ impl Blobs {
         self.root.join(format!(".partial-{}", digest.hex()))
     }
 
-    /// Opens (creating) the partial download of `digest` for appending, and says how many
-    /// bytes it already holds.
-    pub fn open_partial(&self, digest: &Digest) -> Result<(File, u64), BlobError> {
+    /// Opens (creating) the partial download of `digest` for appending. What it already
+    /// holds is hashed, so the download carries on hashing as it writes and the blob is
+    /// never read back just to be verified.
+    pub fn open_partial(&self, digest: &Digest) -> Result<PartialBlob, BlobError> {
         let path = self.partial_path(digest);
         let err = |source| BlobError::Io {
             digest: digest.clone(),
@@ -129,27 +130,21 @@ impl Blobs {
             source,
         };
         std::fs::create_dir_all(&self.root).map_err(err)?;
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(err)?;
-        let len = file.metadata().map_err(err)?.len();
-        Ok((file, len))
-    }
-
-    /// Checks a finished partial download against `digest` and `size`, in place, and
-    /// returns its path. A partial that does not match is deleted, so the next try starts
-    /// over. Layer blobs are unpacked from here and then deleted: the store keeps layers
-    /// unpacked, not compressed (as Docker's overlay2 store does), which halves the disk a
-    /// host needs and saves writing and syncing every layer twice.
-    pub fn verify_partial(&self, digest: &Digest, size: u64) -> Result<PathBuf, BlobError> {
-        let path = self.partial_path(digest);
-        let result = verify_file(digest, size, &path);
-        if result.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        result.map(|()| path)
+        let mut hasher = Sha256::new();
+        let len = hash_into(&mut file, &mut hasher).map_err(err)?;
+        Ok(PartialBlob {
+            digest: digest.clone(),
+            path,
+            file,
+            hasher,
+            len,
+        })
     }
 
     /// Deletes the partial download of `digest`, if any.
@@ -214,6 +209,86 @@ impl Blobs {
     }
 }
 
+/// A download in progress: `blobs/sha256/.partial-<hex>`, hashed as it is written.
+///
+/// Layer blobs are unpacked from here and then deleted: the store keeps layers unpacked,
+/// not compressed (as Docker's overlay2 store does), which halves the disk a host needs and
+/// saves writing and syncing every layer twice.
+#[derive(Debug)]
+pub struct PartialBlob {
+    digest: Digest,
+    path: PathBuf,
+    file: File,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl PartialBlob {
+    /// Bytes held so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn write_chunk(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(chunk)?;
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Forgets what is held and starts again from byte 0.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.hasher = Sha256::new();
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Checks the whole download against `size` and the digest and returns its path. One
+    /// that does not match is deleted, so the next try starts over.
+    pub fn finish(self, size: u64) -> Result<PathBuf, BlobError> {
+        let got = self.hasher.finish();
+        let error = if self.len != size {
+            Some(BlobError::Size {
+                digest: self.digest.clone(),
+                got: self.len,
+                expected: size,
+            })
+        } else if got != self.digest {
+            Some(BlobError::Mismatch {
+                digest: self.digest.clone(),
+                got: got.hex().to_owned(),
+            })
+        } else {
+            None
+        };
+        match error {
+            None => Ok(self.path),
+            Some(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn hash_into(reader: &mut impl Read, hasher: &mut Sha256) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(len);
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
 /// Checks that the file at `path` has `size` bytes and hashes to `digest`.
 pub fn verify_file(digest: &Digest, size: u64, path: &Path) -> Result<(), BlobError> {
     let (got, len) = hash_file(digest, path)?;
@@ -242,16 +317,7 @@ fn hash_file(digest: &Digest, path: &Path) -> Result<(Digest, u64), BlobError> {
     };
     let mut file = File::open(path).map_err(io)?;
     let mut ctx = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        len += n as u64;
-    }
+    let len = hash_into(&mut file, &mut ctx).map_err(io)?;
     Ok((ctx.finish(), len))
 }
 
@@ -309,25 +375,35 @@ mod tests {
         let blobs = Blobs::new(dir.path());
         let data = b"0123456789".repeat(1000);
         let d = sha256(&data);
-        let (mut f, have) = blobs.open_partial(&d).unwrap();
-        assert_eq!(have, 0);
-        f.write_all(&data[..4000]).unwrap();
-        drop(f);
-        let (mut f, have) = blobs.open_partial(&d).unwrap();
-        assert_eq!(have, 4000);
-        f.write_all(&data[4000..]).unwrap();
-        drop(f);
-        let path = blobs.verify_partial(&d, data.len() as u64).unwrap();
+        let mut p = blobs.open_partial(&d).unwrap();
+        assert_eq!(p.len(), 0);
+        p.write_chunk(&data[..4000]).unwrap();
+        drop(p);
+        // A later pull picks up where this one stopped, hash included.
+        let mut p = blobs.open_partial(&d).unwrap();
+        assert_eq!(p.len(), 4000);
+        p.write_chunk(&data[4000..]).unwrap();
+        let path = p.finish(data.len() as u64).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), data);
         blobs.remove_partial(&d);
         assert!(!path.exists());
-        // A partial with the wrong bytes is refused and deleted.
+        // A partial with the wrong bytes is refused and deleted; so is a short one.
         let other = sha256(b"other");
-        let (mut f, _) = blobs.open_partial(&other).unwrap();
-        f.write_all(b"otheR").unwrap();
-        let err = blobs.verify_partial(&other, 5).unwrap_err();
+        let mut p = blobs.open_partial(&other).unwrap();
+        p.write_chunk(b"otheR").unwrap();
+        let err = p.finish(5).unwrap_err();
         assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
         assert!(!blobs.partial_path(&other).exists());
+        let mut p = blobs.open_partial(&other).unwrap();
+        p.write_chunk(b"oth").unwrap();
+        let err = p.finish(5).unwrap_err();
+        assert!(matches!(err, BlobError::Size { got: 3, .. }), "{err}");
+        // Restarting forgets the bytes and the hash.
+        let mut p = blobs.open_partial(&other).unwrap();
+        p.write_chunk(b"garbage").unwrap();
+        p.restart().unwrap();
+        p.write_chunk(b"other").unwrap();
+        p.finish(5).unwrap();
     }
 
     #[test]

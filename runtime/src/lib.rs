@@ -19,7 +19,7 @@ mod reference;
 pub mod registry;
 pub mod store;
 
-pub use blobs::{BlobError, Blobs};
+pub use blobs::{BlobError, Blobs, PartialBlob};
 pub use challenge::{Challenge, InvalidChallenge, Scheme};
 pub use id::{ContainerId, InvalidContainerId};
 pub use reference::{Digest, ImageRef, InvalidReference, Sha256, DEFAULT_REGISTRY};

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::blobs::BlobError;
+use crate::blobs::{BlobError, PartialBlob};
 use crate::manifest::{ImageConfig, ImageManifest, InvalidManifest, Layer, Manifest};
 use crate::reference::{Digest, ImageRef};
 use crate::registry::{Registry, RegistryError, RegistryOptions};
@@ -194,47 +194,45 @@ async fn fetch_layer(
     chain_id: &Digest,
 ) -> Result<(), PullError> {
     let blob = &layer.descriptor.digest;
+    let task_err = |e: tokio::task::JoinError| PullError::Task(e.to_string());
     if store.has_layer(chain_id) {
         progress.layer_done(blob, LayerDone::AlreadyThere);
         return Ok(());
     }
-    let _permit = limit
-        .acquire()
-        .await
-        .map_err(|e| PullError::Task(e.to_string()))?;
     let (s, b) = (store.clone(), blob.clone());
     let _lock = tokio::task::spawn_blocking(move || s.blob_lock(&b))
         .await
-        .map_err(|e| PullError::Task(e.to_string()))??;
+        .map_err(task_err)??;
     // Another pull may have unpacked it while this one waited for the lock.
     if store.has_layer(chain_id) {
         progress.layer_done(blob, LayerDone::AlreadyThere);
         return Ok(());
     }
-    let mut source = None;
-    for round in 0..2 {
-        let resumed = download(store, registry, progress, layer).await?;
-        let (s, b, size) = (store.clone(), blob.clone(), layer.descriptor.size);
-        match tokio::task::spawn_blocking(move || s.blobs().verify_partial(&b, size))
+    let source = {
+        // Only downloads count against the limit; unpacking overlaps the next download.
+        let _permit = limit
+            .acquire()
             .await
-            .map_err(|e| PullError::Task(e.to_string()))?
-        {
-            Ok(path) => {
-                source = Some(path);
-                break;
+            .map_err(|e| PullError::Task(e.to_string()))?;
+        let mut verified = None;
+        for round in 0..2 {
+            let (partial, resumed) = download(store, registry, progress, layer).await?;
+            match partial.finish(layer.descriptor.size) {
+                Ok(path) => {
+                    verified = Some(path);
+                    break;
+                }
+                // What an earlier run left was not a prefix of this blob (the partial is
+                // gone now): fetch it whole, once.
+                Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
+                    if resumed && round == 0 =>
+                {
+                    tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
+                }
+                Err(e) => return Err(e.into()),
             }
-            // What an earlier run left was not a prefix of this blob (the partial is
-            // gone now): fetch it whole, once.
-            Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
-                if resumed && round == 0 =>
-            {
-                tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
-            }
-            Err(e) => return Err(e.into()),
         }
-    }
-    let Some(source) = source else {
-        return Err(PullError::Task(format!("layer {blob} was not downloaded")));
+        verified.ok_or_else(|| PullError::Task(format!("layer {blob} was not downloaded")))?
     };
     let (s, c, d, b, comp) = (
         store.clone(),
@@ -250,7 +248,7 @@ async fn fetch_layer(
         outcome
     })
     .await
-    .map_err(|e| PullError::Task(e.to_string()))??;
+    .map_err(task_err)??;
     progress.layer_done(
         blob,
         match outcome {
@@ -268,32 +266,26 @@ async fn download(
     registry: &Registry,
     progress: &dyn Progress,
     layer: &Layer,
-) -> Result<bool, PullError> {
+) -> Result<(PartialBlob, bool), PullError> {
     let blob = &layer.descriptor.digest;
     let size = layer.descriptor.size;
-    let mut resumed = None;
+    let mut partial = store.blobs().open_partial(blob)?;
+    if partial.len() > size {
+        // Longer than the blob: not a prefix of it. Start over.
+        partial.restart().map_err(|source| RegistryError::Write {
+            digest: blob.clone(),
+            source,
+        })?;
+    }
+    let resumed = !partial.is_empty();
     for attempt in 1..=DOWNLOAD_ATTEMPTS {
-        let (mut file, offset) = store.blobs().open_partial(blob)?;
-        let offset = if offset > size {
-            // Longer than the blob: not a prefix of it. Start over.
-            file.set_len(0).map_err(|source| RegistryError::Write {
-                digest: blob.clone(),
-                source,
-            })?;
-            0
-        } else {
-            offset
-        };
-        resumed.get_or_insert(offset > 0);
+        let offset = partial.len();
         progress.layer_started(blob, size, offset);
         if offset == size {
             break;
         }
         let on_bytes = |n| progress.layer_bytes(blob, n);
-        match registry
-            .download_blob(blob, &mut file, offset, &on_bytes)
-            .await
-        {
+        match registry.download_blob(blob, &mut partial, &on_bytes).await {
             Ok(start) => {
                 if start != offset {
                     progress.layer_started(blob, size, start);
@@ -306,7 +298,7 @@ async fn download(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(resumed.unwrap_or(false))
+    Ok((partial, resumed))
 }
 
 /// The record for an image whose layers are all in the store.

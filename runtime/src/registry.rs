@@ -8,8 +8,6 @@
 //! announced); blobs are checked by the caller's [`crate::Blobs`].
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +17,7 @@ use reqwest::header::{
 };
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use crate::blobs::PartialBlob;
 use crate::challenge::{Challenge, Scheme};
 use crate::manifest;
 use crate::reference::{Digest, ImageRef};
@@ -211,17 +210,17 @@ impl Registry {
         read_limited(&url, resp, limit).await
     }
 
-    /// Appends blob `digest` to `file`, which already holds its first `offset` bytes,
-    /// asking only for the rest with a range request. `on_bytes` sees each chunk's length.
-    /// A registry that ignores the range sends the whole blob: then the file starts over.
-    /// Returns the offset the download really started from.
+    /// Appends blob `digest` to `partial`, asking only for what it lacks with a range
+    /// request. `on_bytes` sees each chunk's length. A registry that ignores the range
+    /// sends the whole blob: then the partial starts over. Returns the offset the download
+    /// really started from.
     pub async fn download_blob(
         &self,
         digest: &Digest,
-        file: &mut File,
-        offset: u64,
+        partial: &mut PartialBlob,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, RegistryError> {
+        let offset = partial.len();
         let url = self.blob_url(digest);
         let resp = self
             .send(&url, || {
@@ -252,7 +251,7 @@ impl Registry {
             }
             StatusCode::OK => {
                 if offset > 0 {
-                    file.set_len(0).map_err(write_err)?;
+                    partial.restart().map_err(write_err)?;
                 }
                 (resp, 0)
             }
@@ -274,10 +273,9 @@ impl Registry {
                 source,
             })?
         {
-            file.write_all(&chunk).map_err(write_err)?;
+            partial.write_chunk(&chunk).map_err(write_err)?;
             on_bytes(chunk.len() as u64);
         }
-        file.flush().map_err(write_err)?;
         Ok(start)
     }
 

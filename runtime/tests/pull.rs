@@ -165,7 +165,10 @@ fn pulls_zstd_layers_and_shares_layers_between_images_as_root() {
     // Removing one image keeps the shared layers; removing the other frees them.
     let freed = store.remove_image(&z.name).expect("rm zstd");
     assert_eq!(freed.layers, 0);
-    assert_eq!(freed.blobs, 1, "only its manifest goes; the config is shared: {freed:?}");
+    assert_eq!(
+        freed.blobs, 1,
+        "only its manifest goes; the config is shared: {freed:?}"
+    );
     let (etc, _, _) = merged_view(&store, &g);
     assert_eq!(etc, vec!["kept"]);
     let freed = store.remove_image(&g.name).expect("rm gzip");
