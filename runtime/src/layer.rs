@@ -25,7 +25,10 @@
 //!
 //! Nothing is unpacked by the tar crate: the stream is walked here (`tar::Header` only
 //! holds the blocks and splits the name fields) and every object is made with a `*at`
-//! call on a directory descriptor.
+//! call on a directory descriptor. The crate's own entry iterator does not fit: it reads
+//! PAX and GNU long-name payloads into memory whatever their size, its PAX parser splits
+//! records on newlines (which breaks binary xattrs such as `security.capability`), and in
+//! raw mode it ignores the PAX `size` record.
 //!
 //! - Names are read as Docker does: a leading `/` or `./` is dropped (`/etc/x` is
 //!   `etc/x`, inside the layer), and so are empty and `.` components. A `..` component
