@@ -109,6 +109,18 @@ fn main() {
             "skopeo failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let out = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:bench", dest.path().join("oci").display()))
+            .arg(dest.path().join("bundle"))
+            .output()
+            .expect("umoci");
+        umoci_times.push(start.elapsed());
+        assert!(
+            out.status.success(),
+            "umoci failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     println!("gantry runs: {gantry_times:?}");
     println!("skopeo runs: {skopeo_times:?}");
@@ -128,7 +140,15 @@ fn main() {
         s.as_secs_f64()
     );
     println!(
+        "skopeo copy + umoci unpack (download+verify+unpack): {:.3} s",
+        u.as_secs_f64()
+    );
+    println!(
         "ratio skopeo/gantry: {:.2} (above 1 means gantry is faster)",
         s.as_secs_f64() / g.as_secs_f64()
+    );
+    println!(
+        "ratio skopeo+umoci/gantry: {:.2}",
+        u.as_secs_f64() / g.as_secs_f64()
     );
 }
