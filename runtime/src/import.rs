@@ -82,10 +82,11 @@ fn import_dir(
     shown: &Path,
     name: Option<&ImageRef>,
 ) -> Result<Vec<ImageRecord>, ImportError> {
-    if dir.join("manifest.json").is_file() {
-        docker_save(store, dir, shown, name)
-    } else if dir.join("oci-layout").is_file() {
+    // Docker 25+ writes both; the OCI layout names every blob by digest, so it wins.
+    if dir.join("oci-layout").is_file() {
         oci_layout(store, dir, shown, name).map(|r| vec![r])
+    } else if dir.join("manifest.json").is_file() {
+        docker_save(store, dir, shown, name)
     } else {
         Err(format_err(
             shown,
@@ -309,6 +310,7 @@ fn docker_save(
         let config_path = member(&entry.config)?;
         let config_bytes = read_json_file(&config_path)?;
         let config_digest = Digest::sha256_of(&config_bytes);
+        check_member_name(&entry.config, &config_digest, &manifest_path)?;
         store
             .blobs()
             .put(&config_digest, config_bytes.len() as u64, &config_bytes[..])?;
@@ -318,6 +320,7 @@ fn docker_save(
         for rel in &entry.layers {
             let path = member(rel)?;
             let (digest, size, media_type) = hash_layer_file(&path)?;
+            check_member_name(rel, &digest, &manifest_path)?;
             sources.push(path);
             layers.push(MadeDescriptor {
                 media_type,
@@ -379,6 +382,23 @@ fn docker_save(
         }
     }
     Ok(records)
+}
+
+/// A member named for its digest (`<hex>.json`, `blobs/sha256/<hex>`) must have it. The
+/// legacy layer directories are named by v1 layer IDs, not digests: those are checked by
+/// their diff IDs when unpacked.
+fn check_member_name(rel: &str, got: &Digest, manifest: &Path) -> Result<(), ImportError> {
+    let named = rel
+        .strip_prefix("blobs/sha256/")
+        .or_else(|| rel.strip_suffix(".json"))
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    match named {
+        Some(hex) if hex != got.hex() => Err(format_err(
+            manifest,
+            format!("member {rel:?} holds content with digest {got}, not the one its name gives"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Hashes a layer file and says how it is compressed, from its first bytes.
@@ -527,6 +547,23 @@ fn normalize(p: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_named_for_a_digest_must_have_it() {
+        let d = Digest::sha256_of(b"config");
+        let m = Path::new("manifest.json");
+        check_member_name(&format!("{}.json", d.hex()), &d, m).unwrap();
+        check_member_name(&format!("blobs/sha256/{}", d.hex()), &d, m).unwrap();
+        check_member_name("3f1a/layer.tar", &d, m).unwrap();
+        let other = Digest::sha256_of(b"other");
+        let err = check_member_name(&format!("{}.json", other.hex()), &d, m).unwrap_err();
+        assert!(err.to_string().contains(&d.to_string()), "{err}");
+        let err = check_member_name(&format!("blobs/sha256/{}", other.hex()), &d, m).unwrap_err();
+        assert!(
+            err.to_string().contains("not the one its name gives"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn normalize_keeps_paths_inside() {

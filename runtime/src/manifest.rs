@@ -143,6 +143,20 @@ impl Manifest {
             (None, _) if raw.manifests.is_some() => OCI_INDEX.to_owned(),
             (None, _) => OCI_MANIFEST.to_owned(),
         };
+        let descriptors = raw
+            .config
+            .iter()
+            .chain(raw.layers.iter().flatten())
+            .chain(raw.manifests.iter().flatten());
+        for d in descriptors {
+            if d.digest.algorithm() != "sha256" {
+                return Err(bad(format!(
+                    "{} uses {}, and Gantry verifies sha256 only",
+                    d.digest,
+                    d.digest.algorithm()
+                )));
+            }
+        }
         match media_type.as_str() {
             OCI_INDEX | DOCKER_LIST => {
                 let manifests = raw

@@ -80,7 +80,10 @@ pub async fn pull(
     opts: &PullOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<ImageRecord, PullError> {
-    let _guard = store.pull_guard()?;
+    let s = store.clone();
+    let _guard = tokio::task::spawn_blocking(move || s.pull_guard())
+        .await
+        .map_err(|e| PullError::Task(e.to_string()))??;
     let registry = Arc::new(Registry::connect(image, &opts.registry).await?);
     let reference = match (image.digest(), image.tag()) {
         (Some(d), _) => d.to_string(),
@@ -98,6 +101,17 @@ pub async fn pull(
         Manifest::Index(i) => {
             let chosen = i.select(&digest_text)?;
             let inner = registry.manifest(&chosen.digest.to_string()).await?;
+            if inner.bytes.len() as u64 != chosen.size {
+                return Err(InvalidManifest {
+                    digest: chosen.digest.to_string(),
+                    reason: format!(
+                        "{} bytes served, the index says {}",
+                        inner.bytes.len(),
+                        chosen.size
+                    ),
+                }
+                .into());
+            }
             store_bytes(&store, &fetched.digest, &fetched.bytes)?;
             (Some(fetched.digest), inner)
         }
@@ -163,9 +177,9 @@ pub async fn pull(
         let result = joined
             .map_err(|e| PullError::Task(e.to_string()))
             .and_then(|r| r);
+        // The other layers run to their end: an aborted task would leave its unpacking
+        // thread running without the locks it took. What they finish stays for next time.
         if let Err(e) = result {
-            // Stop the other layers; what they finished stays in the store for next time.
-            tasks.abort_all();
             first_error.get_or_insert(e);
         }
     }
@@ -285,7 +299,10 @@ async fn download(
             break;
         }
         let on_bytes = |n| progress.layer_bytes(blob, n);
-        match registry.download_blob(blob, &mut partial, &on_bytes).await {
+        match registry
+            .download_blob(blob, size, &mut partial, &on_bytes)
+            .await
+        {
             Ok(start) => {
                 if start != offset {
                     progress.layer_started(blob, size, start);
@@ -294,6 +311,9 @@ async fn download(
             }
             Err(RegistryError::Request { url, source }) if attempt < DOWNLOAD_ATTEMPTS => {
                 tracing::warn!(%url, error = %source, attempt, "layer download interrupted; resuming");
+            }
+            Err(e @ RegistryError::Range { .. }) if attempt < DOWNLOAD_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "layer download starts over");
             }
             Err(e) => return Err(e.into()),
         }

@@ -69,8 +69,11 @@ pub enum RegistryError {
     Auth { registry: String, reason: String },
     #[error("{url}: reply is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
-    #[error("manifest {wanted}: registry served content with digest {got}")]
-    ManifestDigest { wanted: String, got: Digest },
+    #[error("manifest {wanted}: {}", match got {
+        Some(got) => format!("registry served content with digest {got}"),
+        None => "only sha256 digests are verified".to_owned(),
+    })]
+    ManifestDigest { wanted: String, got: Option<Digest> },
     #[error("blob {digest}: {reason}")]
     Range { digest: Digest, reason: String },
     #[error("blob {digest}: cannot write the download: {source}")]
@@ -104,6 +107,8 @@ pub struct Registry {
     registry: String,
     repository: String,
     credentials: Option<Credentials>,
+    /// Hosts that may be spoken to over plain HTTP (besides loopback).
+    insecure: Vec<String>,
     /// The authorization that last worked.
     auth: Mutex<Auth>,
 }
@@ -120,8 +125,19 @@ impl Registry {
             }))
             .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
             // Registries redirect blob downloads to storage; reqwest drops the
-            // Authorization header when a redirect leaves the host.
-            .redirect(reqwest::redirect::Policy::limited(5))
+            // Authorization header when a redirect leaves the host, but not when it only
+            // leaves HTTPS, so that is refused here.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let downgrade = attempt.url().scheme() == "http"
+                    && attempt.previous().iter().any(|u| u.scheme() == "https");
+                if downgrade {
+                    attempt.error("redirect from https to plain http refused")
+                } else if attempt.previous().len() > 5 {
+                    attempt.error("more than 5 redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .no_proxy();
         for (index, pem) in opts.ca_certs_pem.iter().enumerate() {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|source| RegistryError::Ca {
@@ -141,6 +157,7 @@ impl Registry {
             http,
             base: format!("https://{host}"),
             credentials: opts.credentials.get(&registry).cloned(),
+            insecure: opts.insecure.clone(),
             registry,
             repository: image.repository().to_owned(),
             auth: Mutex::new(Auth::Anonymous),
@@ -172,6 +189,12 @@ impl Registry {
     /// Fetches a manifest by tag or digest and checks it against that digest, or against
     /// the digest the registry announced for a tag.
     pub async fn manifest(&self, reference: &str) -> Result<FetchedManifest, RegistryError> {
+        if reference.contains(':') && !reference.starts_with("sha256:") {
+            return Err(RegistryError::ManifestDigest {
+                wanted: reference.to_owned(),
+                got: None,
+            });
+        }
         let url = format!("{}/v2/{}/manifests/{reference}", self.base, self.repository);
         let accept = manifest::ACCEPT.join(", ");
         let resp = self
@@ -189,7 +212,10 @@ impl Registry {
         };
         if let Some(wanted) = wanted {
             if wanted != got.to_string() {
-                return Err(RegistryError::ManifestDigest { wanted, got });
+                return Err(RegistryError::ManifestDigest {
+                    wanted,
+                    got: Some(got),
+                });
             }
         }
         Ok(FetchedManifest {
@@ -217,6 +243,7 @@ impl Registry {
     pub async fn download_blob(
         &self,
         digest: &Digest,
+        size: u64,
         partial: &mut PartialBlob,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, RegistryError> {
@@ -236,16 +263,17 @@ impl Registry {
             digest: digest.clone(),
             source,
         };
+        let range_err = |reason: String| RegistryError::Range {
+            digest: digest.clone(),
+            reason,
+        };
         let (mut resp, start) = match resp.status() {
             StatusCode::PARTIAL_CONTENT if offset > 0 => {
                 let range = header_str(resp.headers(), CONTENT_RANGE).unwrap_or_default();
-                if !range.starts_with(&format!("bytes {offset}-")) {
-                    return Err(RegistryError::Range {
-                        digest: digest.clone(),
-                        reason: format!(
-                            "asked for bytes {offset}- and got Content-Range {range:?}"
-                        ),
-                    });
+                if !content_range_fits(&range, offset, size) {
+                    return Err(range_err(format!(
+                        "asked for bytes {offset}- of {size} and got Content-Range {range:?}"
+                    )));
                 }
                 (resp, offset)
             }
@@ -255,15 +283,21 @@ impl Registry {
                 }
                 (resp, 0)
             }
-            _ => {
-                return Err(ok_or_status(&url, resp).await.err().unwrap_or_else(|| {
-                    RegistryError::Status {
-                        url: url.clone(),
-                        status: StatusCode::OK,
-                        detail: None,
-                    }
-                }))
+            StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
+                // The registry disagrees about what is left: start the blob over.
+                partial.restart().map_err(write_err)?;
+                return Err(range_err(format!(
+                    "registry refused bytes {offset}- (416); the partial download was dropped"
+                )));
             }
+            status if status.is_success() => {
+                return Err(RegistryError::Status {
+                    url,
+                    status,
+                    detail: Some("expected 200, or 206 for a range request".to_owned()),
+                })
+            }
+            _ => return Err(error_status(&url, resp).await),
         };
         while let Some(chunk) = resp
             .chunk()
@@ -273,6 +307,12 @@ impl Registry {
                 source,
             })?
         {
+            if partial.len() + chunk.len() as u64 > size {
+                partial.restart().map_err(write_err)?;
+                return Err(range_err(format!(
+                    "registry sent more than the {size} bytes the manifest gives"
+                )));
+            }
             partial.write_chunk(&chunk).map_err(write_err)?;
             on_bytes(chunk.len() as u64);
         }
@@ -371,8 +411,19 @@ impl Registry {
     async fn token(&self, realm: &str, challenge: &Challenge) -> Result<String, RegistryError> {
         let mut url = reqwest::Url::parse(realm)
             .map_err(|e| self.auth_error(format!("bearer realm {realm:?}: {e}")))?;
-        if url.scheme() != "https" && !(url.scheme() == "http" && self.base.starts_with("http://"))
-        {
+        // Credentials go in the clear only to this machine or a host the caller marked
+        // insecure, never because the registry itself happens to be plain HTTP.
+        let realm_host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => String::new(),
+        };
+        let plain_ok = is_loopback(&realm_host)
+            || self
+                .insecure
+                .iter()
+                .any(|h| *h == realm_host || Some(h.as_str()) == url.host_str());
+        if url.scheme() != "https" && !(url.scheme() == "http" && plain_ok) {
             return Err(self.auth_error(format!(
                 "bearer realm {realm:?} is not https; credentials are not sent in the clear"
             )));
@@ -424,10 +475,34 @@ fn header_str(headers: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> 
 }
 
 async fn ok_or_status(url: &str, resp: Response) -> Result<Response, RegistryError> {
-    let status = resp.status();
-    if status.is_success() {
+    if resp.status().is_success() {
         return Ok(resp);
     }
+    Err(error_status(url, resp).await)
+}
+
+/// Whether `Content-Range: bytes a-b/total` answers a request for `offset-` of a blob of
+/// `size` bytes.
+fn content_range_fits(header: &str, offset: u64, size: u64) -> bool {
+    let Some(rest) = header.trim().strip_prefix("bytes ") else {
+        return false;
+    };
+    let Some((span, total)) = rest.split_once('/') else {
+        return false;
+    };
+    let Some((first, last)) = span.split_once('-') else {
+        return false;
+    };
+    let (Ok(first), Ok(last)) = (first.parse::<u64>(), last.parse::<u64>()) else {
+        return false;
+    };
+    let total_ok = total == "*" || total.parse::<u64>() == Ok(size);
+    first == offset && last.checked_add(1) == Some(size) && total_ok
+}
+
+/// The error for a reply that is not a success.
+async fn error_status(url: &str, resp: Response) -> RegistryError {
+    let status = resp.status();
     // The registry's error document names the problem (MANIFEST_UNKNOWN, …); keep a bit.
     let detail = read_limited(url, resp, 4096)
         .await
@@ -440,11 +515,11 @@ async fn ok_or_status(url: &str, resp: Response) -> Result<Response, RegistryErr
                 .collect::<String>()
         })
         .filter(|s| !s.is_empty());
-    Err(RegistryError::Status {
+    RegistryError::Status {
         url: url.to_owned(),
         status,
         detail,
-    })
+    }
 }
 
 async fn read_limited(
@@ -489,6 +564,18 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_range_must_answer_the_range_asked_for() {
+        assert!(content_range_fits("bytes 100-999/1000", 100, 1000));
+        assert!(content_range_fits("bytes 100-999/*", 100, 1000));
+        assert!(!content_range_fits("bytes 0-999/1000", 100, 1000));
+        assert!(!content_range_fits("bytes 100-499/1000", 100, 1000));
+        assert!(!content_range_fits("bytes 100-999/2000", 100, 1000));
+        assert!(!content_range_fits("bytes 100-/1000", 100, 1000));
+        assert!(!content_range_fits("items 100-999/1000", 100, 1000));
+        assert!(!content_range_fits("", 100, 1000));
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {

@@ -210,7 +210,7 @@ impl Store {
     pub(crate) fn tmp_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
         let base = self.root.join("tmp");
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{}-{what}-", std::process::id()))
+            .prefix(&format!("{}-{}-{what}-", boot_id(), std::process::id()))
             .tempdir_in(&base)
             .map_err(io(&base))?;
         Ok(dir.keep())
@@ -415,7 +415,16 @@ impl Store {
         let blob_dir = self.root.join("blobs/sha256");
         for entry in std::fs::read_dir(&blob_dir).map_err(io(&blob_dir))? {
             let entry = entry.map_err(io(&blob_dir))?;
-            if entry.file_name().to_string_lossy().starts_with(".partial-") {
+            // Abandoned downloads and blobs a killed process was writing.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".partial-") || name.starts_with(".incoming-") {
+                std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            }
+        }
+        // Records a killed process was writing (records are written under gc.lock shared).
+        for entry in std::fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let entry = entry.map_err(io(&self.root))?;
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                 std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
             }
         }
@@ -457,14 +466,23 @@ impl Store {
         for entry in std::fs::read_dir(&layers).map_err(io(&layers))? {
             let entry = entry.map_err(io(&layers))?;
             let meta_path = entry.path().join("layer.json");
-            let ok = std::fs::read(&meta_path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).ok())
-                .is_some_and(|m| m.chain_id.ends_with(&*entry.file_name().to_string_lossy()))
-                && entry.path().join("diff").is_dir();
-            if !ok {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = std::fs::read(&meta_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).map_err(|e| e.to_string()));
+            let problem = match meta {
+                Err(e) => Some(format!("layer.json: {e}")),
+                Ok(m) if m.chain_id != format!("sha256:{name}") => {
+                    Some(format!("layer.json names chain {}", m.chain_id))
+                }
+                Ok(_) if !entry.path().join("diff").is_dir() => {
+                    Some("no diff directory".to_owned())
+                }
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
                 problems.push(format!(
-                    "layer directory {} is incomplete",
+                    "layer directory {}: {problem}",
                     entry.path().display()
                 ));
             }
@@ -485,12 +503,19 @@ impl Store {
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))? {
             let entry = entry.map_err(io(&tmp))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('-').next().and_then(|p| p.parse::<i32>().ok());
-            let alive = pid.is_some_and(|p| {
-                p == std::process::id() as i32
-                    || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
-                        != Err(nix::errno::Errno::ESRCH)
-            });
+            // `<boot>-<pid>-…`: a process of an earlier boot is gone whatever its pid (PID 1
+            // is always 1), and one of this boot is gone when its pid is.
+            let mut parts = name.splitn(3, '-');
+            let (boot, pid) = (
+                parts.next(),
+                parts.next().and_then(|p| p.parse::<i32>().ok()),
+            );
+            let alive = boot == Some(boot_id().as_str())
+                && pid.is_some_and(|p| {
+                    p == std::process::id() as i32
+                        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                            != Err(nix::errno::Errno::ESRCH)
+                });
             if !alive {
                 let path = entry.path();
                 let result = if path.is_dir() {
@@ -503,6 +528,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// This boot's identity (the kernel's random boot ID), to tell leftovers of an earlier
+/// boot from work in progress.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().chars().filter(|c| *c != '-').take(12).collect())
+        .unwrap_or_else(|_| "noboot".to_owned())
 }
 
 fn parse_digest(path: &Path, s: &str) -> Result<Digest, StoreError> {

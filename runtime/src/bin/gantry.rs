@@ -170,7 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             let config_digest: Digest = record.config.parse().map_err(anyhow::Error::msg)?;
             let config: serde_json::Value = serde_json::from_slice(
                 &std::fs::read(store.blobs().path(&config_digest))
-                    .context("cannot read the image config")?,
+                    .with_context(|| format!("cannot read config {config_digest} of {name}"))?,
             )?;
             let out = serde_json::json!({ "record": record, "config": config });
             println!("{}", serde_json::to_string_pretty(&out)?);
