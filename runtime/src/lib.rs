@@ -10,6 +10,7 @@
 
 mod blobs;
 mod challenge;
+pub mod container;
 mod id;
 pub mod import;
 pub mod layer;

@@ -1,0 +1,136 @@
+//! `gantry-runtime`: an OCI runtime command line with runc's conventions, so that it can be
+//! driven like runc and measured and compared against runc and crun.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use gantry_runtime::container::{self, CreateOptions, StateDir, Status, DEFAULT_STATE_ROOT};
+use gantry_runtime::ContainerId;
+
+#[derive(Parser)]
+#[command(name = "gantry-runtime", version, about = "Gantry's OCI container runtime")]
+struct Cli {
+    /// Directory for container state.
+    #[arg(long, global = true, default_value = DEFAULT_STATE_ROOT)]
+    root: PathBuf,
+    /// Accepted for runc compatibility; errors go to standard error.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Accepted for runc compatibility.
+    #[arg(long = "log-format", global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a container from a bundle; it waits for `start`.
+    Create {
+        id: String,
+        /// The bundle directory (holding config.json).
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Write the init's pid here.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        /// Not supported yet (terminals).
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+    },
+    /// Start a created container.
+    Start { id: String },
+    /// Print a container's state as JSON.
+    State { id: String },
+    /// Send a signal (default SIGTERM) to a container's init.
+    Kill {
+        id: String,
+        #[arg(default_value = "TERM")]
+        signal: String,
+    },
+    /// Delete a stopped container (with --force, any container).
+    Delete {
+        id: String,
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Create, start and wait for a container, then delete it; exits with its status.
+    Run {
+        id: String,
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+    },
+    /// List containers.
+    List,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("gantry-runtime: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<ContainerId> {
+    Ok(id.parse::<ContainerId>()?)
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let states = StateDir::new(&cli.root);
+    match cli.command {
+        Command::Create {
+            id,
+            bundle,
+            pid_file,
+            console_socket,
+        } => {
+            if console_socket.is_some() {
+                bail!("--console-socket: terminals are not supported yet");
+            }
+            let id = parse_id(&id)?;
+            container::create(&states, &id, &bundle, &CreateOptions { pid_file })?;
+        }
+        Command::Start { id } => container::start(&states, &parse_id(&id)?)?,
+        Command::State { id } => {
+            let s = container::state(&states, &parse_id(&id)?)?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        }
+        Command::Kill { id, signal } => {
+            let sig = container::parse_signal(&signal).with_context(|| format!("{signal:?} is not a signal"))?;
+            container::kill(&states, &parse_id(&id)?, sig)?;
+        }
+        Command::Delete { id, force } => container::delete(&states, &parse_id(&id)?, force)?,
+        Command::Run { id, bundle, pid_file } => {
+            let id = parse_id(&id)?;
+            let pid = container::create(&states, &id, &bundle, &CreateOptions { pid_file })?;
+            container::start(&states, &id)?;
+            let status = nix::sys::wait::waitpid(pid, None).context("wait for the container")?;
+            let _ = container::delete(&states, &id, true);
+            return Ok(container::exit_code(status).unwrap_or(1));
+        }
+        Command::List => {
+            println!("{:<32} {:>8} {:<8} BUNDLE", "ID", "PID", "STATUS");
+            for id in states.list() {
+                let Ok(cid) = id.parse::<ContainerId>() else { continue };
+                if let Ok(s) = container::state(&states, &cid) {
+                    let status = match s.status {
+                        Status::Creating => "creating",
+                        Status::Created => "created",
+                        Status::Running => "running",
+                        Status::Stopped => "stopped",
+                    };
+                    println!("{:<32} {:>8} {:<8} {}", s.id, s.pid.unwrap_or(0), status, s.bundle.display());
+                }
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,164 @@
+//! The container's init process: what runs in the child after `clone`, in its new
+//! namespaces. It joins the namespaces the bundle names by path, sets the host name,
+//! prepares the root file system, reports to the runtime that it is ready (or why it is
+//! not), waits for `start` on the exec fifo, drops privileges and execs the program.
+//!
+//! Order of the privilege drop, as runc does it: rlimits and OOM score while still
+//! privileged; bounding set; `PR_SET_KEEPCAPS`; groups, gid, uid; then the effective,
+//! permitted and inheritable sets; ambient; `no_new_privs`; and `execve` last.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+
+use super::rootfs;
+use super::spec::{ContainerConfig, ProcessSpec};
+
+/// The init's message to the runtime when its set-up is done.
+pub const READY: &[u8] = b"ready\n";
+
+/// Runs in the cloned child; never returns.
+pub fn run(config: &ContainerConfig, ready: OwnedFd, fifo: &Path) -> ! {
+    let mut ready = std::fs::File::from(ready);
+    let fifo_fd = match setup(config, fifo) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = ready.write_all(format!("error: {e}\n").as_bytes());
+            exit(1);
+        }
+    };
+    if ready.write_all(READY).is_err() {
+        exit(1);
+    }
+    drop(ready);
+    // Blocks until `start` opens the fifo for reading.
+    let path = format!("/proc/self/fd/{}", fifo_fd.as_raw_fd());
+    match open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => {
+            // SAFETY: open just returned this descriptor and nothing else owns it.
+            let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            let _ = f.write_all(b"0");
+        }
+        Err(e) => {
+            eprintln!("gantry-runtime init: cannot open the exec fifo: {e}");
+            exit(1);
+        }
+    }
+    drop(fifo_fd);
+    let err = exec(&config.process);
+    eprintln!("gantry-runtime init: {err}");
+    exit(127);
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once; the cloned child must not run the parent's
+    // atexit handlers or flush its copies of the parent's buffers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Everything before the wait for `start`; returns the fifo, opened `O_PATH` before the
+/// host's file system goes away.
+fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
+    for ns in &config.namespaces {
+        if let Some(path) = &ns.path {
+            if ns.kind == super::spec::NsKind::Pid {
+                continue; // joined by the runtime before clone
+            }
+            let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
+            // SAFETY: open just returned this descriptor and nothing else owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            nix::sched::setns(&fd, ns.kind.clone_flag())
+                .map_err(|e| format!("join namespace {}: {e}", path.display()))?;
+        }
+    }
+    if let Some(h) = &config.hostname {
+        nix::unistd::sethostname(h).map_err(|e| format!("set host name {h:?}: {e}"))?;
+    }
+    if let Some(d) = &config.domainname {
+        // SAFETY: the pointer and length describe `d`'s bytes, which outlive the call.
+        let rc = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+        if rc != 0 {
+            return Err(format!("set domain name {d:?}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    let fifo_fd = open(fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open {}: {e}", fifo.display()))?;
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    let fifo_fd = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
+    rootfs::prepare(config).map_err(|e| e.to_string())?;
+    rootfs::finish(config).map_err(|e| e.to_string())?;
+    if let Some(score) = config.process.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())
+            .map_err(|e| format!("set oom_score_adj {score}: {e}"))?;
+    }
+    Ok(fifo_fd)
+}
+
+/// Drops privileges and execs the program; returns only on failure.
+fn exec(p: &ProcessSpec) -> String {
+    match drop_privileges(p).and_then(|()| prepare_exec(p)) {
+        Ok((path, args, env)) => {
+            let e = nix::unistd::execve(&path, &args, &env).err();
+            format!("exec {:?}: {}", p.args[0], e.map(|e| e.to_string()).unwrap_or_default())
+        }
+        Err(e) => e,
+    }
+}
+
+fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
+    for r in &p.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        // SAFETY: `lim` is a valid rlimit that outlives the call.
+        if unsafe { libc::setrlimit(r.resource as _, &lim) } != 0 {
+            return Err(format!("setrlimit {}: {}", r.resource, std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(mask) = p.umask {
+        nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
+    }
+    super::caps::apply(p).map_err(|e| e.to_string())?;
+    if p.no_new_privileges {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory of ours.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
+        }
+    }
+    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir {}: {e}", p.cwd.display()))?;
+    Ok(())
+}
+
+type ExecArgs = (CString, Vec<CString>, Vec<CString>);
+
+/// The program path (searched in the container's PATH when it has no `/`), its arguments
+/// and environment as C strings.
+fn prepare_exec(p: &ProcessSpec) -> Result<ExecArgs, String> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} has a NUL byte"));
+    let args = p.args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let env = p.env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
+    let program = &p.args[0];
+    let path = if program.contains('/') {
+        program.clone()
+    } else {
+        let search = p
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        search
+            .split(':')
+            .map(|dir| format!("{dir}/{program}"))
+            .find(|candidate| {
+                nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
+            })
+            .ok_or_else(|| format!("{program:?} not found in PATH {search:?}"))?
+    };
+    Ok((cstr(&path)?, args, env))
+}

@@ -1,0 +1,303 @@
+//! Container execution: the OCI runtime operations `create`, `start`, `state`, `kill` and
+//! `delete` (and `run`, which is create + start + wait) on a bundle.
+//!
+//! `create` clones the container's init straight into its new namespaces (one `clone`,
+//! as crun does; no re-exec of the runtime as runc does), waits until the init has set up
+//! the root file system and is parked on the exec fifo, records the state and returns.
+//! `start` opens the fifo for reading, which lets the init exec the program.
+//!
+//! Not yet here (the bundle is refused when it asks for them): user namespaces, seccomp,
+//! cgroup limits, hooks, terminals.
+
+pub mod caps;
+mod init;
+pub mod rootfs;
+pub mod spec;
+pub mod state;
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+use crate::id::ContainerId;
+pub use spec::{ContainerConfig, SpecError};
+pub use state::{OciState, StateDir, StateError, Status, Stored};
+
+/// Where runtimes keep container state by default.
+pub const DEFAULT_STATE_ROOT: &str = "/run/gantry-runtime";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("container {id}: {step}: {errno}")]
+    Sys {
+        id: String,
+        step: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error("container {id}: init failed: {reason}")]
+    Init { id: String, reason: String },
+    #[error("container {id} is {status:?}; {what}")]
+    WrongStatus {
+        id: String,
+        status: Status,
+        what: &'static str,
+    },
+    #[error("container {id}: {path}: {source}")]
+    Io {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Options of `create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub pid_file: Option<PathBuf>,
+}
+
+fn sys(id: &ContainerId, step: &'static str) -> impl FnOnce(nix::errno::Errno) -> ContainerError {
+    let id = id.to_string();
+    move |errno| ContainerError::Sys { id, step, errno }
+}
+
+/// Creates the container `id` from `bundle`: returns the init's pid once it is waiting for
+/// `start`. On failure nothing is left: no process, no state directory.
+pub fn create(
+    states: &StateDir,
+    id: &ContainerId,
+    bundle: &Path,
+    opts: &CreateOptions,
+) -> Result<Pid, ContainerError> {
+    let config = ContainerConfig::load(bundle)?;
+    states.claim(id)?;
+    let result = create_claimed(states, id, &config, opts);
+    if result.is_err() {
+        let _ = states.remove(id);
+    }
+    result
+}
+
+fn create_claimed(
+    states: &StateDir,
+    id: &ContainerId,
+    config: &ContainerConfig,
+    opts: &CreateOptions,
+) -> Result<Pid, ContainerError> {
+    let fifo = states.fifo(id);
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(sys(id, "make the exec fifo"))?;
+    let (ready_rd, ready_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
+
+    // Joining a PID namespace affects children only: do it here, before the clone.
+    for ns in &config.namespaces {
+        if let (spec::NsKind::Pid, Some(path)) = (ns.kind, &ns.path) {
+            let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(sys(id, "open the PID namespace to join"))?;
+            // SAFETY: open just returned this descriptor and nothing else owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWPID).map_err(sys(id, "join the PID namespace"))?;
+        }
+    }
+    let flags = config
+        .namespaces
+        .iter()
+        .filter(|n| n.path.is_none())
+        .fold(nix::sched::CloneFlags::empty(), |f, n| f | n.kind.clone_flag());
+
+    let mut stack = vec![0u8; 1 << 20];
+    let mut ready_wr = Some(ready_wr);
+    let child = {
+        let fifo = fifo.clone();
+        let cb = Box::new(move || -> isize {
+            match ready_wr.take() {
+                Some(w) => init::run(config, w, &fifo),
+                None => 1,
+            }
+        });
+        // SAFETY: this process is single-threaded at this point (the runtime command line
+        // starts no threads), so the child gets a consistent copy of memory; the child
+        // runs on its own 1 MiB stack and ends in execve or _exit, never returning into
+        // code that expects the parent's stack.
+        unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+    }
+    .map_err(sys(id, "clone the init process"))?;
+
+    // The child holds its own copy of the write end; ours is in the closure, drop it so
+    // that EOF means the child is gone.
+    let mut msg = Vec::new();
+    let mut rd = std::fs::File::from(ready_rd);
+    let _ = rd.read_to_end(&mut msg);
+    if msg != init::READY {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        let text = String::from_utf8_lossy(&msg);
+        let reason = text
+            .trim()
+            .strip_prefix("error: ")
+            .unwrap_or(if text.is_empty() { "it exited before it was ready" } else { text.trim() })
+            .to_owned();
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason,
+        });
+    }
+    let start_time = state::process_start_time(child.as_raw()).ok_or_else(|| ContainerError::Init {
+        id: id.to_string(),
+        reason: "it exited right after it was ready".into(),
+    })?;
+    states.save(
+        id,
+        &Stored {
+            id: id.to_string(),
+            pid: child.as_raw(),
+            start_time,
+            bundle: config.bundle.clone(),
+            created: state::now_rfc3339(),
+            annotations: config.annotations.clone(),
+        },
+    )?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_pid_file(pid_file, child.as_raw()).map_err(|source| ContainerError::Io {
+            id: id.to_string(),
+            path: pid_file.clone(),
+            source,
+        })?;
+    }
+    Ok(child)
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, pid.to_string().as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Lets a created container's init exec its program.
+pub fn start(states: &StateDir, id: &ContainerId) -> Result<(), ContainerError> {
+    let stored = states.load(id)?;
+    let status = states.status(id, &stored);
+    if status != Status::Created {
+        return Err(ContainerError::WrongStatus {
+            id: id.to_string(),
+            status,
+            what: "only a created container can be started",
+        });
+    }
+    let fifo = states.fifo(id);
+    let io = |source| ContainerError::Io {
+        id: id.to_string(),
+        path: fifo.clone(),
+        source,
+    };
+    // The init is blocked opening the fifo for writing; opening it for reading and
+    // reading its byte releases it.
+    let mut f = std::fs::File::open(&fifo).map_err(io)?;
+    let mut byte = Vec::new();
+    f.read_to_end(&mut byte).map_err(io)?;
+    std::fs::remove_file(&fifo).map_err(io)?;
+    if byte.is_empty() {
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason: "the init went away before it was started".into(),
+        });
+    }
+    Ok(())
+}
+
+pub fn state(states: &StateDir, id: &ContainerId) -> Result<OciState, ContainerError> {
+    let stored = states.load(id)?;
+    Ok(states.oci_state(id, &stored))
+}
+
+/// Sends `signal` to the container's init.
+pub fn kill(states: &StateDir, id: &ContainerId, signal: Signal) -> Result<(), ContainerError> {
+    let stored = states.load(id)?;
+    let status = states.status(id, &stored);
+    if status == Status::Stopped {
+        return Err(ContainerError::WrongStatus {
+            id: id.to_string(),
+            status,
+            what: "there is nothing to signal",
+        });
+    }
+    nix::sys::signal::kill(Pid::from_raw(stored.pid), signal).map_err(sys(id, "send the signal"))
+}
+
+/// Removes a stopped container; with `force`, kills a live one first.
+pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), ContainerError> {
+    let stored = states.load(id)?;
+    let status = states.status(id, &stored);
+    if status != Status::Stopped {
+        if !force {
+            return Err(ContainerError::WrongStatus {
+                id: id.to_string(),
+                status,
+                what: "stop it first or delete with --force",
+            });
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(stored.pid), Signal::SIGKILL);
+        // Its parent reaps it; wait until the pid no longer names the container.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while states.status(id, &stored) != Status::Stopped {
+            // A child of ours (as with `run`) must be reaped here.
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(stored.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            if Instant::now() > deadline {
+                return Err(ContainerError::WrongStatus {
+                    id: id.to_string(),
+                    status: states.status(id, &stored),
+                    what: "it did not die within 10 s of SIGKILL",
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Mounts live in the container's mount namespace and went with its last process.
+    states.remove(id)?;
+    Ok(())
+}
+
+/// Parses a signal as `kill` accepts it: `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse().ok()
+}
+
+/// What a waited-for container ended with, as a shell reports it: the exit code, or 128 +
+/// the signal.
+pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<i32> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_short_name_and_number() {
+        assert_eq!(parse_signal("TERM"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigkill"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("9"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(parse_signal("99"), None);
+    }
+}

@@ -1,0 +1,279 @@
+//! The container's root file system, set up by its init process inside its new mount
+//! namespace: propagation, the bundle's mounts, a `/dev` with only the standard nodes,
+//! `pivot_root`, then masked and read-only paths.
+//!
+//! Every mount destination is resolved inside the root file system with
+//! `openat2(RESOLVE_IN_ROOT)`, and the mount is made on the resulting descriptor
+//! (`/proc/self/fd/N`), so a symlink in the image (`/proc -> /`, `/dev -> /etc`) cannot
+//! send a mount outside the container's root.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
+
+use super::spec::{ContainerConfig, MountSpec};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{step} {path}: {errno}")]
+pub struct RootfsError {
+    pub step: &'static str,
+    pub path: String,
+    pub errno: Errno,
+}
+
+fn fail(step: &'static str, path: impl AsRef<Path>) -> impl FnOnce(Errno) -> RootfsError {
+    let path = path.as_ref().display().to_string();
+    move |errno| RootfsError { step, path, errno }
+}
+
+/// The device nodes every container gets: (name, major, minor).
+pub const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// A directory (or file) inside the root, opened `O_PATH`.
+struct Inside {
+    fd: OwnedFd,
+}
+
+impl Inside {
+    fn proc_path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+}
+
+fn open_in_root(root: RawFd, rel: &Path, dir: bool) -> Result<OwnedFd, Errno> {
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if dir {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(root, rel, how)?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `dest` inside the root, making missing directories (and, for a file mount
+/// target, an empty file) along the way; every component is resolved inside the root.
+fn make_inside(root: RawFd, dest: &Path, file: bool) -> Result<Inside, RootfsError> {
+    let rel: PathBuf = dest
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    if let Ok(fd) = open_in_root(root, &rel, false) {
+        return Ok(Inside { fd });
+    }
+    let mut sofar = PathBuf::new();
+    let parts: Vec<&OsStr> = rel.iter().collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let parent = if sofar.as_os_str().is_empty() {
+            open_in_root(root, Path::new("."), true)
+        } else {
+            open_in_root(root, &sofar, true)
+        }
+        .map_err(fail("open", dest))?;
+        sofar.push(part);
+        if open_in_root(root, &sofar, false).is_ok() {
+            continue;
+        }
+        let made = if last && file {
+            let fd = nix::fcntl::openat(
+                Some(parent.as_raw_fd()),
+                *part,
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_WRONLY,
+                Mode::from_bits_truncate(0o644),
+            );
+            fd.map(|fd| {
+                // SAFETY: openat just returned this descriptor; closing it is all we do.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) })
+            })
+        } else {
+            mkdirat(Some(parent.as_raw_fd()), *part, Mode::from_bits_truncate(0o755))
+        };
+        match made {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(fail("create", dest)(e)),
+        }
+    }
+    open_in_root(root, &rel, false)
+        .map(|fd| Inside { fd })
+        .map_err(fail("open", dest))
+}
+
+/// Everything up to and including `pivot_root`, run by the init process in its new mount
+/// namespace, before it waits for `start`.
+pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
+    // Nothing the container mounts may leak back to the host.
+    mount(None::<&str>, "/", None::<&str>, config.rootfs_propagation, None::<&str>)
+        .map_err(fail("set propagation of", "/"))?;
+    let rootfs = &config.rootfs;
+    // pivot_root needs the new root to be a mount point.
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(fail("bind", rootfs))?;
+    let root = nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(fail("open", rootfs))?;
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    let mut dev_is_tmpfs = false;
+    for m in &config.mounts {
+        mount_one(root.as_raw_fd(), m)?;
+        if m.destination == Path::new("/dev") && m.fs_type == "tmpfs" {
+            dev_is_tmpfs = true;
+        }
+    }
+    if dev_is_tmpfs {
+        populate_dev(root.as_raw_fd())?;
+    }
+    // pivot_root(".", ".") then detaching the old root: no put_old directory needed.
+    nix::unistd::fchdir(root.as_raw_fd()).map_err(fail("chdir to", rootfs))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root to", rootfs))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root from", rootfs))?;
+    nix::unistd::chdir("/").map_err(fail("chdir to", "/"))?;
+    Ok(())
+}
+
+fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
+    let dest = &m.destination;
+    let source_is_file = m.is_bind()
+        && m.source
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+    let target = make_inside(root, dest, source_is_file)?;
+    let at = target.proc_path();
+    if m.is_bind() {
+        let source = m.source.as_deref().unwrap_or(Path::new(""));
+        let rec = m.flags & MsFlags::MS_REC;
+        mount(Some(source), at.as_str(), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
+            .map_err(fail("bind mount onto", dest))?;
+        let extra = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !extra.is_empty() {
+            // Flags of a bind mount take a remount; reopen the new mount first.
+            let again = make_inside(root, dest, source_is_file)?;
+            mount(
+                None::<&str>,
+                again.proc_path().as_str(),
+                None::<&str>,
+                extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            )
+            .map_err(fail("remount", dest))?;
+        }
+    } else {
+        let source = m.source.clone().unwrap_or_else(|| PathBuf::from(&m.fs_type));
+        let data = (!m.data.is_empty()).then_some(m.data.as_str());
+        let result = mount(Some(&source), at.as_str(), Some(m.fs_type.as_str()), m.flags, data);
+        match (result, m.fs_type.as_str()) {
+            (Ok(()), _) => {}
+            // Without a new cgroup namespace or on a v1 host, a cgroup mount is not
+            // essential; runc also carries on.
+            (Err(Errno::EPERM | Errno::EBUSY | Errno::ENOENT), "cgroup" | "cgroup2") => {}
+            (Err(e), _) => return Err(fail("mount", dest)(e)),
+        }
+    }
+    if !m.propagation.is_empty() {
+        let again = make_inside(root, dest, source_is_file)?;
+        mount(None::<&str>, again.proc_path().as_str(), None::<&str>, m.propagation, None::<&str>)
+            .map_err(fail("set propagation of", dest))?;
+    }
+    Ok(())
+}
+
+/// The standard nodes and links in a fresh `/dev` tmpfs.
+fn populate_dev(root: RawFd) -> Result<(), RootfsError> {
+    let dev_dir = open_in_root(root, Path::new("dev"), true).map_err(fail("open", "/dev"))?;
+    let old = nix::sys::stat::umask(Mode::empty());
+    let result = (|| {
+        for (name, major, minor) in DEFAULT_DEVICES {
+            let path = format!("/dev/{name}");
+            match mknodat(
+                Some(dev_dir.as_raw_fd()),
+                name,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(major, minor),
+            ) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(fail("mknod", &path)(e)),
+            }
+        }
+        for (name, target) in [
+            ("ptmx", "pts/ptmx"),
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            match nix::unistd::symlinkat(target, Some(dev_dir.as_raw_fd()), name) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(fail("symlink", format!("/dev/{name}"))(e)),
+            }
+        }
+        Ok(())
+    })();
+    nix::sys::stat::umask(old);
+    result
+}
+
+/// After `pivot_root`: hide masked paths, make read-only paths read-only, and make the
+/// root read-only if asked.
+pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
+    for p in &config.masked_paths {
+        let meta = match std::fs::symlink_metadata(p) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        let result = if meta.is_dir() {
+            mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        } else {
+            mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        result.map_err(fail("mask", p))?;
+    }
+    for p in &config.readonly_paths {
+        if std::fs::symlink_metadata(p).is_err() {
+            continue;
+        }
+        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(fail("bind", p))?;
+        mount(
+            None::<&str>,
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(fail("make read-only", p))?;
+    }
+    if config.rootfs_readonly {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(fail("make read-only", "/"))?;
+    }
+    for (key, value) in &config.sysctl {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError {
+            step: "set sysctl",
+            path: path.display().to_string(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+    }
+    Ok(())
+}

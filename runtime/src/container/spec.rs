@@ -1,0 +1,553 @@
+//! A bundle's `config.json`, parsed with the `oci-spec` crate and turned, once, into the
+//! typed [`ContainerConfig`] the rest of the runtime works on. Anything the runtime does not
+//! implement yet is refused by name (`linux.seccomp`, `hooks`, …) rather than ignored: a
+//! container that silently runs without the isolation its bundle asks for is worse than one
+//! that does not start.
+
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("bundle {bundle}: cannot read config.json: {reason}")]
+    Load { bundle: PathBuf, reason: String },
+    #[error("bundle {bundle}: {key}: {reason}")]
+    Invalid {
+        bundle: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("bundle {bundle}: {key} is not supported by gantry-runtime yet")]
+    Unsupported { bundle: PathBuf, key: String },
+}
+
+/// A namespace the container gets: a new one, or an existing one joined by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NsKind {
+    Mount,
+    Pid,
+    Uts,
+    Ipc,
+    Net,
+    Cgroup,
+}
+
+impl NsKind {
+    pub fn clone_flag(self) -> nix::sched::CloneFlags {
+        use nix::sched::CloneFlags as F;
+        match self {
+            NsKind::Mount => F::CLONE_NEWNS,
+            NsKind::Pid => F::CLONE_NEWPID,
+            NsKind::Uts => F::CLONE_NEWUTS,
+            NsKind::Ipc => F::CLONE_NEWIPC,
+            NsKind::Net => F::CLONE_NEWNET,
+            NsKind::Cgroup => F::CLONE_NEWCGROUP,
+        }
+    }
+
+    /// The name under `/proc/<pid>/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NsKind::Mount => "mnt",
+            NsKind::Pid => "pid",
+            NsKind::Uts => "uts",
+            NsKind::Ipc => "ipc",
+            NsKind::Net => "net",
+            NsKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub kind: NsKind,
+    /// Join this namespace instead of making a new one.
+    pub path: Option<PathBuf>,
+}
+
+/// One mount of `mounts`, with its options split into flags and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Absolute, with no `..`: resolved inside the root file system.
+    pub destination: PathBuf,
+    pub fs_type: String,
+    pub source: Option<PathBuf>,
+    pub flags: MsFlags,
+    /// Propagation to apply after mounting (`rprivate`, `shared`, …).
+    pub propagation: MsFlags,
+    /// Options the kernel reads as data (`mode=755`, `size=65536k`, …).
+    pub data: String,
+}
+
+impl MountSpec {
+    pub fn is_bind(&self) -> bool {
+        self.flags.contains(MsFlags::MS_BIND)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Capability sets, each a bit mask indexed by capability number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+    pub caps: CapSets,
+}
+
+/// What the runtime needs from a bundle, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerConfig {
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub rootfs_readonly: bool,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub namespaces: Vec<Namespace>,
+    pub mounts: Vec<MountSpec>,
+    pub process: ProcessSpec,
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
+    pub rootfs_propagation: MsFlags,
+    pub sysctl: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
+}
+
+impl ContainerConfig {
+    pub fn has_new(&self, kind: NsKind) -> bool {
+        self.namespaces.iter().any(|n| n.kind == kind && n.path.is_none())
+    }
+
+    /// Reads and checks `<bundle>/config.json`.
+    pub fn load(bundle: &Path) -> Result<Self, SpecError> {
+        let bundle = std::path::absolute(bundle).map_err(|e| SpecError::Load {
+            bundle: bundle.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| SpecError::Load {
+            bundle: bundle.clone(),
+            reason: e.to_string(),
+        })?;
+        Self::from_spec(&bundle, &spec)
+    }
+
+    pub fn from_spec(bundle: &Path, spec: &Spec) -> Result<Self, SpecError> {
+        let invalid = |key: &str, reason: String| SpecError::Invalid {
+            bundle: bundle.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let unsupported = |key: &str| SpecError::Unsupported {
+            bundle: bundle.to_owned(),
+            key: key.to_owned(),
+        };
+        refuse_unsupported(spec).map_err(|key| unsupported(&key))?;
+
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| invalid("root", "missing".into()))?;
+        let rootfs = if root.path().is_absolute() {
+            root.path().clone()
+        } else {
+            bundle.join(root.path())
+        };
+        if !rootfs.is_dir() {
+            return Err(invalid(
+                "root.path",
+                format!("{} is not a directory", rootfs.display()),
+            ));
+        }
+
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| invalid("process", "missing".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        if args.is_empty() {
+            return Err(invalid("process.args", "empty".into()));
+        }
+        if !process.cwd().is_absolute() {
+            return Err(invalid(
+                "process.cwd",
+                format!("{} is not absolute", process.cwd().display()),
+            ));
+        }
+        let env = process.env().clone().unwrap_or_default();
+        if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.contains('\0')) {
+            return Err(invalid("process.env", format!("{bad:?} is not NAME=value")));
+        }
+        let mut rlimits = Vec::new();
+        for r in process.rlimits().iter().flatten() {
+            let name = serde_json::to_value(r.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let resource = rlimit_resource(&name).ok_or_else(|| {
+                invalid("process.rlimits", format!("{name:?} is not a known rlimit"))
+            })?;
+            if r.soft() > r.hard() {
+                return Err(invalid(
+                    "process.rlimits",
+                    format!("{name}: soft {} is above hard {}", r.soft(), r.hard()),
+                ));
+            }
+            rlimits.push(Rlimit {
+                resource,
+                soft: r.soft(),
+                hard: r.hard(),
+            });
+        }
+        let caps = match process.capabilities() {
+            Some(c) => CapSets {
+                bounding: cap_mask(c.bounding().as_ref()).map_err(|e| invalid("process.capabilities.bounding", e))?,
+                effective: cap_mask(c.effective().as_ref()).map_err(|e| invalid("process.capabilities.effective", e))?,
+                permitted: cap_mask(c.permitted().as_ref()).map_err(|e| invalid("process.capabilities.permitted", e))?,
+                inheritable: cap_mask(c.inheritable().as_ref()).map_err(|e| invalid("process.capabilities.inheritable", e))?,
+                ambient: cap_mask(c.ambient().as_ref()).map_err(|e| invalid("process.capabilities.ambient", e))?,
+            },
+            None => CapSets::default(),
+        };
+        let user = process.user();
+        let process = ProcessSpec {
+            args,
+            env,
+            cwd: process.cwd().clone(),
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            umask: user.umask(),
+            rlimits,
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            oom_score_adj: process.oom_score_adj(),
+            caps,
+        };
+
+        let linux = spec.linux().clone().unwrap_or_default();
+        let mut namespaces: Vec<Namespace> = Vec::new();
+        for ns in linux.namespaces().iter().flatten() {
+            let kind = match ns.typ() {
+                LinuxNamespaceType::Mount => NsKind::Mount,
+                LinuxNamespaceType::Pid => NsKind::Pid,
+                LinuxNamespaceType::Uts => NsKind::Uts,
+                LinuxNamespaceType::Ipc => NsKind::Ipc,
+                LinuxNamespaceType::Network => NsKind::Net,
+                LinuxNamespaceType::Cgroup => NsKind::Cgroup,
+                other => return Err(unsupported(&format!("linux.namespaces type {other}"))),
+            };
+            if namespaces.iter().any(|n| n.kind == kind) {
+                return Err(invalid(
+                    "linux.namespaces",
+                    format!("{} appears twice", kind.proc_name()),
+                ));
+            }
+            namespaces.push(Namespace {
+                kind,
+                path: ns.path().clone(),
+            });
+        }
+        if !namespaces.iter().any(|n| n.kind == NsKind::Mount) {
+            return Err(invalid(
+                "linux.namespaces",
+                "a mount namespace is required (the root file system is set up in it)".into(),
+            ));
+        }
+
+        let mut mounts = Vec::new();
+        for (i, m) in spec.mounts().iter().flatten().enumerate() {
+            let key = format!("mounts[{i}]");
+            let destination = inside_path(m.destination())
+                .map_err(|r| invalid(&format!("{key}.destination"), r))?;
+            let (flags, propagation, data) = mount_options(m.options().as_deref().unwrap_or(&[]));
+            let fs_type = m.typ().clone().unwrap_or_else(|| {
+                if flags.contains(MsFlags::MS_BIND) {
+                    "bind".to_owned()
+                } else {
+                    String::new()
+                }
+            });
+            if fs_type.is_empty() {
+                return Err(invalid(&key, "no type and not a bind mount".into()));
+            }
+            if flags.contains(MsFlags::MS_BIND) && m.source().is_none() {
+                return Err(invalid(&key, "bind mount without a source".into()));
+            }
+            mounts.push(MountSpec {
+                destination,
+                fs_type,
+                source: m.source().clone(),
+                flags,
+                propagation,
+                data,
+            });
+        }
+        let paths = |list: &Option<Vec<String>>, key: &str| -> Result<Vec<PathBuf>, SpecError> {
+            list.iter()
+                .flatten()
+                .map(|p| inside_path(Path::new(p)).map_err(|r| invalid(key, r)))
+                .collect()
+        };
+        let masked_paths = paths(linux.masked_paths(), "linux.maskedPaths")?;
+        let readonly_paths = paths(linux.readonly_paths(), "linux.readonlyPaths")?;
+        let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+            None | Some("") | Some("rprivate") => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            Some("private") => MsFlags::MS_PRIVATE,
+            Some("rslave") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            Some("slave") => MsFlags::MS_SLAVE,
+            Some("rshared") => MsFlags::MS_SHARED | MsFlags::MS_REC,
+            Some("shared") => MsFlags::MS_SHARED,
+            Some("runbindable") => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+            Some("unbindable") => MsFlags::MS_UNBINDABLE,
+            Some(other) => {
+                return Err(invalid(
+                    "linux.rootfsPropagation",
+                    format!("{other:?} is not a propagation mode"),
+                ))
+            }
+        };
+        let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+        sysctl.sort();
+        for (k, _) in &sysctl {
+            if k.is_empty() || k.contains('/') && k.contains("..") || k.starts_with('/') {
+                return Err(invalid("linux.sysctl", format!("{k:?} is not a sysctl name")));
+            }
+        }
+        let mut annotations: Vec<(String, String)> = spec.annotations().clone().unwrap_or_default().into_iter().collect();
+        annotations.sort();
+        let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+        if hostname.is_some() && !namespaces.iter().any(|n| n.kind == NsKind::Uts) {
+            return Err(invalid(
+                "hostname",
+                "setting a host name needs a UTS namespace".into(),
+            ));
+        }
+        Ok(ContainerConfig {
+            bundle: bundle.to_owned(),
+            rootfs,
+            rootfs_readonly: root.readonly().unwrap_or(false),
+            hostname,
+            domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
+            namespaces,
+            mounts,
+            process,
+            masked_paths,
+            readonly_paths,
+            rootfs_propagation,
+            sysctl,
+            annotations,
+        })
+    }
+}
+
+/// The fields this runtime does not implement yet: present and non-empty means refused.
+fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
+    let present = |cond: bool, key: &str| if cond { Err(key.to_owned()) } else { Ok(()) };
+    present(spec.hooks().is_some(), "hooks")?;
+    present(spec.solaris().is_some(), "solaris")?;
+    present(spec.windows().is_some(), "windows")?;
+    present(spec.vm().is_some(), "vm")?;
+    if let Some(p) = spec.process() {
+        present(p.terminal().unwrap_or(false), "process.terminal")?;
+        present(p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()), "process.apparmorProfile")?;
+        present(p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()), "process.selinuxLabel")?;
+        present(p.io_priority().is_some(), "process.ioPriority")?;
+        present(p.scheduler().is_some(), "process.scheduler")?;
+        present(p.exec_cpu_affinity().is_some(), "process.execCPUAffinity")?;
+        present(p.user().username().as_ref().is_some_and(|s| !s.is_empty()), "process.user.username")?;
+    }
+    if let Some(l) = spec.linux() {
+        present(l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()), "linux.uidMappings")?;
+        present(l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()), "linux.gidMappings")?;
+        present(l.seccomp().is_some(), "linux.seccomp")?;
+        present(l.intel_rdt().is_some(), "linux.intelRdt")?;
+        present(l.personality().is_some(), "linux.personality")?;
+        present(l.time_offsets().is_some(), "linux.timeOffsets")?;
+        present(l.memory_policy().is_some(), "linux.memoryPolicy")?;
+        present(l.net_devices().is_some(), "linux.netDevices")?;
+        present(l.mount_label().as_ref().is_some_and(|s| !s.is_empty()), "linux.mountLabel")?;
+        if let Some(r) = l.resources() {
+            // Device rules are accepted (the deny-all default of `runc spec`); limits need
+            // the cgroup v2 support that comes next.
+            present(r.memory().is_some(), "linux.resources.memory")?;
+            present(r.cpu().is_some(), "linux.resources.cpu")?;
+            present(r.pids().is_some(), "linux.resources.pids")?;
+            present(r.block_io().is_some(), "linux.resources.blockIO")?;
+            present(r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()), "linux.resources.hugepageLimits")?;
+            present(r.network().is_some(), "linux.resources.network")?;
+            present(r.rdma().is_some(), "linux.resources.rdma")?;
+            present(r.unified().as_ref().is_some_and(|u| !u.is_empty()), "linux.resources.unified")?;
+        }
+        present(l.devices().as_ref().is_some_and(|d| !d.is_empty()), "linux.devices")?;
+    }
+    Ok(())
+}
+
+/// An absolute path with no `..`, as a destination inside the root file system.
+fn inside_path(p: &Path) -> Result<PathBuf, String> {
+    if !p.is_absolute() {
+        return Err(format!("{} is not absolute", p.display()));
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                return Err(format!("{} has a \"..\" component", p.display()))
+            }
+            Component::Prefix(_) => return Err(format!("{} is not a Linux path", p.display())),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits mount(8)-style options into flags, propagation and data, as runc does.
+fn mount_options(options: &[String]) -> (MsFlags, MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data: Vec<&str> = Vec::new();
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
+                let rec = if o.starts_with('r') && o != "rw" { MsFlags::MS_REC } else { MsFlags::empty() };
+                let kind = match o.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                propagation = kind | rec;
+                continue;
+            }
+            other => {
+                data.push(other);
+                continue;
+            }
+        };
+        flags.insert(set);
+        flags.remove(clear);
+    }
+    (flags, propagation, data.join(","))
+}
+
+/// The `RLIMIT_*` resource number for a spec name.
+fn rlimit_resource(name: &str) -> Option<i32> {
+    Some(match name {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return None,
+    } as i32)
+}
+
+/// A capability set from the spec as a bit mask.
+fn cap_mask(set: Option<&oci_spec::runtime::Capabilities>) -> Result<u64, String> {
+    let mut mask = 0u64;
+    for cap in set.into_iter().flatten() {
+        let name = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let c: caps::Capability = name
+            .parse()
+            .map_err(|_| format!("{name:?} is not a capability this kernel interface knows"))?;
+        mask |= c.bitmask();
+    }
+    Ok(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_split_into_flags_propagation_and_data() {
+        let opts: Vec<String> = ["nosuid", "strictatime", "mode=755", "size=65536k", "rbind", "rslave", "ro"]
+            .map(String::from)
+            .to_vec();
+        let (flags, prop, data) = mount_options(&opts);
+        assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(prop, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        assert_eq!(data, "mode=755,size=65536k");
+        let (flags, _, _) = mount_options(&["ro".into(), "rw".into()]);
+        assert!(!flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn destinations_must_be_absolute_without_dotdot() {
+        assert_eq!(inside_path(Path::new("/a/./b")).unwrap(), PathBuf::from("/a/b"));
+        assert!(inside_path(Path::new("/a/../../etc")).unwrap_err().contains(".."));
+        assert!(inside_path(Path::new("relative")).unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn rlimits_and_capabilities_map_to_kernel_numbers() {
+        assert_eq!(rlimit_resource("RLIMIT_NOFILE"), Some(libc::RLIMIT_NOFILE as i32));
+        assert_eq!(rlimit_resource("RLIMIT_BOGUS"), None);
+        let mut set = oci_spec::runtime::Capabilities::new();
+        set.insert(oci_spec::runtime::Capability::Chown);
+        set.insert(oci_spec::runtime::Capability::NetBindService);
+        assert_eq!(cap_mask(Some(&set)).unwrap(), (1 << 0) | (1 << 10));
+    }
+}
