@@ -10,7 +10,11 @@ use gantry_runtime::container::{self, CreateOptions, StateDir, Status, DEFAULT_S
 use gantry_runtime::ContainerId;
 
 #[derive(Parser)]
-#[command(name = "gantry-runtime", version, about = "Gantry's OCI container runtime")]
+#[command(
+    name = "gantry-runtime",
+    version,
+    about = "Gantry's OCI container runtime"
+)]
 struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = DEFAULT_STATE_ROOT)]
@@ -104,11 +108,16 @@ fn run(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&s)?);
         }
         Command::Kill { id, signal } => {
-            let sig = container::parse_signal(&signal).with_context(|| format!("{signal:?} is not a signal"))?;
+            let sig = container::parse_signal(&signal)
+                .with_context(|| format!("{signal:?} is not a signal"))?;
             container::kill(&states, &parse_id(&id)?, sig)?;
         }
         Command::Delete { id, force } => container::delete(&states, &parse_id(&id)?, force)?,
-        Command::Run { id, bundle, pid_file } => {
+        Command::Run {
+            id,
+            bundle,
+            pid_file,
+        } => {
             let id = parse_id(&id)?;
             let pid = container::create(&states, &id, &bundle, &CreateOptions { pid_file })?;
             container::start(&states, &id)?;
@@ -119,7 +128,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::List => {
             println!("{:<32} {:>8} {:<8} BUNDLE", "ID", "PID", "STATUS");
             for id in states.list() {
-                let Ok(cid) = id.parse::<ContainerId>() else { continue };
+                let Ok(cid) = id.parse::<ContainerId>() else {
+                    continue;
+                };
                 if let Ok(s) = container::state(&states, &cid) {
                     let status = match s.status {
                         Status::Creating => "creating",
@@ -127,7 +138,13 @@ fn run(cli: Cli) -> Result<i32> {
                         Status::Running => "running",
                         Status::Stopped => "stopped",
                     };
-                    println!("{:<32} {:>8} {:<8} {}", s.id, s.pid.unwrap_or(0), status, s.bundle.display());
+                    println!(
+                        "{:<32} {:>8} {:<8} {}",
+                        s.id,
+                        s.pid.unwrap_or(0),
+                        status,
+                        s.bundle.display()
+                    );
                 }
             }
         }

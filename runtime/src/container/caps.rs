@@ -44,16 +44,26 @@ pub struct CapsError {
 }
 
 fn set_of(mask: u64) -> caps::CapsHashSet {
-    caps::all().into_iter().filter(|c| mask & c.bitmask() != 0).collect()
+    caps::all()
+        .into_iter()
+        .filter(|c| mask & c.bitmask() != 0)
+        .collect()
 }
 
 /// Narrows the bounding set, switches to the process's user and groups keeping
 /// capabilities across the switch, then sets the capability sets.
 pub fn apply(p: &ProcessSpec) -> Result<(), CapsError> {
-    let err = |step| move |e: caps::errors::CapsError| CapsError { step, reason: e.to_string() };
+    let err = |step| {
+        move |e: caps::errors::CapsError| CapsError {
+            step,
+            reason: e.to_string(),
+        }
+    };
     let sets = p.caps;
     for c in caps::all() {
-        if sets.bounding & c.bitmask() == 0 && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false) {
+        if sets.bounding & c.bitmask() == 0
+            && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false)
+        {
             caps::drop(None, CapSet::Bounding, c).map_err(err("drop from the bounding set"))?;
         }
     }
@@ -64,7 +74,11 @@ pub fn apply(p: &ProcessSpec) -> Result<(), CapsError> {
             reason: std::io::Error::last_os_error().to_string(),
         });
     }
-    let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    let groups: Vec<Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     nix::unistd::setgroups(&groups).map_err(|e| CapsError {
         step: "setgroups",
         reason: e.to_string(),
@@ -79,10 +93,16 @@ pub fn apply(p: &ProcessSpec) -> Result<(), CapsError> {
         reason: e.to_string(),
     })?;
     // Effective first: it must stay within permitted at every step.
-    caps::set(None, CapSet::Effective, &set_of(sets.effective & sets.permitted))
+    caps::set(
+        None,
+        CapSet::Effective,
+        &set_of(sets.effective & sets.permitted),
+    )
+    .map_err(err("set the effective set"))?;
+    caps::set(None, CapSet::Permitted, &set_of(sets.permitted))
+        .map_err(err("set the permitted set"))?;
+    caps::set(None, CapSet::Effective, &set_of(sets.effective))
         .map_err(err("set the effective set"))?;
-    caps::set(None, CapSet::Permitted, &set_of(sets.permitted)).map_err(err("set the permitted set"))?;
-    caps::set(None, CapSet::Effective, &set_of(sets.effective)).map_err(err("set the effective set"))?;
     caps::set(None, CapSet::Inheritable, &set_of(sets.inheritable))
         .map_err(err("set the inheritable set"))?;
     caps::clear(None, CapSet::Ambient).map_err(err("clear the ambient set"))?;

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use nix::fcntl::{OFlag, open};
+use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
 use super::rootfs;
@@ -37,7 +37,11 @@ pub fn run(config: &ContainerConfig, ready: OwnedFd, fifo: &Path) -> ! {
     drop(ready);
     // Blocks until `start` opens the fifo for reading.
     let path = format!("/proc/self/fd/{}", fifo_fd.as_raw_fd());
-    match open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+    match open(
+        path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => {
             // SAFETY: open just returned this descriptor and nothing else owns it.
             let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -83,7 +87,10 @@ fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
         // SAFETY: the pointer and length describe `d`'s bytes, which outlive the call.
         let rc = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
         if rc != 0 {
-            return Err(format!("set domain name {d:?}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "set domain name {d:?}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     let fifo_fd = open(fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
@@ -104,7 +111,11 @@ fn exec(p: &ProcessSpec) -> String {
     match drop_privileges(p).and_then(|()| prepare_exec(p)) {
         Ok((path, args, env)) => {
             let e = nix::unistd::execve(&path, &args, &env).err();
-            format!("exec {:?}: {}", p.args[0], e.map(|e| e.to_string()).unwrap_or_default())
+            format!(
+                "exec {:?}: {}",
+                p.args[0],
+                e.map(|e| e.to_string()).unwrap_or_default()
+            )
         }
         Err(e) => e,
     }
@@ -118,7 +129,11 @@ fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
         };
         // SAFETY: `lim` is a valid rlimit that outlives the call.
         if unsafe { libc::setrlimit(r.resource as _, &lim) } != 0 {
-            return Err(format!("setrlimit {}: {}", r.resource, std::io::Error::last_os_error()));
+            return Err(format!(
+                "setrlimit {}: {}",
+                r.resource,
+                std::io::Error::last_os_error()
+            ));
         }
     }
     if let Some(mask) = p.umask {
@@ -128,7 +143,10 @@ fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
     if p.no_new_privileges {
         // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory of ours.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir {}: {e}", p.cwd.display()))?;
@@ -141,8 +159,16 @@ type ExecArgs = (CString, Vec<CString>, Vec<CString>);
 /// and environment as C strings.
 fn prepare_exec(p: &ProcessSpec) -> Result<ExecArgs, String> {
     let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} has a NUL byte"));
-    let args = p.args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
-    let env = p.env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
+    let args = p
+        .args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = p
+        .env
+        .iter()
+        .map(|e| cstr(e))
+        .collect::<Result<Vec<_>, _>>()?;
     let program = &p.args[0];
     let path = if program.contains('/') {
         program.clone()

@@ -94,24 +94,33 @@ fn create_claimed(
     opts: &CreateOptions,
 ) -> Result<Pid, ContainerError> {
     let fifo = states.fifo(id);
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).map_err(sys(id, "make the exec fifo"))?;
-    let (ready_rd, ready_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
+        .map_err(sys(id, "make the exec fifo"))?;
+    let (ready_rd, ready_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
 
     // Joining a PID namespace affects children only: do it here, before the clone.
     for ns in &config.namespaces {
         if let (spec::NsKind::Pid, Some(path)) = (ns.kind, &ns.path) {
-            let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(sys(id, "open the PID namespace to join"))?;
+            let fd = nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(sys(id, "open the PID namespace to join"))?;
             // SAFETY: open just returned this descriptor and nothing else owns it.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWPID).map_err(sys(id, "join the PID namespace"))?;
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(sys(id, "join the PID namespace"))?;
         }
     }
     let flags = config
         .namespaces
         .iter()
         .filter(|n| n.path.is_none())
-        .fold(nix::sched::CloneFlags::empty(), |f, n| f | n.kind.clone_flag());
+        .fold(nix::sched::CloneFlags::empty(), |f, n| {
+            f | n.kind.clone_flag()
+        });
 
     let mut stack = vec![0u8; 1 << 20];
     let mut ready_wr = Some(ready_wr);
@@ -143,17 +152,22 @@ fn create_claimed(
         let reason = text
             .trim()
             .strip_prefix("error: ")
-            .unwrap_or(if text.is_empty() { "it exited before it was ready" } else { text.trim() })
+            .unwrap_or(if text.is_empty() {
+                "it exited before it was ready"
+            } else {
+                text.trim()
+            })
             .to_owned();
         return Err(ContainerError::Init {
             id: id.to_string(),
             reason,
         });
     }
-    let start_time = state::process_start_time(child.as_raw()).ok_or_else(|| ContainerError::Init {
-        id: id.to_string(),
-        reason: "it exited right after it was ready".into(),
-    })?;
+    let start_time =
+        state::process_start_time(child.as_raw()).ok_or_else(|| ContainerError::Init {
+            id: id.to_string(),
+            reason: "it exited right after it was ready".into(),
+        })?;
     states.save(
         id,
         &Stored {
@@ -251,7 +265,10 @@ pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), Co
         let deadline = Instant::now() + Duration::from_secs(10);
         while states.status(id, &stored) != Status::Stopped {
             // A child of ours (as with `run`) must be reaped here.
-            let _ = nix::sys::wait::waitpid(Pid::from_raw(stored.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(stored.pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
             if Instant::now() > deadline {
                 return Err(ContainerError::WrongStatus {
                     id: id.to_string(),
@@ -273,7 +290,11 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
         return Signal::try_from(n).ok();
     }
     let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
     name.parse().ok()
 }
 

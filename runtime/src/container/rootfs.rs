@@ -93,7 +93,11 @@ fn make_inside(root: RawFd, dest: &Path, file: bool) -> Result<Inside, RootfsErr
             let fd = nix::fcntl::openat(
                 Some(parent.as_raw_fd()),
                 *part,
-                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_WRONLY,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC
+                    | OFlag::O_WRONLY,
                 Mode::from_bits_truncate(0o644),
             );
             fd.map(|fd| {
@@ -101,7 +105,11 @@ fn make_inside(root: RawFd, dest: &Path, file: bool) -> Result<Inside, RootfsErr
                 drop(unsafe { OwnedFd::from_raw_fd(fd) })
             })
         } else {
-            mkdirat(Some(parent.as_raw_fd()), *part, Mode::from_bits_truncate(0o755))
+            mkdirat(
+                Some(parent.as_raw_fd()),
+                *part,
+                Mode::from_bits_truncate(0o755),
+            )
         };
         match made {
             Ok(()) | Err(Errno::EEXIST) => {}
@@ -117,14 +125,30 @@ fn make_inside(root: RawFd, dest: &Path, file: bool) -> Result<Inside, RootfsErr
 /// namespace, before it waits for `start`.
 pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     // Nothing the container mounts may leak back to the host.
-    mount(None::<&str>, "/", None::<&str>, config.rootfs_propagation, None::<&str>)
-        .map_err(fail("set propagation of", "/"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        config.rootfs_propagation,
+        None::<&str>,
+    )
+    .map_err(fail("set propagation of", "/"))?;
     let rootfs = &config.rootfs;
     // pivot_root needs the new root to be a mount point.
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(fail("bind", rootfs))?;
-    let root = nix::fcntl::open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(fail("open", rootfs))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail("bind", rootfs))?;
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("open", rootfs))?;
     // SAFETY: open just returned this descriptor and nothing else owns it.
     let root = unsafe { OwnedFd::from_raw_fd(root) };
     let mut dev_is_tmpfs = false;
@@ -156,8 +180,14 @@ fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
     if m.is_bind() {
         let source = m.source.as_deref().unwrap_or(Path::new(""));
         let rec = m.flags & MsFlags::MS_REC;
-        mount(Some(source), at.as_str(), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
-            .map_err(fail("bind mount onto", dest))?;
+        mount(
+            Some(source),
+            at.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .map_err(fail("bind mount onto", dest))?;
         let extra = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             // Flags of a bind mount take a remount; reopen the new mount first.
@@ -172,9 +202,18 @@ fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
             .map_err(fail("remount", dest))?;
         }
     } else {
-        let source = m.source.clone().unwrap_or_else(|| PathBuf::from(&m.fs_type));
+        let source = m
+            .source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&m.fs_type));
         let data = (!m.data.is_empty()).then_some(m.data.as_str());
-        let result = mount(Some(&source), at.as_str(), Some(m.fs_type.as_str()), m.flags, data);
+        let result = mount(
+            Some(&source),
+            at.as_str(),
+            Some(m.fs_type.as_str()),
+            m.flags,
+            data,
+        );
         match (result, m.fs_type.as_str()) {
             (Ok(()), _) => {}
             // Without a new cgroup namespace or on a v1 host, a cgroup mount is not
@@ -185,8 +224,14 @@ fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
     }
     if !m.propagation.is_empty() {
         let again = make_inside(root, dest, source_is_file)?;
-        mount(None::<&str>, again.proc_path().as_str(), None::<&str>, m.propagation, None::<&str>)
-            .map_err(fail("set propagation of", dest))?;
+        mount(
+            None::<&str>,
+            again.proc_path().as_str(),
+            None::<&str>,
+            m.propagation,
+            None::<&str>,
+        )
+        .map_err(fail("set propagation of", dest))?;
     }
     Ok(())
 }
@@ -236,9 +281,21 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
             Err(_) => continue,
         };
         let result = if meta.is_dir() {
-            mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+            mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
         } else {
-            mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            mount(
+                Some("/dev/null"),
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
         };
         result.map_err(fail("mask", p))?;
     }
@@ -246,8 +303,14 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
         if std::fs::symlink_metadata(p).is_err() {
             continue;
         }
-        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(fail("bind", p))?;
+        mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(fail("bind", p))?;
         mount(
             None::<&str>,
             p,

@@ -139,7 +139,9 @@ pub struct ContainerConfig {
 
 impl ContainerConfig {
     pub fn has_new(&self, kind: NsKind) -> bool {
-        self.namespaces.iter().any(|n| n.kind == kind && n.path.is_none())
+        self.namespaces
+            .iter()
+            .any(|n| n.kind == kind && n.path.is_none())
     }
 
     /// Reads and checks `<bundle>/config.json`.
@@ -224,11 +226,16 @@ impl ContainerConfig {
         }
         let caps = match process.capabilities() {
             Some(c) => CapSets {
-                bounding: cap_mask(c.bounding().as_ref()).map_err(|e| invalid("process.capabilities.bounding", e))?,
-                effective: cap_mask(c.effective().as_ref()).map_err(|e| invalid("process.capabilities.effective", e))?,
-                permitted: cap_mask(c.permitted().as_ref()).map_err(|e| invalid("process.capabilities.permitted", e))?,
-                inheritable: cap_mask(c.inheritable().as_ref()).map_err(|e| invalid("process.capabilities.inheritable", e))?,
-                ambient: cap_mask(c.ambient().as_ref()).map_err(|e| invalid("process.capabilities.ambient", e))?,
+                bounding: cap_mask(c.bounding().as_ref())
+                    .map_err(|e| invalid("process.capabilities.bounding", e))?,
+                effective: cap_mask(c.effective().as_ref())
+                    .map_err(|e| invalid("process.capabilities.effective", e))?,
+                permitted: cap_mask(c.permitted().as_ref())
+                    .map_err(|e| invalid("process.capabilities.permitted", e))?,
+                inheritable: cap_mask(c.inheritable().as_ref())
+                    .map_err(|e| invalid("process.capabilities.inheritable", e))?,
+                ambient: cap_mask(c.ambient().as_ref())
+                    .map_err(|e| invalid("process.capabilities.ambient", e))?,
             },
             None => CapSets::default(),
         };
@@ -329,14 +336,27 @@ impl ContainerConfig {
                 ))
             }
         };
-        let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+        let mut sysctl: Vec<(String, String)> = linux
+            .sysctl()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         sysctl.sort();
         for (k, _) in &sysctl {
             if k.is_empty() || k.contains('/') && k.contains("..") || k.starts_with('/') {
-                return Err(invalid("linux.sysctl", format!("{k:?} is not a sysctl name")));
+                return Err(invalid(
+                    "linux.sysctl",
+                    format!("{k:?} is not a sysctl name"),
+                ));
             }
         }
-        let mut annotations: Vec<(String, String)> = spec.annotations().clone().unwrap_or_default().into_iter().collect();
+        let mut annotations: Vec<(String, String)> = spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         annotations.sort();
         let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
         if hostname.is_some() && !namespaces.iter().any(|n| n.kind == NsKind::Uts) {
@@ -372,23 +392,41 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
     present(spec.vm().is_some(), "vm")?;
     if let Some(p) = spec.process() {
         present(p.terminal().unwrap_or(false), "process.terminal")?;
-        present(p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()), "process.apparmorProfile")?;
-        present(p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()), "process.selinuxLabel")?;
+        present(
+            p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()),
+            "process.apparmorProfile",
+        )?;
+        present(
+            p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()),
+            "process.selinuxLabel",
+        )?;
         present(p.io_priority().is_some(), "process.ioPriority")?;
         present(p.scheduler().is_some(), "process.scheduler")?;
         present(p.exec_cpu_affinity().is_some(), "process.execCPUAffinity")?;
-        present(p.user().username().as_ref().is_some_and(|s| !s.is_empty()), "process.user.username")?;
+        present(
+            p.user().username().as_ref().is_some_and(|s| !s.is_empty()),
+            "process.user.username",
+        )?;
     }
     if let Some(l) = spec.linux() {
-        present(l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()), "linux.uidMappings")?;
-        present(l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()), "linux.gidMappings")?;
+        present(
+            l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
+            "linux.uidMappings",
+        )?;
+        present(
+            l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
+            "linux.gidMappings",
+        )?;
         present(l.seccomp().is_some(), "linux.seccomp")?;
         present(l.intel_rdt().is_some(), "linux.intelRdt")?;
         present(l.personality().is_some(), "linux.personality")?;
         present(l.time_offsets().is_some(), "linux.timeOffsets")?;
         present(l.memory_policy().is_some(), "linux.memoryPolicy")?;
         present(l.net_devices().is_some(), "linux.netDevices")?;
-        present(l.mount_label().as_ref().is_some_and(|s| !s.is_empty()), "linux.mountLabel")?;
+        present(
+            l.mount_label().as_ref().is_some_and(|s| !s.is_empty()),
+            "linux.mountLabel",
+        )?;
         if let Some(r) = l.resources() {
             // Device rules are accepted (the deny-all default of `runc spec`); limits need
             // the cgroup v2 support that comes next.
@@ -396,12 +434,21 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
             present(r.cpu().is_some(), "linux.resources.cpu")?;
             present(r.pids().is_some(), "linux.resources.pids")?;
             present(r.block_io().is_some(), "linux.resources.blockIO")?;
-            present(r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()), "linux.resources.hugepageLimits")?;
+            present(
+                r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+                "linux.resources.hugepageLimits",
+            )?;
             present(r.network().is_some(), "linux.resources.network")?;
             present(r.rdma().is_some(), "linux.resources.rdma")?;
-            present(r.unified().as_ref().is_some_and(|u| !u.is_empty()), "linux.resources.unified")?;
+            present(
+                r.unified().as_ref().is_some_and(|u| !u.is_empty()),
+                "linux.resources.unified",
+            )?;
         }
-        present(l.devices().as_ref().is_some_and(|d| !d.is_empty()), "linux.devices")?;
+        present(
+            l.devices().as_ref().is_some_and(|d| !d.is_empty()),
+            "linux.devices",
+        )?;
     }
     Ok(())
 }
@@ -416,9 +463,7 @@ fn inside_path(p: &Path) -> Result<PathBuf, String> {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                return Err(format!("{} has a \"..\" component", p.display()))
-            }
+            Component::ParentDir => return Err(format!("{} has a \"..\" component", p.display())),
             Component::Prefix(_) => return Err(format!("{} is not a Linux path", p.display())),
         }
     }
@@ -457,7 +502,11 @@ fn mount_options(options: &[String]) -> (MsFlags, MsFlags, String) {
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
             | "runbindable" => {
-                let rec = if o.starts_with('r') && o != "rw" { MsFlags::MS_REC } else { MsFlags::empty() };
+                let rec = if o.starts_with('r') && o != "rw" {
+                    MsFlags::MS_REC
+                } else {
+                    MsFlags::empty()
+                };
                 let kind = match o.trim_start_matches('r') {
                     "private" => MsFlags::MS_PRIVATE,
                     "shared" => MsFlags::MS_SHARED,
@@ -523,11 +572,25 @@ mod tests {
 
     #[test]
     fn mount_options_split_into_flags_propagation_and_data() {
-        let opts: Vec<String> = ["nosuid", "strictatime", "mode=755", "size=65536k", "rbind", "rslave", "ro"]
-            .map(String::from)
-            .to_vec();
+        let opts: Vec<String> = [
+            "nosuid",
+            "strictatime",
+            "mode=755",
+            "size=65536k",
+            "rbind",
+            "rslave",
+            "ro",
+        ]
+        .map(String::from)
+        .to_vec();
         let (flags, prop, data) = mount_options(&opts);
-        assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert!(flags.contains(
+            MsFlags::MS_NOSUID
+                | MsFlags::MS_STRICTATIME
+                | MsFlags::MS_BIND
+                | MsFlags::MS_REC
+                | MsFlags::MS_RDONLY
+        ));
         assert_eq!(prop, MsFlags::MS_SLAVE | MsFlags::MS_REC);
         assert_eq!(data, "mode=755,size=65536k");
         let (flags, _, _) = mount_options(&["ro".into(), "rw".into()]);
@@ -536,14 +599,24 @@ mod tests {
 
     #[test]
     fn destinations_must_be_absolute_without_dotdot() {
-        assert_eq!(inside_path(Path::new("/a/./b")).unwrap(), PathBuf::from("/a/b"));
-        assert!(inside_path(Path::new("/a/../../etc")).unwrap_err().contains(".."));
-        assert!(inside_path(Path::new("relative")).unwrap_err().contains("absolute"));
+        assert_eq!(
+            inside_path(Path::new("/a/./b")).unwrap(),
+            PathBuf::from("/a/b")
+        );
+        assert!(inside_path(Path::new("/a/../../etc"))
+            .unwrap_err()
+            .contains(".."));
+        assert!(inside_path(Path::new("relative"))
+            .unwrap_err()
+            .contains("absolute"));
     }
 
     #[test]
     fn rlimits_and_capabilities_map_to_kernel_numbers() {
-        assert_eq!(rlimit_resource("RLIMIT_NOFILE"), Some(libc::RLIMIT_NOFILE as i32));
+        assert_eq!(
+            rlimit_resource("RLIMIT_NOFILE"),
+            Some(libc::RLIMIT_NOFILE as i32)
+        );
         assert_eq!(rlimit_resource("RLIMIT_BOGUS"), None);
         let mut set = oci_spec::runtime::Capabilities::new();
         set.insert(oci_spec::runtime::Capability::Chown);

@@ -242,6 +242,9 @@ mod tests {
     fn created_is_rfc3339_utc() {
         let s = now_rfc3339();
         assert_eq!(s.len(), 30, "{s}");
-        assert!(s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
+        assert!(
+            s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[10] == b'T',
+            "{s}"
+        );
     }
 }

@@ -1,0 +1,147 @@
+//! Container lifecycle benchmark: `create` + `start` + wait + `delete` of a bundle whose
+//! program is `/bin/true` (busybox), 100 times each with gantry-runtime, runc and crun,
+//! in the same run on this host, with the same bundle (made by `runc spec`, terminal off).
+//! Prints each runtime's mean and median and the ratio to runc. A runtime that cannot run
+//! here (crun refuses hybrid cgroup hosts) is reported with its error, not timed.
+//!
+//! Run as root: `cargo bench -p gantry-runtime --bench lifecycle` (`GANTRY_BENCH_RUNS`
+//! changes the count).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs a runtime command. Its output goes to a file, not a pipe: a container's init
+/// inherits the creator's stdio and holds it open until it exits, so waiting for a pipe's
+/// end would wait for the container.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let log = tempfile::tempfile().map_err(|e| e.to_string())?;
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log.try_clone().map_err(|e| e.to_string())?)
+        .status()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    let mut log = log;
+    use std::io::{Read, Seek};
+    let _ = log.rewind();
+    let _ = log.read_to_string(&mut text);
+    Err(text.trim().to_owned())
+}
+
+fn make_bundle(dir: &Path) {
+    let bin = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static must be installed");
+    std::os::unix::fs::symlink("busybox", bin.join("true")).expect("symlink");
+    run(Command::new("runc").arg("spec").current_dir(dir)).expect("runc spec");
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = serde_json::json!(["/bin/true"]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
+}
+
+/// One create + start + wait + delete; the bench is the subreaper, so the init (whose
+/// creator exits) is reparented to it and waited for here.
+fn cycle(runtime: &[String], root: &Path, bundle: &Path, id: &str) -> Result<Duration, String> {
+    let pid_file = root.join(format!("{id}.pid"));
+    let base = || {
+        let mut c = Command::new(&runtime[0]);
+        c.args(&runtime[1..]).arg("--root").arg(root);
+        c
+    };
+    let start = Instant::now();
+    run(base()
+        .arg("create")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(id))?;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pid file: {e}"))?;
+    run(base().arg("start").arg(id))?;
+    nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None)
+        .map_err(|e| format!("wait: {e}"))?;
+    run(base().arg("delete").arg(id))?;
+    Ok(start.elapsed())
+}
+
+fn stats(v: &mut [Duration]) -> (f64, f64) {
+    v.sort();
+    let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64;
+    (mean * 1e3, v[v.len() / 2].as_secs_f64() * 1e3)
+}
+
+fn main() {
+    assert!(nix::unistd::geteuid().is_root(), "run as root");
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes plain integers and touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let runs: usize = std::env::var("GANTRY_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
+    let work = tempfile::tempdir().expect("tempdir");
+    let bundle = work.path().join("bundle");
+    make_bundle(&bundle);
+    let runtimes: Vec<(&str, Vec<String>)> = vec![
+        (
+            "gantry-runtime",
+            vec![env!("CARGO_BIN_EXE_gantry-runtime").to_owned()],
+        ),
+        ("runc", vec!["runc".to_owned()]),
+        ("crun", vec!["crun".to_owned()]),
+    ];
+    let mut results: Vec<(&str, Result<(f64, f64), String>)> = Vec::new();
+    for (name, cmd) in &runtimes {
+        let root: PathBuf = work.path().join(format!("state-{name}"));
+        std::fs::create_dir_all(&root).expect("state root");
+        let mut times = Vec::with_capacity(runs);
+        let mut failure = None;
+        // One untimed warm-up, so that page cache and binaries are equal for all.
+        if let Err(e) = cycle(cmd, &root, &bundle, "warmup") {
+            failure = Some(e);
+        }
+        for i in 0..runs {
+            if failure.is_some() {
+                break;
+            }
+            match cycle(cmd, &root, &bundle, &format!("c{i}")) {
+                Ok(t) => times.push(t),
+                Err(e) => failure = Some(e),
+            }
+        }
+        results.push((
+            name,
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(stats(&mut times)),
+            },
+        ));
+    }
+    let runc_mean = results
+        .iter()
+        .find(|(n, _)| *n == "runc")
+        .and_then(|(_, r)| r.as_ref().ok().map(|(mean, _)| *mean));
+    println!("create+start+wait+delete of /bin/true, {runs} runs each");
+    for (name, r) in &results {
+        match r {
+            Ok((mean, median)) => {
+                let ratio = runc_mean
+                    .map(|m| format!("{:.2}x faster than runc", m / mean))
+                    .unwrap_or_default();
+                println!("{name:<15} mean {mean:7.2} ms  median {median:7.2} ms  {ratio}");
+            }
+            Err(e) => println!("{name:<15} cannot run here: {e}"),
+        }
+    }
+}
