@@ -76,6 +76,9 @@ fn cycle(runtime: &[String], root: &Path, bundle: &Path, id: &str) -> Result<Dur
     Ok(start.elapsed())
 }
 
+/// (mean, median) in milliseconds, or why the runtime cannot run here.
+type Measured = Result<(f64, f64), String>;
+
 fn stats(v: &mut [Duration]) -> (f64, f64) {
     v.sort();
     let mean = v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64;
@@ -101,7 +104,7 @@ fn main() {
         ("runc", vec!["runc".to_owned()]),
         ("crun", vec!["crun".to_owned()]),
     ];
-    let mut results: Vec<(&str, Result<(f64, f64), String>)> = Vec::new();
+    let mut results: Vec<(&str, Measured)> = Vec::new();
     for (name, cmd) in &runtimes {
         let root: PathBuf = work.path().join(format!("state-{name}"));
         std::fs::create_dir_all(&root).expect("state root");

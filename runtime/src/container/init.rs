@@ -155,6 +155,20 @@ fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
 
 type ExecArgs = (CString, Vec<CString>, Vec<CString>);
 
+/// The home directory of `uid` in the container's `/etc/passwd`, or `/`.
+fn home_of(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let f: Vec<&str> = line.split(':').collect();
+                (f.len() >= 7 && f[2].parse::<u32>() == Ok(uid) && !f[5].is_empty())
+                    .then(|| f[5].to_owned())
+            })
+        })
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 /// The program path (searched in the container's PATH when it has no `/`), its arguments
 /// and environment as C strings.
 fn prepare_exec(p: &ProcessSpec) -> Result<ExecArgs, String> {
@@ -164,11 +178,15 @@ fn prepare_exec(p: &ProcessSpec) -> Result<ExecArgs, String> {
         .iter()
         .map(|a| cstr(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let env = p
+    let mut env = p
         .env
         .iter()
         .map(|e| cstr(e))
         .collect::<Result<Vec<_>, _>>()?;
+    if !p.env.iter().any(|e| e.starts_with("HOME=")) {
+        // As runc does: the user's home from the container's /etc/passwd, else "/".
+        env.push(cstr(&format!("HOME={}", home_of(p.uid)))?);
+    }
     let program = &p.args[0];
     let path = if program.contains('/') {
         program.clone()

@@ -1,0 +1,407 @@
+//! The OCI runtime, tested by what the container's process sees: `gantry-checker` (built
+//! static by the test) runs as the container's program and reports its namespaces,
+//! capabilities, mounts and so on. Differential: the same bundle under runc must give the
+//! same report. Needs root and runc (`.ci/deps` installs it; CI runs as root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root; CI runs as root"
+    );
+}
+
+/// `gantry-checker`, built once per test run with `crt-static` so it runs in a bare root.
+fn checker() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = workspace.join("target/checker-static");
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "gantry-checker",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+            .current_dir(&workspace)
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "building the checker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("x86_64-unknown-linux-gnu/release/gantry-checker")
+    })
+}
+
+/// A bundle made by `runc spec`, terminal off, running the checker.
+fn bundle(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let b = dir.join("bundle");
+    let bin = b.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    std::fs::copy(checker(), b.join("rootfs/checker")).expect("checker");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static");
+    let out = Command::new("runc")
+        .arg("spec")
+        .current_dir(&b)
+        .output()
+        .expect("runc spec");
+    assert!(
+        out.status.success(),
+        "runc spec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = b.join("config.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = serde_json::json!(["/checker", "--probe-seccomp"]);
+    config["process"]["env"] = serde_json::json!(["PATH=/bin", "CHECK=1"]);
+    edit(&mut config);
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
+    b
+}
+
+/// `<runtime> run` of the bundle; returns (exit ok, stdout, stderr).
+fn run_with(runtime: &str, state: &Path, bundle: &Path, id: &str) -> (bool, String, String) {
+    let out = Command::new(runtime)
+        .arg("--root")
+        .arg(state)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runtime");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn report(runtime: &str, bundle: &Path, state: &Path, id: &str) -> Value {
+    let (ok, out, err) = run_with(runtime, state, bundle, id);
+    assert!(ok, "{runtime} run failed: {err}");
+    serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("{runtime}: report is not JSON ({e}): {out}"))
+}
+
+/// (succeeded, stdout, stderr) of a runtime command.
+type Outcome = (bool, String, String);
+/// Breaks a good bundle in one way.
+type Spoil = Box<dyn Fn(&Path)>;
+
+const OURS: &str = env!("CARGO_BIN_EXE_gantry-runtime");
+
+#[test]
+fn the_container_sees_the_same_as_under_runc_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = bundle(dir.path(), |_| {});
+    let ours = report(OURS, &b, &dir.path().join("state-ours"), "diff-ours");
+    let runc = report("runc", &b, &dir.path().join("state-runc"), "diff-runc");
+    for field in [
+        "pid",
+        "uid",
+        "gid",
+        "groups",
+        "umask",
+        "hostname",
+        "cwd",
+        "status",
+        "rlimits",
+        "masked",
+        "readonly",
+        "dev",
+        "env",
+        "unshare_user",
+    ] {
+        assert_eq!(
+            ours[field], runc[field],
+            "field {field}: ours {} runc {}",
+            ours[field], runc[field]
+        );
+    }
+    // Mount points: the same, except the cgroup tree, which runc builds from the host's
+    // v1 hierarchies and this runtime mounts only where cgroup v2 is there.
+    let points = |r: &Value| {
+        let mut v: Vec<(String, String)> = r["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .map(|m| {
+                (
+                    m[0].as_str().unwrap_or("").to_owned(),
+                    m[1].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .filter(|(p, _)| !p.starts_with("/sys/fs/cgroup"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(points(&ours), points(&runc));
+    // Namespaces are new ones in both (inode numbers differ between the two containers,
+    // but each differs from the host's), and the user namespace is the host's.
+    let host = |ns: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/ns/{ns}"))
+            .expect("host ns")
+            .ino()
+    };
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).expect("config"))
+            .expect("json");
+    let asked: Vec<&str> = config["linux"]["namespaces"]
+        .as_array()
+        .expect("namespaces")
+        .iter()
+        .map(|n| match n["type"].as_str().unwrap_or("") {
+            "mount" => "mnt",
+            "network" => "net",
+            other => other,
+        })
+        .collect();
+    assert!(asked.len() >= 5, "{asked:?}");
+    for ns in ["mnt", "pid", "net", "uts", "ipc", "cgroup"] {
+        if !asked.contains(&ns) {
+            assert_eq!(
+                ours["namespaces"][ns], runc["namespaces"][ns],
+                "{ns} is shared with the host by both"
+            );
+            continue;
+        }
+        assert_ne!(
+            ours["namespaces"][ns].as_u64(),
+            Some(host(ns)),
+            "{ns} namespace is the host's"
+        );
+    }
+    assert_eq!(ours["namespaces"]["user"].as_u64(), Some(host("user")));
+    // What runc spec asks for, seen from inside.
+    assert_eq!(ours["pid"], 1);
+    assert_eq!(ours["hostname"], "runc");
+    assert_eq!(ours["status"]["NoNewPrivs"], "1");
+    // runc spec's capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+    assert_eq!(ours["status"]["CapBnd"], "0000000020000420");
+    assert_eq!(ours["masked"]["/proc/keys"], "read 0 bytes");
+    assert_eq!(ours["masked"]["/sys/firmware"], "dir with 0 entries");
+    assert_eq!(ours["readonly"]["/proc/sys"], "EROFS");
+    assert_eq!(ours["rlimits"]["nofile"], serde_json::json!([1024, 1024]));
+}
+
+#[test]
+fn user_groups_cwd_umask_capabilities_and_rlimits_are_applied_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = bundle(dir.path(), |c| {
+        c["process"]["user"] =
+            serde_json::json!({"uid": 1000, "gid": 1001, "additionalGids": [20, 30], "umask": 63});
+        c["process"]["cwd"] = "/bin".into();
+        c["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_KILL"],
+            "permitted": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+            "effective": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+            "inheritable": ["CAP_NET_BIND_SERVICE"],
+            "ambient": ["CAP_NET_BIND_SERVICE"],
+        });
+        c["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 2048}]);
+        c["hostname"] = "checked".into();
+    });
+    let ours = report(OURS, &b, &dir.path().join("state-ours"), "apply-ours");
+    let runc = report("runc", &b, &dir.path().join("state-runc"), "apply-runc");
+    assert_eq!(
+        (ours["uid"].as_u64(), ours["gid"].as_u64()),
+        (Some(1000), Some(1001))
+    );
+    assert_eq!(ours["groups"], serde_json::json!([20, 30]));
+    assert_eq!(ours["cwd"], "/bin");
+    assert_eq!(ours["umask"], "0077");
+    assert_eq!(ours["hostname"], "checked");
+    assert_eq!(ours["rlimits"]["nofile"], serde_json::json!([512, 2048]));
+    // Non-root after exec: only the ambient capability survives, as the kernel rules say.
+    let bit = |n: u32| format!("{:016x}", 1u64 << n);
+    assert_eq!(ours["status"]["CapAmb"], bit(10));
+    assert_eq!(ours["status"]["CapEff"], bit(10));
+    assert_eq!(
+        ours["status"]["CapBnd"],
+        format!("{:016x}", (1u64 << 0) | (1 << 10) | (1 << 5))
+    );
+    for field in [
+        "uid", "gid", "groups", "cwd", "umask", "hostname", "rlimits", "status",
+    ] {
+        assert_eq!(ours[field], runc[field], "field {field}");
+    }
+}
+
+#[test]
+fn create_start_state_kill_delete_follow_the_lifecycle_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = bundle(dir.path(), |c| {
+        c["process"]["args"] = serde_json::json!(["/bin/busybox", "sleep", "60"]);
+    });
+    let state = dir.path().join("state");
+    let rt = |args: &[&str]| {
+        let out = Command::new(OURS)
+            .arg("--root")
+            .arg(&state)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // The init inherits stdio of `create`: read nothing from it there.
+        let out = out.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let status_of = |rt: &dyn Fn(&[&str]) -> Outcome| {
+        let (ok, out, err) = rt(&["state", "life"]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(&out).expect("state json");
+        v["status"].as_str().unwrap_or("").to_owned()
+    };
+    let create = Command::new(OURS)
+        .arg("--root")
+        .arg(&state)
+        .args(["create", "--bundle"])
+        .arg(&b)
+        .arg("life")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("create");
+    assert!(create.success());
+    assert_eq!(status_of(&rt), "created");
+    let (ok, _, err) = rt(&["create", "--bundle", b.to_str().expect("utf-8"), "life"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = rt(&["delete", "life"]);
+    assert!(!ok && err.contains("--force"), "{err}");
+    let (ok, _, err) = rt(&["start", "life"]);
+    assert!(ok, "{err}");
+    assert_eq!(status_of(&rt), "running");
+    let (ok, _, err) = rt(&["start", "life"]);
+    assert!(!ok && err.contains("only a created container"), "{err}");
+    let (ok, _, err) = rt(&["kill", "life", "KILL"]);
+    assert!(ok, "{err}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_of(&rt) != "stopped" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not stop after SIGKILL"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (ok, _, err) = rt(&["delete", "life"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = rt(&["state", "life"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn bad_bundles_are_refused_clearly_and_leave_nothing_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let cases: Vec<(&str, Spoil, &str)> = vec![
+        (
+            "norootfs",
+            Box::new(|b: &Path| std::fs::remove_dir_all(b.join("rootfs")).expect("rm")),
+            "root.path",
+        ),
+        (
+            "badjson",
+            Box::new(|b: &Path| std::fs::write(b.join("config.json"), "{ not json").expect("w")),
+            "config.json",
+        ),
+        (
+            "unknownns",
+            Box::new(|b: &Path| {
+                edit_config(b, |c| c["linux"]["namespaces"][0]["type"] = "bogus".into())
+            }),
+            "config.json",
+        ),
+        (
+            "dotdot",
+            Box::new(|b: &Path| {
+                edit_config(b, |c| {
+                    c["mounts"][0]["destination"] = "/proc/../../etc".into()
+                })
+            }),
+            "\"..\"",
+        ),
+        (
+            "seccomp",
+            Box::new(|b: &Path| {
+                edit_config(b, |c| {
+                    c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})
+                })
+            }),
+            "linux.seccomp",
+        ),
+        (
+            "badexec",
+            Box::new(|b: &Path| {
+                edit_config(b, |c| {
+                    c["process"]["args"] = serde_json::json!(["/nonexistent"])
+                })
+            }),
+            "",
+        ),
+    ];
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .count();
+    for (name, spoil, expect) in cases {
+        let case_dir = dir.path().join(name);
+        std::fs::create_dir_all(&case_dir).expect("dir");
+        let b = bundle(&case_dir, |_| {});
+        spoil(&b);
+        let (ok, _, err) = run_with(OURS, &state, &b, name);
+        assert!(!ok, "{name}: a bad bundle ran");
+        assert!(err.contains(expect), "{name}: {err}");
+        if name != "badexec" {
+            assert!(
+                err.contains(&b.display().to_string()),
+                "{name}: the error names the bundle: {err}"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(&state)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{name}: state left behind: {left:?}");
+    }
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .count();
+    assert_eq!(mounts_before, mounts_after, "no mount leaked to the host");
+}
+
+fn edit_config(b: &Path, f: impl FnOnce(&mut Value)) {
+    let path = b.join("config.json");
+    let mut c: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+    f(&mut c);
+    std::fs::write(&path, serde_json::to_vec(&c).expect("json")).expect("write");
+}
