@@ -353,10 +353,13 @@ fn bad_bundles_are_refused_clearly_and_leave_nothing_as_root() {
             "seccomp",
             Box::new(|b: &Path| {
                 edit_config(b, |c| {
-                    c["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"})
+                    c["linux"]["seccomp"] = serde_json::json!({
+                        "defaultAction": "SCMP_ACT_ALLOW",
+                        "architectures": ["SCMP_ARCH_AARCH64"],
+                    })
                 })
             }),
-            "linux.seccomp",
+            "SCMP_ARCH_X86_64",
         ),
         (
             "badexec",
@@ -404,4 +407,43 @@ fn edit_config(b: &Path, f: impl FnOnce(&mut Value)) {
         serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
     f(&mut c);
     std::fs::write(&path, serde_json::to_vec(&c).expect("json")).expect("write");
+}
+
+#[test]
+fn dockers_default_seccomp_profile_blocks_what_it_should_like_runc_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    // runc spec's capabilities (AUDIT_WRITE, KILL, NET_BIND_SERVICE): no CAP_SYS_ADMIN.
+    let caps = (1u64 << 29) | (1 << 5) | (1 << 10);
+    let profile = gantry_runtime::container::seccomp::Profile::docker_default(caps).to_oci_json();
+    for nnp in [true, false] {
+        let b = bundle(&dir.path().join(format!("nnp-{nnp}")), |c| {
+            c["linux"]["seccomp"] = profile.clone();
+            c["process"]["noNewPrivileges"] = nnp.into();
+        });
+        let ours = report(
+            OURS,
+            &b,
+            &dir.path().join("state-ours"),
+            &format!("sc-ours-{nnp}"),
+        );
+        let runc = report(
+            "runc",
+            &b,
+            &dir.path().join("state-runc"),
+            &format!("sc-runc-{nnp}"),
+        );
+        assert_eq!(ours["status"]["Seccomp"], "2", "filter mode");
+        assert_eq!(
+            ours["unshare_user"], "EPERM",
+            "creating a user namespace is refused"
+        );
+        assert_eq!(
+            ours["clone3"], "ENOSYS",
+            "clone3 answers ENOSYS so libcs fall back to clone"
+        );
+        for field in ["status", "unshare_user", "clone3", "uid", "hostname", "dev"] {
+            assert_eq!(ours[field], runc[field], "nnp={nnp} field {field}");
+        }
+    }
 }

@@ -15,14 +15,17 @@ use std::path::Path;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
+use seccompiler::BpfProgram;
+
 use super::rootfs;
+use super::seccomp::Profile;
 use super::spec::{ContainerConfig, ProcessSpec};
 
 /// The init's message to the runtime when its set-up is done.
 pub const READY: &[u8] = b"ready\n";
 
 /// Runs in the cloned child; never returns.
-pub fn run(config: &ContainerConfig, ready: OwnedFd, fifo: &Path) -> ! {
+pub fn run(config: &ContainerConfig, filters: &[BpfProgram], ready: OwnedFd, fifo: &Path) -> ! {
     let mut ready = std::fs::File::from(ready);
     let fifo_fd = match setup(config, fifo) {
         Ok(fd) => fd,
@@ -53,7 +56,7 @@ pub fn run(config: &ContainerConfig, ready: OwnedFd, fifo: &Path) -> ! {
         }
     }
     drop(fifo_fd);
-    let err = exec(&config.process);
+    let err = exec(&config.process, filters);
     eprintln!("gantry-runtime init: {err}");
     exit(127);
 }
@@ -106,9 +109,28 @@ fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
     Ok(fifo_fd)
 }
 
-/// Drops privileges and execs the program; returns only on failure.
-fn exec(p: &ProcessSpec) -> String {
-    match drop_privileges(p).and_then(|()| prepare_exec(p)) {
+/// Drops privileges, installs the seccomp filters and execs the program; returns only on
+/// failure. Without `no_new_privs` the kernel accepts a filter only from a process with
+/// CAP_SYS_ADMIN, so then the filters go in before the privileges go (as runc does); with
+/// it, last, so that the fewest system calls run under them.
+fn exec(p: &ProcessSpec, filters: &[BpfProgram]) -> String {
+    let install = || Profile::install(filters).map_err(|e| e.to_string());
+    let early = if p.no_new_privileges {
+        Ok(())
+    } else {
+        install()
+    };
+    let ready = early
+        .and_then(|()| drop_privileges(p))
+        .and_then(|()| {
+            if p.no_new_privileges {
+                install()
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| prepare_exec(p));
+    match ready {
         Ok((path, args, env)) => {
             let e = nix::unistd::execve(&path, &args, &env).err();
             format!(

@@ -6,14 +6,16 @@
 //! the root file system and is parked on the exec fifo, records the state and returns.
 //! `start` opens the fifo for reading, which lets the init exec the program.
 //!
-//! Not yet here (the bundle is refused when it asks for them): user namespaces, seccomp,
-//! cgroup limits, hooks, terminals.
+//! Not yet here (the bundle is refused when it asks for them): user namespaces, cgroup
+//! limits, hooks, terminals.
 
 pub mod caps;
 mod init;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
+mod syscalls;
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -93,6 +95,13 @@ fn create_claimed(
     config: &ContainerConfig,
     opts: &CreateOptions,
 ) -> Result<Pid, ContainerError> {
+    let filters = match &config.seccomp {
+        Some(profile) => profile.compile().map_err(|e| ContainerError::Init {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
     let fifo = states.fifo(id);
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
         .map_err(sys(id, "make the exec fifo"))?;
@@ -128,7 +137,7 @@ fn create_claimed(
         let fifo = fifo.clone();
         let cb = Box::new(move || -> isize {
             match ready_wr.take() {
-                Some(w) => init::run(config, w, &fifo),
+                Some(w) => init::run(config, &filters, w, &fifo),
                 None => 1,
             }
         });

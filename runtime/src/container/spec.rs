@@ -135,6 +135,8 @@ pub struct ContainerConfig {
     pub rootfs_propagation: MsFlags,
     pub sysctl: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
+    /// `linux.seccomp`, if the bundle has one.
+    pub seccomp: Option<super::seccomp::Profile>,
 }
 
 impl ContainerConfig {
@@ -358,6 +360,12 @@ impl ContainerConfig {
             .into_iter()
             .collect();
         annotations.sort();
+        let seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(super::seccomp::Profile::from_oci)
+            .transpose()
+            .map_err(|e| invalid("linux.seccomp", e.to_string()))?;
         let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
         if hostname.is_some() && !namespaces.iter().any(|n| n.kind == NsKind::Uts) {
             return Err(invalid(
@@ -379,6 +387,7 @@ impl ContainerConfig {
             rootfs_propagation,
             sysctl,
             annotations,
+            seccomp,
         })
     }
 }
@@ -417,7 +426,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
             l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
             "linux.gidMappings",
         )?;
-        present(l.seccomp().is_some(), "linux.seccomp")?;
         present(l.intel_rdt().is_some(), "linux.intelRdt")?;
         present(l.personality().is_some(), "linux.personality")?;
         present(l.time_offsets().is_some(), "linux.timeOffsets")?;

@@ -1,0 +1,828 @@
+//! Seccomp: Docker's default profile for containers started from images, and a bundle's
+//! `linux.seccomp`, compiled to BPF with `seccompiler` (rust-vmm's, as Firecracker uses).
+//!
+//! A profile is a default action plus rules (system calls, optional argument conditions,
+//! an action). `seccompiler` builds a filter with one action for matches and one for the
+//! rest, so a profile becomes several filters, which the kernel runs together and whose
+//! most restrictive answer wins (`KILL` > `TRAP` > `ERRNO` > `TRACE` > `LOG` > `ALLOW`):
+//!
+//! - one filter returns the default action for every call no rule matches (and `ALLOW` for
+//!   those that do);
+//! - one filter per other action returns that action where its rules match.
+//!
+//! That is how libseccomp resolves overlapping rules too. Only x86_64 calls are allowed:
+//! the filter refuses the 32-bit and x32 ABIs outright (Docker lets 32-bit calls through
+//! by name; Gantry does not run 32-bit programs in containers).
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+use super::syscalls;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Allow,
+    Errno(u32),
+    Log,
+    Trap,
+    KillThread,
+    KillProcess,
+}
+
+impl Action {
+    fn to_seccompiler(&self) -> SeccompAction {
+        match self {
+            Action::Allow => SeccompAction::Allow,
+            Action::Errno(e) => SeccompAction::Errno(*e),
+            Action::Log => SeccompAction::Log,
+            Action::Trap => SeccompAction::Trap,
+            Action::KillThread => SeccompAction::KillThread,
+            Action::KillProcess => SeccompAction::KillProcess,
+        }
+    }
+
+    fn oci_name(&self) -> &'static str {
+        match self {
+            Action::Allow => "SCMP_ACT_ALLOW",
+            Action::Errno(_) => "SCMP_ACT_ERRNO",
+            Action::Log => "SCMP_ACT_LOG",
+            Action::Trap => "SCMP_ACT_TRAP",
+            Action::KillThread => "SCMP_ACT_KILL_THREAD",
+            Action::KillProcess => "SCMP_ACT_KILL_PROCESS",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `arg & mask == value`.
+    MaskedEq(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cond {
+    pub index: u8,
+    pub op: Op,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub names: Vec<&'static str>,
+    pub action: Action,
+    /// All must hold (an empty list always holds).
+    pub conditions: Vec<Cond>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub default: Action,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("linux.seccomp: {0}")]
+    Invalid(String),
+    #[error("seccomp filter: {0}")]
+    Compile(String),
+    #[error("install the seccomp filter: {0}")]
+    Install(String),
+}
+
+/// Namespace-creating clone flags; Docker's profile allows `clone` only without them.
+const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
+/// System calls Docker's default profile allows to every container on x86_64.
+const DOCKER_ALWAYS: &[&str] = &[
+    "accept",
+    "accept4",
+    "access",
+    "adjtimex",
+    "alarm",
+    "bind",
+    "brk",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "clock_adjtime",
+    "clock_getres",
+    "clock_gettime",
+    "clock_nanosleep",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_ctl_old",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "epoll_wait_old",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fallocate",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "ftruncate",
+    "futex",
+    "futex_waitv",
+    "futimesat",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "geteuid",
+    "getgid",
+    "getgroups",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresuid",
+    "getrlimit",
+    "get_robust_list",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "get_thread_area",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "io_cancel",
+    "ioctl",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "ioprio_get",
+    "ioprio_set",
+    "io_setup",
+    "io_submit",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "kill",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lchown",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "madvise",
+    "membarrier",
+    "memfd_create",
+    "memfd_secret",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedsend",
+    "mq_unlink",
+    "mremap",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "name_to_handle_at",
+    "nanosleep",
+    "newfstatat",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "poll",
+    "ppoll",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "process_mrelease",
+    "pselect6",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_tgsigqueueinfo",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "sendfile",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "setfsgid",
+    "setfsuid",
+    "setgid",
+    "setgroups",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setresgid",
+    "setresuid",
+    "setreuid",
+    "setrlimit",
+    "set_robust_list",
+    "setsid",
+    "setsockopt",
+    "set_thread_area",
+    "set_tid_address",
+    "setuid",
+    "setxattr",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaltstack",
+    "signalfd",
+    "signalfd4",
+    "socketpair",
+    "splice",
+    "stat",
+    "statfs",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_settime",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_settime",
+    "times",
+    "tkill",
+    "truncate",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimes",
+    "vfork",
+    "vmsplice",
+    "wait4",
+    "waitid",
+    "write",
+    "writev",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "arch_prctl",
+    "modify_ldt",
+];
+
+/// Calls Docker allows only with a capability: (capability number, calls).
+const DOCKER_BY_CAP: &[(u32, &[&str])] = &[
+    (2, &["open_by_handle_at"]), // CAP_DAC_READ_SEARCH
+    (
+        21, // CAP_SYS_ADMIN
+        &[
+            "bpf",
+            "clone",
+            "clone3",
+            "fanotify_init",
+            "fsconfig",
+            "fsmount",
+            "fsopen",
+            "fspick",
+            "lookup_dcookie",
+            "mount",
+            "mount_setattr",
+            "move_mount",
+            "open_tree",
+            "perf_event_open",
+            "quotactl",
+            "quotactl_fd",
+            "setdomainname",
+            "sethostname",
+            "setns",
+            "syslog",
+            "umount2",
+            "unshare",
+        ],
+    ),
+    (22, &["reboot"]),                                       // CAP_SYS_BOOT
+    (18, &["chroot"]),                                       // CAP_SYS_CHROOT
+    (16, &["delete_module", "init_module", "finit_module"]), // CAP_SYS_MODULE
+    (20, &["acct"]),                                         // CAP_SYS_PACCT
+    (19, &["kcmp", "pidfd_getfd", "process_madvise"]),       // CAP_SYS_PTRACE
+    (17, &["iopl", "ioperm"]),                               // CAP_SYS_RAWIO
+    (25, &["settimeofday", "clock_settime"]),                // CAP_SYS_TIME
+    (26, &["vhangup"]),                                      // CAP_SYS_TTY_CONFIG
+    (
+        23,
+        &[
+            "get_mempolicy",
+            "mbind",
+            "set_mempolicy",
+            "set_mempolicy_home_node",
+        ],
+    ), // CAP_SYS_NICE
+    (34, &["syslog"]),                                       // CAP_SYSLOG
+    (39, &["bpf"]),                                          // CAP_BPF
+    (38, &["perf_event_open"]),                              // CAP_PERFMON
+];
+
+impl Profile {
+    /// Docker's default profile for a container whose bounding set is `caps` (bit n =
+    /// capability n): an allow-list returning EPERM for the rest, `clone` without
+    /// namespace flags and `clone3` answered ENOSYS (so that libcs fall back to `clone`)
+    /// unless the container has CAP_SYS_ADMIN.
+    pub fn docker_default(caps: u64) -> Profile {
+        let has = |cap: u32| caps & (1u64 << cap) != 0;
+        let mut rules = vec![Rule {
+            names: DOCKER_ALWAYS.to_vec(),
+            action: Action::Allow,
+            conditions: vec![],
+        }];
+        // socket: everything but AF_VSOCK (40).
+        rules.push(Rule {
+            names: vec!["socket"],
+            action: Action::Allow,
+            conditions: vec![Cond {
+                index: 0,
+                op: Op::Ne,
+                value: 40,
+            }],
+        });
+        // personality: only the harmless personas.
+        for value in [0, 8, 0x20000, 0x20008, 0xffff_ffff] {
+            rules.push(Rule {
+                names: vec!["personality"],
+                action: Action::Allow,
+                conditions: vec![Cond {
+                    index: 0,
+                    op: Op::Eq,
+                    value,
+                }],
+            });
+        }
+        for (cap, names) in DOCKER_BY_CAP {
+            if has(*cap) {
+                rules.push(Rule {
+                    names: names.to_vec(),
+                    action: Action::Allow,
+                    conditions: vec![],
+                });
+            }
+        }
+        if !has(21) {
+            rules.push(Rule {
+                names: vec!["clone"],
+                action: Action::Allow,
+                conditions: vec![Cond {
+                    index: 0,
+                    op: Op::MaskedEq(CLONE_NAMESPACE_FLAGS),
+                    value: 0,
+                }],
+            });
+            rules.push(Rule {
+                names: vec!["clone3"],
+                action: Action::Errno(libc::ENOSYS as u32),
+                conditions: vec![],
+            });
+        }
+        Profile {
+            default: Action::Errno(libc::EPERM as u32),
+            rules,
+        }
+    }
+
+    /// The profile as OCI `linux.seccomp` JSON (what a bundle would carry).
+    pub fn to_oci_json(&self) -> serde_json::Value {
+        let action_json = |a: &Action, v: &mut serde_json::Value| {
+            v["action"] = a.oci_name().into();
+            if let Action::Errno(e) = a {
+                v["errnoRet"] = (*e).into();
+            }
+        };
+        let mut out = serde_json::json!({ "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [] });
+        out["defaultAction"] = self.default.oci_name().into();
+        if let Action::Errno(e) = self.default {
+            out["defaultErrnoRet"] = e.into();
+        }
+        let mut syscalls = Vec::new();
+        for r in &self.rules {
+            let mut v = serde_json::json!({ "names": r.names });
+            action_json(&r.action, &mut v);
+            if !r.conditions.is_empty() {
+                v["args"] = r
+                    .conditions
+                    .iter()
+                    .map(|c| {
+                        let (op, value, two) = match c.op {
+                            Op::Eq => ("SCMP_CMP_EQ", c.value, 0),
+                            Op::Ne => ("SCMP_CMP_NE", c.value, 0),
+                            Op::Lt => ("SCMP_CMP_LT", c.value, 0),
+                            Op::Le => ("SCMP_CMP_LE", c.value, 0),
+                            Op::Gt => ("SCMP_CMP_GT", c.value, 0),
+                            Op::Ge => ("SCMP_CMP_GE", c.value, 0),
+                            Op::MaskedEq(mask) => ("SCMP_CMP_MASKED_EQ", mask, c.value),
+                        };
+                        serde_json::json!({ "index": c.index, "value": value, "valueTwo": two, "op": op })
+                    })
+                    .collect();
+            }
+            syscalls.push(v);
+        }
+        out["syscalls"] = syscalls.into();
+        out
+    }
+
+    /// Reads a bundle's `linux.seccomp`. Names x86_64 does not have are skipped (as runc
+    /// does: profiles are written for many architectures).
+    pub fn from_oci(s: &oci_spec::runtime::LinuxSeccomp) -> Result<Profile, SeccompError> {
+        let name_of = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        let action = |a: &oci_spec::runtime::LinuxSeccompAction,
+                      errno: Option<u32>|
+         -> Result<Action, SeccompError> {
+            let name = name_of(serde_json::to_value(a).unwrap_or_default());
+            Ok(match name.as_str() {
+                "SCMP_ACT_ALLOW" => Action::Allow,
+                "SCMP_ACT_ERRNO" => Action::Errno(errno.unwrap_or(libc::EPERM as u32)),
+                "SCMP_ACT_LOG" => Action::Log,
+                "SCMP_ACT_TRAP" => Action::Trap,
+                "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => Action::KillThread,
+                "SCMP_ACT_KILL_PROCESS" => Action::KillProcess,
+                other => {
+                    return Err(SeccompError::Invalid(format!(
+                        "action {other} is not supported"
+                    )))
+                }
+            })
+        };
+        if let Some(arches) = s.architectures() {
+            let names: Vec<String> = arches
+                .iter()
+                .map(|a| name_of(serde_json::to_value(a).unwrap_or_default()))
+                .collect();
+            if !names.is_empty() && !names.iter().any(|n| n == "SCMP_ARCH_X86_64") {
+                return Err(SeccompError::Invalid(format!(
+                    "architectures {names:?} do not include SCMP_ARCH_X86_64"
+                )));
+            }
+        }
+        if s.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+            return Err(SeccompError::Invalid("flags are not supported".into()));
+        }
+        if s.listener_path().is_some() {
+            return Err(SeccompError::Invalid(
+                "listenerPath (notify) is not supported".into(),
+            ));
+        }
+        let default = action(&s.default_action(), s.default_errno_ret())?;
+        let mut rules = Vec::new();
+        for (i, sc) in s.syscalls().iter().flatten().enumerate() {
+            let act = action(&sc.action(), sc.errno_ret())?;
+            let mut conditions = Vec::new();
+            for a in sc.args().iter().flatten() {
+                let op = name_of(serde_json::to_value(a.op()).unwrap_or_default());
+                let index = u8::try_from(a.index())
+                    .ok()
+                    .filter(|i| *i < 6)
+                    .ok_or_else(|| {
+                        SeccompError::Invalid(format!(
+                            "syscalls[{i}]: argument index {} is not 0-5",
+                            a.index()
+                        ))
+                    })?;
+                let (op, value) = match op.as_str() {
+                    "SCMP_CMP_EQ" => (Op::Eq, a.value()),
+                    "SCMP_CMP_NE" => (Op::Ne, a.value()),
+                    "SCMP_CMP_LT" => (Op::Lt, a.value()),
+                    "SCMP_CMP_LE" => (Op::Le, a.value()),
+                    "SCMP_CMP_GT" => (Op::Gt, a.value()),
+                    "SCMP_CMP_GE" => (Op::Ge, a.value()),
+                    "SCMP_CMP_MASKED_EQ" => (Op::MaskedEq(a.value()), a.value_two().unwrap_or(0)),
+                    other => {
+                        return Err(SeccompError::Invalid(format!(
+                            "syscalls[{i}]: operator {other} is not supported"
+                        )))
+                    }
+                };
+                conditions.push(Cond { index, op, value });
+            }
+            let names: Vec<&'static str> = sc
+                .names()
+                .iter()
+                .filter_map(|n| {
+                    syscalls::SYSCALLS
+                        .iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(name, _)| *name)
+                })
+                .collect();
+            if !names.is_empty() {
+                rules.push(Rule {
+                    names,
+                    action: act,
+                    conditions,
+                });
+            }
+        }
+        Ok(Profile { default, rules })
+    }
+
+    /// The BPF programs to install, in order.
+    pub fn compile(&self) -> Result<Vec<BpfProgram>, SeccompError> {
+        let arch = TargetArch::x86_64;
+        let to_rules = |rules: &[&Rule]| -> Result<BTreeMap<i64, Vec<SeccompRule>>, SeccompError> {
+            let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+            // A call with one unconditional rule matches whatever else is listed for it.
+            let mut unconditional = std::collections::BTreeSet::new();
+            for r in rules {
+                for name in &r.names {
+                    let Some(nr) = syscalls::number(name) else {
+                        continue;
+                    };
+                    if r.conditions.is_empty() {
+                        unconditional.insert(nr);
+                        map.insert(nr, vec![]);
+                        continue;
+                    }
+                    if unconditional.contains(&nr) {
+                        continue;
+                    }
+                    let conds = r
+                        .conditions
+                        .iter()
+                        .map(|c| {
+                            let (op, value) = match c.op {
+                                Op::Eq => (SeccompCmpOp::Eq, c.value),
+                                Op::Ne => (SeccompCmpOp::Ne, c.value),
+                                Op::Lt => (SeccompCmpOp::Lt, c.value),
+                                Op::Le => (SeccompCmpOp::Le, c.value),
+                                Op::Gt => (SeccompCmpOp::Gt, c.value),
+                                Op::Ge => (SeccompCmpOp::Ge, c.value),
+                                Op::MaskedEq(mask) => (SeccompCmpOp::MaskedEq(mask), c.value),
+                            };
+                            SeccompCondition::new(c.index, SeccompCmpArgLen::Qword, op, value)
+                                .map_err(|e| SeccompError::Compile(format!("{name}: {e}")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let rule = SeccompRule::new(conds)
+                        .map_err(|e| SeccompError::Compile(format!("{name}: {e}")))?;
+                    map.entry(nr).or_default().push(rule);
+                }
+            }
+            Ok(map)
+        };
+        let build = |rules: BTreeMap<i64, Vec<SeccompRule>>,
+                     mismatch: SeccompAction,
+                     on_match: SeccompAction| {
+            SeccompFilter::new(rules, mismatch, on_match, arch)
+                .and_then(BpfProgram::try_from)
+                .map_err(|e| SeccompError::Compile(e.to_string()))
+        };
+        let mut programs = Vec::new();
+        if self.default != Action::Allow {
+            let all: Vec<&Rule> = self.rules.iter().collect();
+            programs.push(build(
+                to_rules(&all)?,
+                self.default.to_seccompiler(),
+                SeccompAction::Allow,
+            )?);
+        }
+        let mut actions: Vec<&Action> = self
+            .rules
+            .iter()
+            .map(|r| &r.action)
+            .filter(|a| **a != Action::Allow)
+            .collect();
+        actions.sort();
+        actions.dedup();
+        for action in actions {
+            let group: Vec<&Rule> = self.rules.iter().filter(|r| &r.action == action).collect();
+            let map = to_rules(&group)?;
+            if !map.is_empty() {
+                programs.push(build(map, SeccompAction::Allow, action.to_seccompiler())?);
+            }
+        }
+        Ok(programs)
+    }
+
+    /// Installs the filters on the calling thread. The kernel accepts them with
+    /// `no_new_privs` set or with CAP_SYS_ADMIN. `seccompiler::apply_filter` would set
+    /// `no_new_privs` itself, which a bundle with `noNewPrivileges: false` must not get, so
+    /// the system call is made here.
+    pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
+        for p in programs {
+            let len = u16::try_from(p.len()).map_err(|_| {
+                SeccompError::Install(format!("a filter of {} instructions is too long", p.len()))
+            })?;
+            let prog = libc::sock_fprog {
+                len,
+                // seccompiler's sock_filter is #[repr(C)] with the kernel's fields (u16, u8, u8,
+                // u32), the same layout as libc's.
+                filter: p.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+            };
+            // SAFETY: `prog` points at `p`'s instructions, which outlive the call; the
+            // kernel copies the program and keeps no pointer to it.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    &prog as *const libc::sock_fprog,
+                )
+            };
+            if rc != 0 {
+                return Err(SeccompError::Install(
+                    std::io::Error::last_os_error().to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_default_depends_on_capabilities() {
+        let plain = Profile::docker_default(0);
+        let admin = Profile::docker_default(1 << 21);
+        let allows = |p: &Profile, name: &str| {
+            p.rules.iter().any(|r| {
+                r.action == Action::Allow && r.conditions.is_empty() && r.names.contains(&name)
+            })
+        };
+        assert!(allows(&plain, "read") && allows(&plain, "execve"));
+        assert!(!allows(&plain, "unshare") && !allows(&plain, "mount"));
+        assert!(allows(&admin, "unshare") && allows(&admin, "mount"));
+        assert!(plain
+            .rules
+            .iter()
+            .any(|r| r.names == ["clone3"] && r.action == Action::Errno(38)));
+        assert!(!admin
+            .rules
+            .iter()
+            .any(|r| r.names == ["clone3"] && r.action != Action::Allow));
+        assert_eq!(plain.default, Action::Errno(1));
+    }
+
+    #[test]
+    fn every_name_in_the_default_profile_exists_on_x86_64() {
+        let p = Profile::docker_default(u64::MAX);
+        for r in &p.rules {
+            for n in &r.names {
+                assert!(
+                    syscalls::number(n).is_some(),
+                    "{n} is not an x86_64 system call"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn compiles_to_one_filter_for_the_default_and_one_per_other_action() {
+        let programs = Profile::docker_default(0).compile().unwrap();
+        assert_eq!(
+            programs.len(),
+            2,
+            "default EPERM filter + ENOSYS filter for clone3"
+        );
+        assert!(programs.iter().all(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn the_oci_form_reads_back_as_the_same_profile() {
+        let p = Profile::docker_default(1 << 18);
+        let json = p.to_oci_json();
+        let oci: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(json).unwrap();
+        let back = Profile::from_oci(&oci).unwrap();
+        assert_eq!(back, p);
+    }
+}
