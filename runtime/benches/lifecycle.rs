@@ -33,7 +33,7 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     Err(text.trim().to_owned())
 }
 
-fn make_bundle(dir: &Path) {
+fn make_bundle(dir: &Path, seccomp: Option<&serde_json::Value>) {
     let bin = dir.join("rootfs/bin");
     std::fs::create_dir_all(&bin).expect("rootfs");
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static must be installed");
@@ -44,6 +44,9 @@ fn make_bundle(dir: &Path) {
         serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
     config["process"]["terminal"] = false.into();
     config["process"]["args"] = serde_json::json!(["/bin/true"]);
+    if let Some(profile) = seccomp {
+        config["linux"]["seccomp"] = profile.clone();
+    }
     std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
 }
 
@@ -94,8 +97,23 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(100);
     let work = tempfile::tempdir().expect("tempdir");
-    let bundle = work.path().join("bundle");
-    make_bundle(&bundle);
+    // runc spec's capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+    let profile = gantry_runtime::container::seccomp::Profile::docker_default(
+        (1u64 << 29) | (1 << 5) | (1 << 10),
+    )
+    .to_oci_json();
+    for (variant, seccomp) in [
+        ("no seccomp", None),
+        ("Docker's default seccomp profile", Some(&profile)),
+    ] {
+        let bundle = work.path().join(format!("bundle-{}", seccomp.is_some()));
+        make_bundle(&bundle, seccomp);
+        measure_all(&bundle, work.path(), runs, variant);
+    }
+}
+
+fn measure_all(bundle: &Path, work: &Path, runs: usize, variant: &str) {
+    let bundle = bundle.to_owned();
     let runtimes: Vec<(&str, Vec<String>)> = vec![
         (
             "gantry-runtime",
@@ -106,7 +124,7 @@ fn main() {
     ];
     let mut results: Vec<(&str, Measured)> = Vec::new();
     for (name, cmd) in &runtimes {
-        let root: PathBuf = work.path().join(format!("state-{name}"));
+        let root: PathBuf = work.join(format!("state-{name}"));
         std::fs::create_dir_all(&root).expect("state root");
         let mut times = Vec::with_capacity(runs);
         let mut failure = None;
@@ -135,7 +153,7 @@ fn main() {
         .iter()
         .find(|(n, _)| *n == "runc")
         .and_then(|(_, r)| r.as_ref().ok().map(|(mean, _)| *mean));
-    println!("create+start+wait+delete of /bin/true, {runs} runs each");
+    println!("create+start+wait+delete of /bin/true, {runs} runs each, {variant}");
     for (name, r) in &results {
         match r {
             Ok((mean, median)) => {
