@@ -3,9 +3,12 @@
 //! capabilities, mounts and so on. Differential: the same bundle under runc must give the
 //! same report. Needs root and runc (`.ci/deps` installs it; CI runs as root).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+
+use common::checker;
 
 use serde_json::Value;
 
@@ -14,35 +17,6 @@ fn require_root() {
         nix::unistd::geteuid().is_root(),
         "this test needs root; CI runs as root"
     );
-}
-
-/// `gantry-checker`, built once per test run with `crt-static` so it runs in a bare root.
-fn checker() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = workspace.join("target/checker-static");
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "gantry-checker",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ])
-            .env("CARGO_TARGET_DIR", &target)
-            .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
-            .current_dir(&workspace)
-            .output()
-            .expect("cargo");
-        assert!(
-            out.status.success(),
-            "building the checker failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        target.join("x86_64-unknown-linux-gnu/release/gantry-checker")
-    })
 }
 
 /// A bundle made by `runc spec`, terminal off, running the checker.

@@ -30,6 +30,36 @@ enum Top {
     /// Pull, import, list and remove images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Run a container from an image in the store, in the foreground, with Docker's secure
+    /// defaults; exits with the container's status. The container is removed afterwards.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Container name (also its host name unless --hostname is given).
+    #[arg(long)]
+    name: String,
+    /// Where container state and bundles live.
+    #[arg(long, default_value = "/run/gantry")]
+    state_root: PathBuf,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// `uid[:gid]` or a user name from the image.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    workdir: Option<String>,
+    /// Replaces the image's entrypoint (one word; the command follows the image name).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// `NAME=value`, repeatable.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    image: String,
+    /// Command and arguments, replacing the image's Cmd.
+    #[arg(trailing_var_arg = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -88,9 +118,15 @@ fn parse_ref(s: &str) -> Result<ImageRef> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Top::Image(cmd) = cli.command;
     let store = Store::open(&cli.root)
         .with_context(|| format!("cannot open store {}", cli.root.display()))?;
+    let cmd = match cli.command {
+        Top::Image(cmd) => cmd,
+        Top::Run(args) => {
+            let code = run_container(&store, args)?;
+            std::process::exit(code);
+        }
+    };
     match cmd {
         ImageCmd::Pull {
             reference,
@@ -203,6 +239,35 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_container(store: &Store, args: RunArgs) -> Result<i32> {
+    use gantry_runtime::container::{self, from_image, CreateOptions, StateDir};
+    let id: gantry_runtime::ContainerId = args.name.parse()?;
+    let image = store.image(&parse_ref(&args.image)?.to_string())?;
+    let bundle = args.state_root.join("bundles").join(id.as_str());
+    if bundle.exists() {
+        bail!("container {id}: {} already exists", bundle.display());
+    }
+    let opts = from_image::RunOptions {
+        command: args.command,
+        entrypoint: args.entrypoint.map(|e| vec![e]),
+        env: args.env,
+        hostname: Some(args.hostname.unwrap_or_else(|| id.to_string())),
+        user: args.user,
+        workdir: args.workdir,
+    };
+    let states = StateDir::new(&args.state_root.join("containers"));
+    let result = (|| -> Result<i32> {
+        from_image::make_bundle(store, &image, &bundle, &opts)?;
+        let pid = container::create(&states, &id, &bundle, &CreateOptions::default())?;
+        container::start(&states, &id)?;
+        let status = nix::sys::wait::waitpid(pid, None).context("wait for the container")?;
+        Ok(container::exit_code(status).unwrap_or(1))
+    })();
+    let _ = container::delete(&states, &id, true);
+    from_image::remove_bundle(&bundle)?;
+    result
 }
 
 fn short(d: &Digest) -> &str {

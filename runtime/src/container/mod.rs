@@ -10,6 +10,7 @@
 //! limits, hooks, terminals.
 
 pub mod caps;
+pub mod from_image;
 mod init;
 pub mod rootfs;
 pub mod seccomp;

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use gantry_runtime::Digest;
@@ -428,4 +429,33 @@ pub fn gantry(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `gantry-checker`, built once per test run with `crt-static` so it runs in a bare root.
+pub fn checker() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = workspace.join("target/checker-static");
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "gantry-checker",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+            .current_dir(&workspace)
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "building the checker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("x86_64-unknown-linux-gnu/release/gantry-checker")
+    })
 }
