@@ -275,6 +275,39 @@ fn create_start_state_kill_delete_follow_the_lifecycle_as_root() {
     assert_eq!(status_of(&rt), "running");
     let (ok, _, err) = rt(&["start", "life"]);
     assert!(!ok && err.contains("only a created container"), "{err}");
+    // exec: same namespaces and security as the container's process, another pid.
+    let (ok, out, err) = rt(&["exec", "life", "-e", "EXTRA=2", "/checker"]);
+    assert!(ok, "{err}");
+    let r: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let state: Value = serde_json::from_str(&rt(&["state", "life"]).1).expect("state");
+    let init_pid = state["pid"].as_i64().expect("pid");
+    for ns in ["mnt", "pid", "net", "uts", "ipc"] {
+        use std::os::unix::fs::MetadataExt;
+        let init_ns = std::fs::metadata(format!("/proc/{init_pid}/ns/{ns}"))
+            .expect("ns")
+            .ino();
+        assert_eq!(
+            r["namespaces"][ns].as_u64(),
+            Some(init_ns),
+            "exec joined {ns}"
+        );
+    }
+    assert_ne!(r["pid"], 1);
+    assert_eq!(r["status"]["CapBnd"], "0000000020000420");
+    assert_eq!(r["status"]["NoNewPrivs"], "1");
+    assert!(r["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .any(|e| e == "EXTRA=2"));
+    let code = Command::new(OURS)
+        .arg("--root")
+        .arg(&state)
+        .args(["exec", "life", "/bin/busybox", "sh", "-c", "exit 7"])
+        .status()
+        .expect("exec")
+        .code();
+    assert_eq!(code, Some(7), "exec exits with the process's status");
     let (ok, _, err) = rt(&["kill", "life", "KILL"]);
     assert!(ok, "{err}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

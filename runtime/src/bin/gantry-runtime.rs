@@ -68,6 +68,19 @@ enum Command {
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
     },
+    /// Run another process in a running container (same namespaces and security
+    /// settings); exits with its status.
+    Exec {
+        id: String,
+        /// `NAME=value`, repeatable.
+        #[arg(short, long = "env")]
+        env: Vec<String>,
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        args: Vec<String>,
+    },
     /// List containers.
     List,
 }
@@ -124,6 +137,10 @@ fn run(cli: Cli) -> Result<i32> {
             let status = nix::sys::wait::waitpid(pid, None).context("wait for the container")?;
             let _ = container::delete(&states, &id, true);
             return Ok(container::exit_code(status).unwrap_or(1));
+        }
+        Command::Exec { id, env, cwd, args } => {
+            let opts = container::ExecOptions { args, env, cwd };
+            return Ok(container::exec(&states, &parse_id(&id)?, &opts)?);
         }
         Command::List => {
             println!("{:<32} {:>8} {:<8} BUNDLE", "ID", "PID", "STATUS");

@@ -56,7 +56,7 @@ pub fn run(config: &ContainerConfig, filters: &[BpfProgram], ready: OwnedFd, fif
         }
     }
     drop(fifo_fd);
-    let err = exec(&config.process, filters);
+    let err = exec_process(&config.process, filters);
     eprintln!("gantry-runtime init: {err}");
     exit(127);
 }
@@ -113,7 +113,7 @@ fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
 /// failure. Without `no_new_privs` the kernel accepts a filter only from a process with
 /// CAP_SYS_ADMIN, so then the filters go in before the privileges go (as runc does); with
 /// it, last, so that the fewest system calls run under them.
-fn exec(p: &ProcessSpec, filters: &[BpfProgram]) -> String {
+pub(super) fn exec_process(p: &ProcessSpec, filters: &[BpfProgram]) -> String {
     let install = || Profile::install(filters).map_err(|e| e.to_string());
     let early = if p.no_new_privileges {
         Ok(())

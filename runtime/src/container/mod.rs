@@ -10,6 +10,7 @@
 //! limits, hooks, terminals.
 
 pub mod caps;
+mod exec;
 pub mod from_image;
 mod init;
 pub mod rootfs;
@@ -28,6 +29,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use crate::id::ContainerId;
+pub use exec::{exec, ExecOptions};
 pub use spec::{ContainerConfig, SpecError};
 pub use state::{OciState, StateDir, StateError, Status, Stored};
 

@@ -1,0 +1,147 @@
+//! `exec`: another process in a running container. It joins every namespace of the
+//! container's init (opened from `/proc/<pid>/ns/*` before anything changes), and gets the
+//! same security settings as the container's process: capabilities, `no_new_privs`,
+//! rlimits, user and the seccomp filters, all from the bundle's config. A PID namespace
+//! takes effect for children only, so the runtime forks once to join and once more to run
+//! the program inside, and waits for it.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::setns;
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::spec::{ContainerConfig, NsKind, ProcessSpec};
+use super::{init, ContainerError, StateDir, Status};
+use crate::id::ContainerId;
+
+/// What to run, on top of the container's own process settings.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<std::path::PathBuf>,
+}
+
+/// Runs `opts.args` in the running container `id` and returns its wait status as an exit
+/// code (128 + signal when killed).
+pub fn exec(
+    states: &StateDir,
+    id: &ContainerId,
+    opts: &ExecOptions,
+) -> Result<i32, ContainerError> {
+    let stored = states.load(id)?;
+    let status = states.status(id, &stored);
+    if status != Status::Running {
+        return Err(ContainerError::WrongStatus {
+            id: id.to_string(),
+            status,
+            what: "exec needs a running container",
+        });
+    }
+    let config = ContainerConfig::load(&stored.bundle)?;
+    if opts.args.is_empty() {
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason: "exec needs a command".into(),
+        });
+    }
+    let mut process: ProcessSpec = config.process.clone();
+    process.args = opts.args.clone();
+    for e in &opts.env {
+        let key = e.split('=').next().unwrap_or("");
+        process.env.retain(|x| x.split('=').next() != Some(key));
+        process.env.push(e.clone());
+    }
+    if let Some(cwd) = &opts.cwd {
+        process.cwd = cwd.clone();
+    }
+    let filters = match &config.seccomp {
+        Some(p) => p.compile().map_err(|e| ContainerError::Init {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?,
+        None => Vec::new(),
+    };
+    // Open every namespace first: joining the mount namespace changes what /proc shows.
+    let mut namespaces = Vec::new();
+    for kind in [
+        NsKind::Ipc,
+        NsKind::Uts,
+        NsKind::Net,
+        NsKind::Pid,
+        NsKind::Cgroup,
+        NsKind::Mount,
+    ] {
+        let path = format!("/proc/{}/ns/{}", stored.pid, kind.proc_name());
+        let fd = open(
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| ContainerError::Sys {
+            id: id.to_string(),
+            step: "open the container's namespaces",
+            errno,
+        })?;
+        // SAFETY: open just returned this descriptor and nothing else owns it.
+        namespaces.push((kind, unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    // SAFETY: the runtime command line is single-threaded, so the child gets a consistent
+    // copy of memory; it only makes system calls and execs or exits.
+    match unsafe { fork() }.map_err(|errno| ContainerError::Sys {
+        id: id.to_string(),
+        step: "fork",
+        errno,
+    })? {
+        ForkResult::Parent { child } => {
+            let status = waitpid(child, None).map_err(|errno| ContainerError::Sys {
+                id: id.to_string(),
+                step: "wait",
+                errno,
+            })?;
+            Ok(super::exit_code(status).unwrap_or(1))
+        }
+        ForkResult::Child => {
+            for (kind, fd) in &namespaces {
+                if let Err(e) = setns(fd, kind.clone_flag()) {
+                    eprintln!(
+                        "gantry-runtime exec: join the {} namespace: {e}",
+                        kind.proc_name()
+                    );
+                    exit(1);
+                }
+            }
+            // Now in the container's PID namespace for children: fork the real process.
+            // SAFETY: still single-threaded (this is the forked child).
+            match unsafe { fork() } {
+                Ok(ForkResult::Parent { child }) => exit(wait_code(child)),
+                Ok(ForkResult::Child) => {
+                    let err = init::exec_process(&process, &filters);
+                    eprintln!("gantry-runtime exec: {err}");
+                    exit(127);
+                }
+                Err(e) => {
+                    eprintln!("gantry-runtime exec: fork: {e}");
+                    exit(1);
+                }
+            }
+        }
+    }
+}
+
+fn wait_code(child: Pid) -> i32 {
+    match waitpid(child, None) {
+        Ok(WaitStatus::Exited(_, code)) => code,
+        Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+        _ => 1,
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends the forked child at once, without the parent's atexit handlers
+    // or its buffered output.
+    unsafe { libc::_exit(code) }
+}
