@@ -279,8 +279,8 @@ fn create_start_state_kill_delete_follow_the_lifecycle_as_root() {
     let (ok, out, err) = rt(&["exec", "life", "-e", "EXTRA=2", "/checker"]);
     assert!(ok, "{err}");
     let r: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-    let state: Value = serde_json::from_str(&rt(&["state", "life"]).1).expect("state");
-    let init_pid = state["pid"].as_i64().expect("pid");
+    let st: Value = serde_json::from_str(&rt(&["state", "life"]).1).expect("state");
+    let init_pid = st["pid"].as_i64().expect("pid");
     for ns in ["mnt", "pid", "net", "uts", "ipc"] {
         use std::os::unix::fs::MetadataExt;
         let init_ns = std::fs::metadata(format!("/proc/{init_pid}/ns/{ns}"))
