@@ -209,6 +209,7 @@ fn main() {
         "readonly": readonly(),
         "mounts": mounts(),
         "dev": dev(),
+        "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
         "env": std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
     if want_blocked {

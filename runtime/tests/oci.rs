@@ -454,3 +454,129 @@ fn dockers_default_seccomp_profile_blocks_what_it_should_like_runc_as_root() {
         }
     }
 }
+
+#[test]
+fn limits_need_cgroup_v2_or_an_explicit_opt_out_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let b = bundle(dir.path(), |c| {
+        c["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 67108864 });
+    });
+    if gantry_runtime::container::cgroup::is_v2(Path::new("/sys/fs/cgroup")) {
+        return; // a v2 host applies them; the VM tests cover that
+    }
+    let (ok, _, err) = run_with(OURS, &state, &b, "limits");
+    assert!(!ok);
+    assert!(
+        err.contains("not a cgroup v2 hierarchy") && err.contains("--no-cgroups"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0), 0);
+    let out = Command::new(OURS)
+        .arg("--root")
+        .arg(&state)
+        .args(["--no-cgroups", "run", "--bundle"])
+        .arg(&b)
+        .arg("limits")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn each_container_gets_its_own_cgroup_as_its_cgroup_namespace_root_as_root() {
+    require_root();
+    // The hybrid host's v2 mount has no controllers, but cgroups, cgroup.procs, cgroup
+    // namespaces and cgroup.kill work there all the same.
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let root = if gantry_runtime::container::cgroup::is_v2(Path::new("/sys/fs/cgroup")) {
+        Path::new("/sys/fs/cgroup")
+    } else {
+        assert!(
+            gantry_runtime::container::cgroup::is_v2(unified),
+            "no cgroup v2 mount on this host"
+        );
+        unified
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = bundle(dir.path(), |c| {
+        c["process"]["args"] = serde_json::json!(["/bin/busybox", "sleep", "60"]);
+        let ns = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        if !ns.iter().any(|n| n["type"] == "cgroup") {
+            ns.push(serde_json::json!({"type": "cgroup"}));
+        }
+    });
+    let state = dir.path().join("state");
+    let rt = |args: &[&str], quiet: bool| {
+        let mut c = Command::new(OURS);
+        c.arg("--root")
+            .arg(&state)
+            .arg("--cgroup-root")
+            .arg(root)
+            .args(args)
+            .stdin(Stdio::null());
+        if quiet {
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            let ok = c.status().expect("runtime").success();
+            (ok, String::new())
+        } else {
+            let out = c.output().expect("runtime");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    assert!(
+        rt(
+            &["create", "--bundle", b.to_str().expect("utf-8"), "cg"],
+            true
+        )
+        .0
+    );
+    let cg = root.join("gantry/cg");
+    // However the test ends, the container and its cgroup go.
+    struct Cleanup<'a>(&'a Path, &'a Path);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(OURS)
+                .arg("--root")
+                .arg(self.0)
+                .arg("--cgroup-root")
+                .arg(self.1)
+                .args(["delete", "--force", "cg"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _cleanup = Cleanup(&state, root);
+    let st: Value = serde_json::from_str(&rt(&["state", "cg"], false).1).expect("state");
+    let pid = st["pid"].as_i64().expect("pid");
+    let procs = std::fs::read_to_string(cg.join("cgroup.procs")).expect("cgroup.procs");
+    assert_eq!(procs.trim(), pid.to_string(), "the init is in its cgroup");
+    assert_eq!(st["oomKills"], serde_json::json!(0));
+    assert!(rt(&["start", "cg"], true).0);
+    let (ok, out) = rt(&["exec", "cg", "/checker"], false);
+    assert!(ok, "{out}");
+    let r: Value = serde_json::from_str(out.trim()).expect("report");
+    assert!(
+        r["cgroup"]
+            .as_str()
+            .expect("cgroup")
+            .lines()
+            .any(|l| l == "0::/"),
+        "the cgroup namespace is rooted at the container's cgroup: {}",
+        r["cgroup"]
+    );
+    let (ok, out) = rt(&["delete", "--force", "cg"], false);
+    assert!(ok, "{out}");
+    assert!(!cg.exists(), "the cgroup is removed on delete");
+}

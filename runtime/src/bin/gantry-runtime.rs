@@ -25,6 +25,13 @@ struct Cli {
     /// Accepted for runc compatibility.
     #[arg(long = "log-format", global = true)]
     log_format: Option<String>,
+    /// Where the host has no cgroup v2 hierarchy, run containers without their limits
+    /// instead of refusing them.
+    #[arg(long = "no-cgroups", global = true)]
+    no_cgroups: bool,
+    /// The cgroup v2 mount to make container cgroups under.
+    #[arg(long = "cgroup-root", global = true)]
+    cgroup_root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +109,11 @@ fn parse_id(id: &str) -> Result<ContainerId> {
 
 fn run(cli: Cli) -> Result<i32> {
     let states = StateDir::new(&cli.root);
+    let create_opts = |pid_file| CreateOptions {
+        pid_file,
+        no_cgroups: cli.no_cgroups,
+        cgroup_root: cli.cgroup_root.clone(),
+    };
     match cli.command {
         Command::Create {
             id,
@@ -113,7 +125,7 @@ fn run(cli: Cli) -> Result<i32> {
                 bail!("--console-socket: terminals are not supported yet");
             }
             let id = parse_id(&id)?;
-            container::create(&states, &id, &bundle, &CreateOptions { pid_file })?;
+            container::create(&states, &id, &bundle, &create_opts(pid_file))?;
         }
         Command::Start { id } => container::start(&states, &parse_id(&id)?)?,
         Command::State { id } => {
@@ -132,7 +144,7 @@ fn run(cli: Cli) -> Result<i32> {
             pid_file,
         } => {
             let id = parse_id(&id)?;
-            let pid = container::create(&states, &id, &bundle, &CreateOptions { pid_file })?;
+            let pid = container::create(&states, &id, &bundle, &create_opts(pid_file))?;
             container::start(&states, &id)?;
             let status = nix::sys::wait::waitpid(pid, None).context("wait for the container")?;
             let _ = container::delete(&states, &id, true);

@@ -105,6 +105,13 @@ pub fn exec(
             Ok(super::exit_code(status).unwrap_or(1))
         }
         ForkResult::Child => {
+            // Into the container's cgroup first, while the host's cgroup tree is in view.
+            if let Some(cg) = &stored.cgroup {
+                if let Err(e) = std::fs::write(cg.join("cgroup.procs"), "0") {
+                    eprintln!("gantry-runtime exec: join cgroup {}: {e}", cg.display());
+                    exit(1);
+                }
+            }
             for (kind, fd) in &namespaces {
                 if let Err(e) = setns(fd, kind.clone_flag()) {
                     eprintln!(

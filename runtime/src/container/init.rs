@@ -25,8 +25,28 @@ use super::spec::{ContainerConfig, ProcessSpec};
 pub const READY: &[u8] = b"ready\n";
 
 /// Runs in the cloned child; never returns.
-pub fn run(config: &ContainerConfig, filters: &[BpfProgram], ready: OwnedFd, fifo: &Path) -> ! {
+pub fn run(
+    config: &ContainerConfig,
+    filters: &[BpfProgram],
+    ready: OwnedFd,
+    go: OwnedFd,
+    fifo: &Path,
+) -> ! {
     let mut ready = std::fs::File::from(ready);
+    // The runtime says go once this process is in its cgroup.
+    let mut byte = [0u8; 1];
+    if !matches!(
+        std::io::Read::read(&mut std::fs::File::from(go), &mut byte),
+        Ok(1)
+    ) {
+        exit(1);
+    }
+    if config.has_new(super::spec::NsKind::Cgroup) {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+            let _ = ready.write_all(format!("error: make the cgroup namespace: {e}\n").as_bytes());
+            exit(1);
+        }
+    }
     let fifo_fd = match setup(config, fifo) {
         Ok(fd) => fd,
         Err(e) => {

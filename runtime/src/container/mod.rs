@@ -10,6 +10,7 @@
 //! limits, hooks, terminals.
 
 pub mod caps;
+pub mod cgroup;
 mod exec;
 pub mod from_image;
 mod init;
@@ -68,6 +69,10 @@ pub enum ContainerError {
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
+    /// Run without cgroup limits where the host has no cgroup v2 hierarchy.
+    pub no_cgroups: bool,
+    /// The cgroup v2 mount (default `/sys/fs/cgroup`).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 fn sys(id: &ContainerId, step: &'static str) -> impl FnOnce(nix::errno::Errno) -> ContainerError {
@@ -126,21 +131,79 @@ fn create_claimed(
                 .map_err(sys(id, "join the PID namespace"))?;
         }
     }
+    // A new cgroup namespace is made by the init itself, once it is in its cgroup, so
+    // that the namespace's root is the container's cgroup.
     let flags = config
         .namespaces
         .iter()
-        .filter(|n| n.path.is_none())
+        .filter(|n| n.path.is_none() && n.kind != spec::NsKind::Cgroup)
         .fold(nix::sched::CloneFlags::empty(), |f, n| {
             f | n.kind.clone_flag()
         });
+    let cgroup_root = opts
+        .cgroup_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(cgroup::DEFAULT_ROOT));
+    let cgroup = if cgroup::is_v2(&cgroup_root) {
+        Some(
+            cgroup::Cgroup::create(&cgroup_root, id.as_str(), &config.limits).map_err(|e| {
+                ContainerError::Init {
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                }
+            })?,
+        )
+    } else if config.limits.is_empty() || opts.no_cgroups {
+        None
+    } else {
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason: cgroup::CgroupError::NoV2 { path: cgroup_root }.to_string(),
+        });
+    };
+    let result = clone_init(
+        states,
+        id,
+        config,
+        opts,
+        flags,
+        filters,
+        &fifo,
+        ready_rd,
+        ready_wr,
+        cgroup.as_ref(),
+    );
+    if result.is_err() {
+        if let Some(cg) = &cgroup {
+            let _ = cg.remove();
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // the steps of create, split for the cleanup above
+fn clone_init(
+    states: &StateDir,
+    id: &ContainerId,
+    config: &ContainerConfig,
+    opts: &CreateOptions,
+    flags: nix::sched::CloneFlags,
+    filters: Vec<seccompiler::BpfProgram>,
+    fifo: &Path,
+    ready_rd: OwnedFd,
+    ready_wr: OwnedFd,
+    cgroup: Option<&cgroup::Cgroup>,
+) -> Result<Pid, ContainerError> {
+    let (go_rd, go_wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
 
     let mut stack = vec![0u8; 1 << 20];
-    let mut ready_wr = Some(ready_wr);
+    let mut pipes = Some((ready_wr, go_rd));
     let child = {
-        let fifo = fifo.clone();
+        let fifo = fifo.to_owned();
         let cb = Box::new(move || -> isize {
-            match ready_wr.take() {
-                Some(w) => init::run(config, &filters, w, &fifo),
+            match pipes.take() {
+                Some((w, go)) => init::run(config, &filters, w, go, &fifo),
                 None => 1,
             }
         });
@@ -151,6 +214,22 @@ fn create_claimed(
         unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
     }
     .map_err(sys(id, "clone the init process"))?;
+    // Into its cgroup before it does anything, then let it go on.
+    let joined = match cgroup {
+        Some(cg) => cg.add(child.as_raw()).map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    let go = joined.and_then(|()| {
+        std::io::Write::write_all(&mut std::fs::File::from(go_wr), b"g").map_err(|e| e.to_string())
+    });
+    if let Err(reason) = go {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason,
+        });
+    }
 
     // The child holds its own copy of the write end; ours is in the closure, drop it so
     // that EOF means the child is gone.
@@ -189,6 +268,7 @@ fn create_claimed(
             bundle: config.bundle.clone(),
             created: state::now_rfc3339(),
             annotations: config.annotations.clone(),
+            cgroup: cgroup.map(|c| c.path.clone()),
         },
     )?;
     if let Some(pid_file) = &opts.pid_file {
@@ -291,7 +371,16 @@ pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), Co
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    // Mounts live in the container's mount namespace and went with its last process.
+    // Mounts live in the container's mount namespace and went with its last process; the
+    // cgroup is killed (exec'd processes too) and removed.
+    if let Some(path) = &stored.cgroup {
+        cgroup::Cgroup { path: path.clone() }
+            .remove()
+            .map_err(|e| ContainerError::Init {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
     states.remove(id)?;
     Ok(())
 }

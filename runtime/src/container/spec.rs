@@ -137,6 +137,8 @@ pub struct ContainerConfig {
     pub annotations: Vec<(String, String)>,
     /// `linux.seccomp`, if the bundle has one.
     pub seccomp: Option<super::seccomp::Profile>,
+    /// `linux.resources` as cgroup v2 files.
+    pub limits: super::cgroup::Limits,
 }
 
 impl ContainerConfig {
@@ -366,6 +368,11 @@ impl ContainerConfig {
             .map(super::seccomp::Profile::from_oci)
             .transpose()
             .map_err(|e| invalid("linux.seccomp", e.to_string()))?;
+        let limits = match linux.resources() {
+            Some(r) => super::cgroup::Limits::from_oci(r)
+                .map_err(|e| invalid("linux.resources", e.to_string()))?,
+            None => super::cgroup::Limits::default(),
+        };
         let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
         if hostname.is_some() && !namespaces.iter().any(|n| n.kind == NsKind::Uts) {
             return Err(invalid(
@@ -388,6 +395,7 @@ impl ContainerConfig {
             sysctl,
             annotations,
             seccomp,
+            limits,
         })
     }
 }
@@ -436,12 +444,25 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
             "linux.mountLabel",
         )?;
         if let Some(r) = l.resources() {
-            // Device rules are accepted (the deny-all default of `runc spec`); limits need
-            // the cgroup v2 support that comes next.
-            present(r.memory().is_some(), "linux.resources.memory")?;
-            present(r.cpu().is_some(), "linux.resources.cpu")?;
-            present(r.pids().is_some(), "linux.resources.pids")?;
-            present(r.block_io().is_some(), "linux.resources.blockIO")?;
+            // Device rules are accepted (the deny-all default of `runc spec`; enforcing
+            // them on v2 needs the device eBPF program, which comes next).
+            if let Some(c) = r.cpu() {
+                present(
+                    c.realtime_runtime().is_some() || c.realtime_period().is_some(),
+                    "linux.resources.cpu.realtime*",
+                )?;
+                present(c.idle().is_some(), "linux.resources.cpu.idle")?;
+            }
+            if let Some(m) = r.memory() {
+                present(
+                    m.kernel().is_some() || m.kernel_tcp().is_some(),
+                    "linux.resources.memory.kernel*",
+                )?;
+                present(
+                    m.disable_oom_killer().unwrap_or(false),
+                    "linux.resources.memory.disableOOMKiller",
+                )?;
+            }
             present(
                 r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
                 "linux.resources.hugepageLimits",

@@ -50,6 +50,9 @@ pub struct Stored {
     pub created: String,
     #[serde(default)]
     pub annotations: Vec<(String, String)>,
+    /// The container's cgroup v2 directory, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The `state` command's output, as the OCI runtime spec defines it.
@@ -64,6 +67,9 @@ pub struct OciState {
     pub bundle: PathBuf,
     pub annotations: std::collections::BTreeMap<String, String>,
     pub created: String,
+    /// OOM kills in the container's cgroup (Gantry's addition to the spec's state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oom_kills: Option<u64>,
 }
 
 /// The state directory of all containers (`--root`).
@@ -159,6 +165,10 @@ impl StateDir {
             bundle: stored.bundle.clone(),
             annotations: stored.annotations.iter().cloned().collect(),
             created: stored.created.clone(),
+            oom_kills: stored
+                .cgroup
+                .as_ref()
+                .map(|p| super::cgroup::Cgroup { path: p.clone() }.oom_kills()),
         }
     }
 
