@@ -114,14 +114,23 @@ fn main() {
 
 fn measure_all(bundle: &Path, work: &Path, runs: usize, variant: &str) {
     let bundle = bundle.to_owned();
-    let runtimes: Vec<(&str, Vec<String>)> = vec![
-        (
-            "gantry-runtime",
-            vec![env!("CARGO_BIN_EXE_gantry-runtime").to_owned()],
-        ),
+    let ours = env!("CARGO_BIN_EXE_gantry-runtime").to_owned();
+    let mut runtimes: Vec<(&str, Vec<String>)> = vec![("gantry-runtime", vec![ours.clone()])];
+    // On a hybrid host, the v2 mount without controllers still shows what making and
+    // removing a cgroup per container costs (runc makes v1 cgroups here).
+    let unified = "/sys/fs/cgroup/unified";
+    if !gantry_runtime::container::cgroup::is_v2(Path::new("/sys/fs/cgroup"))
+        && gantry_runtime::container::cgroup::is_v2(Path::new(unified))
+    {
+        runtimes.push((
+            "gantry+cgroup",
+            vec![ours, "--cgroup-root".to_owned(), unified.to_owned()],
+        ));
+    }
+    runtimes.extend([
         ("runc", vec!["runc".to_owned()]),
         ("crun", vec!["crun".to_owned()]),
-    ];
+    ]);
     let mut results: Vec<(&str, Measured)> = Vec::new();
     for (name, cmd) in &runtimes {
         let root: PathBuf = work.join(format!("state-{name}"));
