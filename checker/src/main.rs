@@ -53,7 +53,15 @@ fn status_fields() -> Value {
         if let Some((k, v)) = line.split_once(':') {
             if matches!(
                 k,
-                "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb" | "NoNewPrivs" | "Seccomp"
+                "CapInh"
+                    | "CapPrm"
+                    | "CapEff"
+                    | "CapBnd"
+                    | "CapAmb"
+                    | "NoNewPrivs"
+                    | "Seccomp"
+                    | "SigIgn"
+                    | "SigBlk"
             ) {
                 m.insert(k.to_owned(), json!(v.trim()));
             }
@@ -138,6 +146,24 @@ fn mounts() -> Value {
     json!(list)
 }
 
+/// Open descriptors and what they point at (the listing's own descriptor left out).
+fn fds() -> Value {
+    let mut out = BTreeMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            if target.starts_with("/proc/") && target.ends_with("/fd") {
+                continue;
+            }
+            out.insert(name, target);
+        }
+    }
+    json!(out)
+}
+
 fn dev() -> Value {
     let mut names: Vec<String> = std::fs::read_dir("/dev")
         .map(|rd| {
@@ -209,9 +235,21 @@ fn main() {
         "readonly": readonly(),
         "mounts": mounts(),
         "dev": dev(),
+        "fds": fds(),
         "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
         "env": std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
+    // Only on request: under libseccomp filters a foreign ABI kills the process.
+    if std::env::args().any(|a| a == "--probe-x32") {
+        // An x32-ABI call (bit 30 set in the number): a filter must not let it past.
+        // SAFETY: getpid through the x32 ABI takes no arguments and touches no memory.
+        let rc = unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) };
+        report["x32_getpid"] = if rc >= 0 {
+            json!("allowed")
+        } else {
+            json!(errno_name(&std::io::Error::last_os_error()))
+        };
+    }
     if want_blocked {
         report["unshare_user"] = blocked_syscall();
         report["clone3"] = clone3_probe();

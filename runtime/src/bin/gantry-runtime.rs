@@ -145,10 +145,14 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             let id = parse_id(&id)?;
             let pid = container::create(&states, &id, &bundle, &create_opts(pid_file))?;
-            container::start(&states, &id)?;
-            let status = nix::sys::wait::waitpid(pid, None).context("wait for the container")?;
+            let waited = container::start(&states, &id)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| {
+                    nix::sys::wait::waitpid(pid, None).context("wait for the container")
+                });
+            // Started or not, `run` leaves nothing behind.
             let _ = container::delete(&states, &id, true);
-            return Ok(container::exit_code(status).unwrap_or(1));
+            return Ok(container::exit_code(waited?).unwrap_or(1));
         }
         Command::Exec { id, env, cwd, args } => {
             let opts = container::ExecOptions { args, env, cwd };

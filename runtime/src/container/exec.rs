@@ -41,7 +41,15 @@ pub fn exec(
             what: "exec needs a running container",
         });
     }
-    let config = ContainerConfig::load(&stored.bundle)?;
+    // The settings saved at create, not the bundle as it is now.
+    let saved = states.dir(id).join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&saved).map_err(|e| {
+        ContainerError::Spec(super::SpecError::Load {
+            bundle: saved.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    let config = ContainerConfig::from_spec(&stored.bundle, &spec)?;
     if opts.args.is_empty() {
         return Err(ContainerError::Init {
             id: id.to_string(),
@@ -59,10 +67,7 @@ pub fn exec(
         process.cwd = cwd.clone();
     }
     let filters = match &config.seccomp {
-        Some(p) => p.compile().map_err(|e| ContainerError::Init {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })?,
+        Some(p) => p.compile()?,
         None => Vec::new(),
     };
     // Open every namespace first: joining the mount namespace changes what /proc shows.
@@ -105,6 +110,7 @@ pub fn exec(
             Ok(super::exit_code(status).unwrap_or(1))
         }
         ForkResult::Child => {
+            init::harden_child();
             // Into the container's cgroup first, while the host's cgroup tree is in view.
             if let Some(cg) = &stored.cgroup {
                 if let Err(e) = std::fs::write(cg.join("cgroup.procs"), "0") {

@@ -24,6 +24,61 @@ use super::spec::{ContainerConfig, ProcessSpec};
 /// The init's message to the runtime when its set-up is done.
 pub const READY: &[u8] = b"ready\n";
 
+/// Makes this process (a copy of the runtime) safe to run next to container code: not
+/// dumpable, so that nothing in the container can open `/proc/<pid>/exe` (the runtime's
+/// binary on the host, CVE-2019-5736) or its memory; default signal dispositions and an
+/// empty mask, which the program should inherit (Rust's runtime ignores SIGPIPE).
+pub(super) fn harden_child() {
+    // SAFETY: prctl with plain integers touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The raw system call, not libc's wrapper, which refuses the signals libc reserves
+    // for itself (32 and 33) and would leave them as they were.
+    // SAFETY: a zeroed sigaction is SIG_DFL with no flags and an empty mask.
+    let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `dfl` outlives the call, the old action is not asked for, and 8 is the
+        // kernel's sigset size; SIG_DFL is valid for every catchable signal.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const libc::sigaction,
+                std::ptr::null_mut::<libc::sigaction>(),
+                8usize,
+            )
+        };
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so that nothing the runtime's caller
+/// left open (a directory of the host, a socket) reaches the container.
+pub(super) fn close_inherited_fds() -> Result<(), String> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mark inherited descriptors close-on-exec: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// Runs in the cloned child; never returns.
 pub fn run(
     config: &ContainerConfig,
@@ -32,13 +87,16 @@ pub fn run(
     go: OwnedFd,
     fifo: &Path,
 ) -> ! {
+    harden_child();
+    // Until the runtime has recorded this container, its death must end this process too:
+    // nobody else would ever start or delete it.
+    // SAFETY: prctl with plain integers touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let mut ready = std::fs::File::from(ready);
+    let mut go = std::fs::File::from(go);
     // The runtime says go once this process is in its cgroup.
     let mut byte = [0u8; 1];
-    if !matches!(
-        std::io::Read::read(&mut std::fs::File::from(go), &mut byte),
-        Ok(1)
-    ) {
+    if !matches!(std::io::Read::read(&mut go, &mut byte), Ok(1)) {
         exit(1);
     }
     if config.has_new(super::spec::NsKind::Cgroup) {
@@ -57,6 +115,14 @@ pub fn run(
     if ready.write_all(READY).is_err() {
         exit(1);
     }
+    // The runtime says so once the state is saved; from then on this process outlives it.
+    if !matches!(std::io::Read::read(&mut go, &mut byte), Ok(1)) {
+        exit(1);
+    }
+    // SAFETY: prctl with plain integers touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    drop(go);
+    // Tells the runtime it may exit now.
     drop(ready);
     // Blocks until `start` opens the fifo for reading.
     let path = format!("/proc/self/fd/{}", fifo_fd.as_raw_fd());
@@ -122,6 +188,16 @@ fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
     let fifo_fd = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
     rootfs::prepare(config).map_err(|e| e.to_string())?;
     rootfs::finish(config).map_err(|e| e.to_string())?;
+    // What runc checks at create: the working directory (made if missing) and the program.
+    if std::fs::metadata(&config.process.cwd).is_err() {
+        std::fs::create_dir_all(&config.process.cwd).map_err(|e| {
+            format!(
+                "make the working directory {}: {e}",
+                config.process.cwd.display()
+            )
+        })?;
+    }
+    find_program(&config.process)?;
     if let Some(score) = config.process.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", score.to_string())
             .map_err(|e| format!("set oom_score_adj {score}: {e}"))?;
@@ -150,7 +226,7 @@ pub(super) fn exec_process(p: &ProcessSpec, filters: &[BpfProgram]) -> String {
             }
         })
         .and_then(|()| prepare_exec(p));
-    match ready {
+    match ready.and_then(|x| close_inherited_fds().map(|()| x)) {
         Ok((path, args, env)) => {
             let e = nix::unistd::execve(&path, &args, &env).err();
             format!(
@@ -178,9 +254,9 @@ fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
             ));
         }
     }
-    if let Some(mask) = p.umask {
-        nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
-    }
+    // runc's default when the bundle sets none.
+    let mask = p.umask.unwrap_or(0o022);
+    nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
     super::caps::apply(p).map_err(|e| e.to_string())?;
     if p.no_new_privileges {
         // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory of ours.
@@ -199,8 +275,12 @@ type ExecArgs = (CString, Vec<CString>, Vec<CString>);
 
 /// The home directory of `uid` in the container's `/etc/passwd`, or `/`.
 fn home_of(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
+    // Only a regular file: a FIFO planted by the image would hold this process, still a
+    // copy of the runtime, as long as the image likes.
+    let regular = std::fs::metadata("/etc/passwd").is_ok_and(|m| m.is_file());
+    regular
+        .then(|| std::fs::read_to_string("/etc/passwd").ok())
+        .flatten()
         .and_then(|text| {
             text.lines().find_map(|line| {
                 let f: Vec<&str> = line.split(':').collect();
@@ -229,22 +309,30 @@ fn prepare_exec(p: &ProcessSpec) -> Result<ExecArgs, String> {
         // As runc does: the user's home from the container's /etc/passwd, else "/".
         env.push(cstr(&format!("HOME={}", home_of(p.uid)))?);
     }
-    let program = &p.args[0];
-    let path = if program.contains('/') {
-        program.clone()
-    } else {
-        let search = p
-            .env
-            .iter()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        search
-            .split(':')
-            .map(|dir| format!("{dir}/{program}"))
-            .find(|candidate| {
-                nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_ok()
-            })
-            .ok_or_else(|| format!("{program:?} not found in PATH {search:?}"))?
-    };
+    let path = find_program(p)?;
     Ok((cstr(&path)?, args, env))
+}
+
+/// The program's path: as given when it has a `/`, else the first executable of that name
+/// in the process's PATH.
+fn find_program(p: &ProcessSpec) -> Result<String, String> {
+    let program = &p.args[0];
+    let executable = |path: &str| nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok();
+    if program.contains('/') {
+        return if executable(program) {
+            Ok(program.clone())
+        } else {
+            Err(format!("{program:?} is not an executable in the container"))
+        };
+    }
+    let search = p
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    search
+        .split(':')
+        .map(|dir| format!("{dir}/{program}"))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| format!("{program:?} not found in PATH {search:?}"))
 }

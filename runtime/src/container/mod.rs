@@ -22,6 +22,7 @@ mod syscalls;
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,10 @@ pub enum ContainerError {
         status: Status,
         what: &'static str,
     },
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("container {id}: {path}: {source}")]
     Io {
         id: String,
@@ -90,6 +95,16 @@ pub fn create(
 ) -> Result<Pid, ContainerError> {
     let config = ContainerConfig::load(bundle)?;
     states.claim(id)?;
+    // exec reads the settings from this copy, whatever happens to the bundle later.
+    let saved = states.dir(id).join("config.json");
+    if let Err(source) = std::fs::copy(config.bundle.join("config.json"), &saved) {
+        let _ = states.remove(id);
+        return Err(ContainerError::Io {
+            id: id.to_string(),
+            path: saved,
+            source,
+        });
+    }
     let result = create_claimed(states, id, &config, opts);
     if result.is_err() {
         let _ = states.remove(id);
@@ -104,10 +119,7 @@ fn create_claimed(
     opts: &CreateOptions,
 ) -> Result<Pid, ContainerError> {
     let filters = match &config.seccomp {
-        Some(profile) => profile.compile().map_err(|e| ContainerError::Init {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })?,
+        Some(profile) => profile.compile()?,
         None => Vec::new(),
     };
     let fifo = states.fifo(id);
@@ -145,21 +157,15 @@ fn create_claimed(
         .clone()
         .unwrap_or_else(|| PathBuf::from(cgroup::DEFAULT_ROOT));
     let cgroup = if cgroup::is_v2(&cgroup_root) {
-        Some(
-            cgroup::Cgroup::create(&cgroup_root, id.as_str(), &config.limits).map_err(|e| {
-                ContainerError::Init {
-                    id: id.to_string(),
-                    reason: e.to_string(),
-                }
-            })?,
-        )
+        Some(cgroup::Cgroup::create(
+            &cgroup_root,
+            id.as_str(),
+            &config.limits,
+        )?)
     } else if config.limits.is_empty() || opts.no_cgroups {
         None
     } else {
-        return Err(ContainerError::Init {
-            id: id.to_string(),
-            reason: cgroup::CgroupError::NoV2 { path: cgroup_root }.to_string(),
-        });
+        return Err(cgroup::CgroupError::NoV2 { path: cgroup_root }.into());
     };
     let result = clone_init(
         states,
@@ -214,28 +220,47 @@ fn clone_init(
         unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
     }
     .map_err(sys(id, "clone the init process"))?;
-    // Into its cgroup before it does anything, then let it go on.
-    let joined = match cgroup {
-        Some(cg) => cg.add(child.as_raw()).map_err(|e| e.to_string()),
-        None => Ok(()),
-    };
-    let go = joined.and_then(|()| {
-        std::io::Write::write_all(&mut std::fs::File::from(go_wr), b"g").map_err(|e| e.to_string())
-    });
-    if let Err(reason) = go {
+    let mut go = std::fs::File::from(go_wr);
+    let result = after_clone(states, id, config, opts, child, &mut go, ready_rd, cgroup);
+    if result.is_err() {
+        // Whatever failed, the init must not outlive this create.
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
-        return Err(ContainerError::Init {
-            id: id.to_string(),
-            reason,
-        });
     }
+    result
+}
+
+/// The runtime's side of the hand-shake with a freshly cloned init: put it in its cgroup,
+/// let it set up, wait for it to be ready, save the state, then let it outlive us.
+#[allow(clippy::too_many_arguments)] // the pieces clone_init set up, passed on as they are
+fn after_clone(
+    states: &StateDir,
+    id: &ContainerId,
+    config: &ContainerConfig,
+    opts: &CreateOptions,
+    child: Pid,
+    go: &mut std::fs::File,
+    ready_rd: OwnedFd,
+    cgroup: Option<&cgroup::Cgroup>,
+) -> Result<Pid, ContainerError> {
+    if let Some(cg) = cgroup {
+        cg.add(child.as_raw()).map_err(ContainerError::Cgroup)?;
+    }
+    std::io::Write::write_all(go, b"g").map_err(|source| ContainerError::Io {
+        id: id.to_string(),
+        path: PathBuf::from("<pipe to the init>"),
+        source,
+    })?;
 
     // The child holds its own copy of the write end; ours is in the closure, drop it so
     // that EOF means the child is gone.
+    // One line: READY, or "error: …". EOF first means the init died.
     let mut msg = Vec::new();
     let mut rd = std::fs::File::from(ready_rd);
-    let _ = rd.read_to_end(&mut msg);
+    let mut byte = [0u8; 1];
+    while !msg.ends_with(b"\n") && matches!(rd.read(&mut byte), Ok(1)) {
+        msg.push(byte[0]);
+    }
     if msg != init::READY {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
@@ -278,6 +303,15 @@ fn clone_init(
             source,
         })?;
     }
+    // Recorded: the init may now outlive this process. It closes its end of the ready
+    // pipe once it no longer dies with us; wait for that before returning (and exiting).
+    std::io::Write::write_all(go, b"c").map_err(|source| ContainerError::Io {
+        id: id.to_string(),
+        path: PathBuf::from("<pipe to the init>"),
+        source,
+    })?;
+    let mut rest = Vec::new();
+    let _ = rd.read_to_end(&mut rest);
     Ok(child)
 }
 
@@ -306,18 +340,32 @@ pub fn start(states: &StateDir, id: &ContainerId) -> Result<(), ContainerError> 
         path: fifo.clone(),
         source,
     };
-    // The init is blocked opening the fifo for writing; opening it for reading and
-    // reading its byte releases it.
-    let mut f = std::fs::File::open(&fifo).map_err(io)?;
-    let mut byte = Vec::new();
-    f.read_to_end(&mut byte).map_err(io)?;
-    std::fs::remove_file(&fifo).map_err(io)?;
-    if byte.is_empty() {
-        return Err(ContainerError::Init {
-            id: id.to_string(),
-            reason: "the init went away before it was started".into(),
-        });
+    // The init is blocked opening the fifo for writing; opening it for reading lets it
+    // through and it writes a byte. Opened non-blocking and polled, so that an init that
+    // dies or stops on the way cannot hold `start` forever.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .map_err(io)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = false;
+    while !got {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&f),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
+        let mut byte = [0u8; 1];
+        got = matches!((&f).read(&mut byte), Ok(1));
+        if !got && (states.status(id, &stored) == Status::Stopped || Instant::now() > deadline) {
+            return Err(ContainerError::Init {
+                id: id.to_string(),
+                reason: "the init did not take the start signal (it died or is stopped)".into(),
+            });
+        }
     }
+    std::fs::remove_file(&fifo).map_err(io)?;
     Ok(())
 }
 
@@ -342,7 +390,15 @@ pub fn kill(states: &StateDir, id: &ContainerId, signal: Signal) -> Result<(), C
 
 /// Removes a stopped container; with `force`, kills a live one first.
 pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), ContainerError> {
-    let stored = states.load(id)?;
+    let stored = match states.load(id) {
+        Ok(s) => s,
+        // A create that crashed before it saved the state leaves only the directory.
+        Err(StateError::NotFound(_)) if force && states.dir(id).exists() => {
+            states.remove(id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let status = states.status(id, &stored);
     if status != Status::Stopped {
         if !force {
@@ -374,12 +430,7 @@ pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), Co
     // Mounts live in the container's mount namespace and went with its last process; the
     // cgroup is killed (exec'd processes too) and removed.
     if let Some(path) = &stored.cgroup {
-        cgroup::Cgroup { path: path.clone() }
-            .remove()
-            .map_err(|e| ContainerError::Init {
-                id: id.to_string(),
-                reason: e.to_string(),
-            })?;
+        cgroup::Cgroup { path: path.clone() }.remove()?;
     }
     states.remove(id)?;
     Ok(())

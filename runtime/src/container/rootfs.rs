@@ -124,12 +124,13 @@ fn make_inside(root: RawFd, dest: &Path, file: bool) -> Result<Inside, RootfsErr
 /// Everything up to and including `pivot_root`, run by the init process in its new mount
 /// namespace, before it waits for `start`.
 pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
-    // Nothing the container mounts may leak back to the host.
+    // Nothing the container mounts may leak back to the host: slave first, whatever
+    // the bundle asks (it gets its propagation on the new root after pivot_root).
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        config.rootfs_propagation,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None::<&str>,
     )
     .map_err(fail("set propagation of", "/"))?;
@@ -143,6 +144,9 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(fail("bind", rootfs))?;
+    // Device nodes in the image do not work (no device cgroup rules yet): only those in
+    // the container's own /dev tmpfs do.
+    remount(rootfs, MsFlags::MS_NODEV).map_err(fail("make nodev", rootfs))?;
     let root = nix::fcntl::open(
         rootfs,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -166,6 +170,14 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root to", rootfs))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach the old root from", rootfs))?;
     nix::unistd::chdir("/").map_err(fail("chdir to", "/"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        config.rootfs_propagation,
+        None::<&str>,
+    )
+    .map_err(fail("set propagation of", "/"))?;
     Ok(())
 }
 
@@ -275,6 +287,15 @@ fn populate_dev(root: RawFd) -> Result<(), RootfsError> {
 /// After `pivot_root`: hide masked paths, make read-only paths read-only, and make the
 /// root read-only if asked.
 pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
+    // Sysctls first: /proc/sys is about to become read-only.
+    for (key, value) in &config.sysctl {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError {
+            step: "set sysctl",
+            path: path.display().to_string(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+    }
     for p in &config.masked_paths {
         let meta = match std::fs::symlink_metadata(p) {
             Ok(m) => m,
@@ -311,32 +332,33 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
             None::<&str>,
         )
         .map_err(fail("bind", p))?;
-        mount(
-            None::<&str>,
-            p,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(fail("make read-only", p))?;
+        remount(p, MsFlags::MS_RDONLY).map_err(fail("make read-only", p))?;
     }
     if config.rootfs_readonly {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(fail("make read-only", "/"))?;
-    }
-    for (key, value) in &config.sysctl {
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError {
-            step: "set sysctl",
-            path: path.display().to_string(),
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
+        remount(Path::new("/"), MsFlags::MS_RDONLY).map_err(fail("make read-only", "/"))?;
     }
     Ok(())
+}
+
+/// Remounts the bind mount at `path` with `add` on top of the flags it has: a bind
+/// remount replaces the per-mount flags, so nosuid, nodev, noexec and the atime flags are
+/// read back first (and the kernel refuses to clear locked ones anyway).
+fn remount(path: &Path, add: MsFlags) -> Result<(), Errno> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(path)?.flags();
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | add;
+    for (f, m) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if have.contains(f) {
+            flags |= m;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
 }

@@ -453,6 +453,30 @@ const DOCKER_BY_CAP: &[(u32, &[&str])] = &[
     (38, &["perf_event_open"]),                              // CAP_PERFMON
 ];
 
+/// A filter that refuses everything but the x86_64 ABI: other architectures (i386) and
+/// x32 calls (number with bit 30 set) get EPERM.
+fn abi_guard() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let ins = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
+    let (ld_abs_w, jeq_k, jset_k, ret_k) = (
+        (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+        (libc::BPF_RET | libc::BPF_K) as u16,
+    );
+    let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    vec![
+        ins(ld_abs_w, 0, 0, 4),              // seccomp_data.arch
+        ins(jeq_k, 0, 3, AUDIT_ARCH_X86_64), // not x86_64: deny
+        ins(ld_abs_w, 0, 0, 0),              // seccomp_data.nr
+        ins(jset_k, 1, 0, X32_SYSCALL_BIT),  // x32: deny
+        ins(ret_k, 0, 0, libc::SECCOMP_RET_ALLOW),
+        ins(ret_k, 0, 0, deny),
+    ]
+}
+
 impl Profile {
     /// Docker's default profile for a container whose bounding set is `caps` (bit n =
     /// capability n): an allow-list returning EPERM for the rest, `clone` without
@@ -704,7 +728,10 @@ impl Profile {
                 .and_then(BpfProgram::try_from)
                 .map_err(|e| SeccompError::Compile(e.to_string()))
         };
-        let mut programs = Vec::new();
+        // seccompiler checks the architecture but not the x32 bit of the call number
+        // (x32 calls carry the x86_64 audit arch): without this, a rule-based filter whose
+        // default is ALLOW could be bypassed through the x32 ABI.
+        let mut programs = vec![abi_guard()];
         if self.default != Action::Allow {
             let all: Vec<&Rule> = self.rules.iter().collect();
             programs.push(build(
@@ -811,8 +838,8 @@ mod tests {
         let programs = Profile::docker_default(0).compile().unwrap();
         assert_eq!(
             programs.len(),
-            2,
-            "default EPERM filter + ENOSYS filter for clone3"
+            3,
+            "ABI guard + default EPERM filter + ENOSYS filter for clone3"
         );
         assert!(programs.iter().all(|p| !p.is_empty()));
     }

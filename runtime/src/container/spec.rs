@@ -243,6 +243,15 @@ impl ContainerConfig {
             },
             None => CapSets::default(),
         };
+        // Without device cgroup rules (not enforced yet), CAP_MKNOD would let the
+        // container make a node for a host disk in its /dev and read it.
+        if caps.bounding & caps::Capability::CAP_MKNOD.bitmask() != 0 {
+            return Err(invalid(
+                "process.capabilities.bounding",
+                "CAP_MKNOD needs device cgroup rules, which gantry-runtime does not enforce yet"
+                    .into(),
+            ));
+        }
         let user = process.user();
         let process = ProcessSpec {
             args,
@@ -307,10 +316,18 @@ impl ContainerConfig {
             if flags.contains(MsFlags::MS_BIND) && m.source().is_none() {
                 return Err(invalid(&key, "bind mount without a source".into()));
             }
+            // A relative bind source is relative to the bundle, as in runc.
+            let source = m.source().clone().map(|src| {
+                if flags.contains(MsFlags::MS_BIND) && src.is_relative() {
+                    bundle.join(src)
+                } else {
+                    src
+                }
+            });
             mounts.push(MountSpec {
                 destination,
                 fs_type,
-                source: m.source().clone(),
+                source,
                 flags,
                 propagation,
                 data,
@@ -348,10 +365,29 @@ impl ContainerConfig {
             .collect();
         sysctl.sort();
         for (k, _) in &sysctl {
-            if k.is_empty() || k.contains('/') && k.contains("..") || k.starts_with('/') {
+            if k.is_empty() || k.contains("..") || k.starts_with('/') || k.starts_with('.') {
                 return Err(invalid(
                     "linux.sysctl",
                     format!("{k:?} is not a sysctl name"),
+                ));
+            }
+            // As runc: only sysctls of a namespace the container has its own of.
+            let needs = sysctl_namespace(k).ok_or_else(|| {
+                invalid(
+                    "linux.sysctl",
+                    format!("{k} is not in a separate kernel namespace"),
+                )
+            })?;
+            if !namespaces
+                .iter()
+                .any(|n| n.kind == needs && n.path.is_none())
+            {
+                return Err(invalid(
+                    "linux.sysctl",
+                    format!(
+                        "{k} needs the container's own {} namespace",
+                        needs.proc_name()
+                    ),
                 ));
             }
         }
@@ -425,7 +461,17 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
             "process.user.username",
         )?;
     }
+    for m in spec.mounts().iter().flatten() {
+        present(
+            m.uid_mappings().is_some() || m.gid_mappings().is_some(),
+            "mounts[].uidMappings",
+        )?;
+    }
     if let Some(l) = spec.linux() {
+        present(
+            l.cgroups_path().is_some(),
+            "linux.cgroupsPath (cgroups go under gantry/<id>)",
+        )?;
         present(
             l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
             "linux.uidMappings",
@@ -453,7 +499,48 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
                 )?;
                 present(c.idle().is_some(), "linux.resources.cpu.idle")?;
             }
+            if let Some(c) = r.cpu() {
+                present(c.burst().is_some(), "linux.resources.cpu.burst")?;
+            }
+            if let Some(b) = r.block_io() {
+                present(
+                    b.weight_device().as_ref().is_some_and(|v| !v.is_empty()),
+                    "linux.resources.blockIO.weightDevice",
+                )?;
+                present(
+                    b.throttle_read_bps_device()
+                        .as_ref()
+                        .is_some_and(|v| !v.is_empty()),
+                    "linux.resources.blockIO.throttleReadBpsDevice",
+                )?;
+                present(
+                    b.throttle_write_bps_device()
+                        .as_ref()
+                        .is_some_and(|v| !v.is_empty()),
+                    "linux.resources.blockIO.throttleWriteBpsDevice",
+                )?;
+                present(
+                    b.throttle_read_iops_device()
+                        .as_ref()
+                        .is_some_and(|v| !v.is_empty()),
+                    "linux.resources.blockIO.throttleReadIOPSDevice",
+                )?;
+                present(
+                    b.throttle_write_iops_device()
+                        .as_ref()
+                        .is_some_and(|v| !v.is_empty()),
+                    "linux.resources.blockIO.throttleWriteIOPSDevice",
+                )?;
+                present(
+                    b.leaf_weight().is_some(),
+                    "linux.resources.blockIO.leafWeight",
+                )?;
+            }
             if let Some(m) = r.memory() {
+                present(
+                    m.swappiness().is_some(),
+                    "linux.resources.memory.swappiness",
+                )?;
                 present(
                     m.kernel().is_some() || m.kernel_tcp().is_some(),
                     "linux.resources.memory.kernel*",
@@ -480,6 +567,30 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// The namespace a sysctl belongs to, for those that have one.
+fn sysctl_namespace(key: &str) -> Option<NsKind> {
+    let key = key.replace('/', ".");
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+        Some(NsKind::Ipc)
+    } else if key.starts_with("net.") {
+        Some(NsKind::Net)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(NsKind::Uts)
+    } else {
+        None
+    }
 }
 
 /// An absolute path with no `..`, as a destination inside the root file system.
