@@ -684,3 +684,46 @@ fn a_host_wide_sysctl_and_cap_mknod_are_refused_as_root() {
     assert!(!ok);
     assert!(err.contains("CAP_MKNOD"), "{err}");
 }
+
+#[test]
+fn run_passes_signals_on_to_the_container_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = bundle(dir.path(), |c| {
+        // busybox sh as PID 1 ignores SIGTERM unless it traps it.
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo trapped; while true; do /bin/busybox sleep 0.1; done"
+        ]);
+    });
+    let mut child = Command::new(OURS)
+        .arg("--root")
+        .arg(dir.path().join("state"))
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("sig")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Once the container says its trap is set, signal the runtime, not the container.
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line, "trapped\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "the container got SIGTERM and its exit code came back"
+    );
+}

@@ -144,11 +144,12 @@ fn run(cli: Cli) -> Result<i32> {
             pid_file,
         } => {
             let id = parse_id(&id)?;
+            let signals = container::block_forwarded_signals().context("block signals")?;
             let pid = container::create(&states, &id, &bundle, &create_opts(pid_file))?;
             let waited = container::start(&states, &id)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| {
-                    nix::sys::wait::waitpid(pid, None).context("wait for the container")
+                    container::wait_forwarding(pid, &signals).context("wait for the container")
                 });
             // Started or not, `run` leaves nothing behind.
             let _ = container::delete(&states, &id, true);

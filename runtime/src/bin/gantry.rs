@@ -260,9 +260,10 @@ fn run_container(store: &Store, args: RunArgs) -> Result<i32> {
     let states = StateDir::new(&args.state_root.join("containers"));
     let result = (|| -> Result<i32> {
         from_image::make_bundle(store, &image, &bundle, &opts)?;
+        let signals = container::block_forwarded_signals().context("block signals")?;
         let pid = container::create(&states, &id, &bundle, &CreateOptions::default())?;
         container::start(&states, &id)?;
-        let status = nix::sys::wait::waitpid(pid, None).context("wait for the container")?;
+        let status = container::wait_forwarding(pid, &signals).context("wait for the container")?;
         Ok(container::exit_code(status).unwrap_or(1))
     })();
     let _ = container::delete(&states, &id, true);

@@ -436,6 +436,48 @@ pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), Co
     Ok(())
 }
 
+/// The signals a foreground runtime (`run`) passes on to the container.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Blocks the forwarded signals and SIGCHLD in the calling (single-threaded) runtime, so
+/// that [`wait_forwarding`] can take them in turn. Call before `create`: the container's
+/// init resets its own mask.
+pub fn block_forwarded_signals() -> Result<nix::sys::signal::SigSet, nix::errno::Errno> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    set.thread_block()?;
+    Ok(set)
+}
+
+/// Waits for the container's init `pid`, passing on the forwarded signals the runtime
+/// receives meanwhile, and returns how it ended.
+pub fn wait_forwarding(
+    pid: Pid,
+    set: &nix::sys::signal::SigSet,
+) -> Result<nix::sys::wait::WaitStatus, nix::errno::Errno> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG))? {
+            WaitStatus::StillAlive => {}
+            done => return Ok(done),
+        }
+        let sig = set.wait()?;
+        if sig != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
+}
+
 /// Parses a signal as `kill` accepts it: `TERM`, `SIGTERM` or `15`.
 pub fn parse_signal(s: &str) -> Option<Signal> {
     if let Ok(n) = s.parse::<i32>() {
