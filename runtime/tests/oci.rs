@@ -727,3 +727,75 @@ fn run_passes_signals_on_to_the_container_as_root() {
         "the container got SIGTERM and its exit code came back"
     );
 }
+
+#[test]
+fn container_output_goes_to_a_timestamped_log_file_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let b = bundle(dir.path(), |c| {
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; printf 'no newline'"
+        ]);
+    });
+    let log = dir.path().join("c.log");
+    let out = Command::new(OURS)
+        .arg("--root")
+        .arg(dir.path().join("state"))
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .arg("--container-log")
+        .arg(&log)
+        .arg("logged")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "the output went to the log, not to the caller"
+    );
+    // The logger writes the last record when the pipes close; wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 3 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log incomplete: {text:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut records: Vec<(String, String)> = text
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (time, stream, tag, msg) = (
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+            );
+            assert!(time.ends_with('Z') && time.contains('T'), "{l}");
+            assert_eq!(tag, "F", "{l}");
+            (stream.to_owned(), msg.to_owned())
+        })
+        .collect();
+    records.sort();
+    assert_eq!(
+        records,
+        [
+            ("stderr".to_owned(), "oops".to_owned()),
+            ("stdout".to_owned(), "hello".to_owned()),
+            ("stdout".to_owned(), "no newline".to_owned()),
+        ]
+    );
+}

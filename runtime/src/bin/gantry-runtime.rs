@@ -50,6 +50,10 @@ enum Command {
         /// Not supported yet (terminals).
         #[arg(long = "console-socket")]
         console_socket: Option<PathBuf>,
+        /// Write the container's stdout and stderr to this file, a timestamped line each
+        /// (CRI log format), instead of sharing the caller's.
+        #[arg(long = "container-log")]
+        container_log: Option<PathBuf>,
     },
     /// Start a created container.
     Start { id: String },
@@ -74,6 +78,9 @@ enum Command {
         bundle: PathBuf,
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
+        /// As for create.
+        #[arg(long = "container-log")]
+        container_log: Option<PathBuf>,
     },
     /// Run another process in a running container (same namespaces and security
     /// settings); exits with its status.
@@ -109,10 +116,11 @@ fn parse_id(id: &str) -> Result<ContainerId> {
 
 fn run(cli: Cli) -> Result<i32> {
     let states = StateDir::new(&cli.root);
-    let create_opts = |pid_file| CreateOptions {
+    let create_opts = |pid_file, log| CreateOptions {
         pid_file,
         no_cgroups: cli.no_cgroups,
         cgroup_root: cli.cgroup_root.clone(),
+        log,
     };
     match cli.command {
         Command::Create {
@@ -120,12 +128,13 @@ fn run(cli: Cli) -> Result<i32> {
             bundle,
             pid_file,
             console_socket,
+            container_log,
         } => {
             if console_socket.is_some() {
                 bail!("--console-socket: terminals are not supported yet");
             }
             let id = parse_id(&id)?;
-            container::create(&states, &id, &bundle, &create_opts(pid_file))?;
+            container::create(&states, &id, &bundle, &create_opts(pid_file, container_log))?;
         }
         Command::Start { id } => container::start(&states, &parse_id(&id)?)?,
         Command::State { id } => {
@@ -142,10 +151,12 @@ fn run(cli: Cli) -> Result<i32> {
             id,
             bundle,
             pid_file,
+            container_log,
         } => {
             let id = parse_id(&id)?;
             let signals = container::block_forwarded_signals().context("block signals")?;
-            let pid = container::create(&states, &id, &bundle, &create_opts(pid_file))?;
+            let pid =
+                container::create(&states, &id, &bundle, &create_opts(pid_file, container_log))?;
             let waited = container::start(&states, &id)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| {

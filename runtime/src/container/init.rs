@@ -85,9 +85,27 @@ pub fn run(
     filters: &[BpfProgram],
     ready: OwnedFd,
     go: OwnedFd,
+    stdio: Option<super::log::LogPipes>,
     fifo: &Path,
 ) -> ! {
     harden_child();
+    if let Some(pipes) = stdio {
+        // The logger's pipes become stdout and stderr; stdin reads nothing.
+        let null = open(
+            "/dev/null",
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        // SAFETY: dup2 onto this process's standard descriptors; the sources are open.
+        unsafe {
+            if let Ok(null) = null {
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+            libc::dup2(pipes.stdout.as_raw_fd(), 1);
+            libc::dup2(pipes.stderr.as_raw_fd(), 2);
+        }
+    }
     // Until the runtime has recorded this container, its death must end this process too:
     // nobody else would ever start or delete it.
     // SAFETY: prctl with plain integers touches no memory of ours.

@@ -14,6 +14,7 @@ pub mod cgroup;
 mod exec;
 pub mod from_image;
 mod init;
+pub mod log;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
@@ -78,6 +79,9 @@ pub struct CreateOptions {
     pub no_cgroups: bool,
     /// The cgroup v2 mount (default `/sys/fs/cgroup`).
     pub cgroup_root: Option<PathBuf>,
+    /// Send the container's stdout and stderr to this file, a timestamped record per line
+    /// (stdin is then /dev/null); otherwise the container shares the caller's stdio.
+    pub log: Option<PathBuf>,
 }
 
 fn sys(id: &ContainerId, step: &'static str) -> impl FnOnce(nix::errno::Errno) -> ContainerError {
@@ -203,13 +207,23 @@ fn clone_init(
     let (go_rd, go_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
 
+    let stdio = match &opts.log {
+        Some(path) => Some(log::start(path).map_err(|source| ContainerError::Io {
+            id: id.to_string(),
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
     let mut stack = vec![0u8; 1 << 20];
-    let mut pipes = Some((ready_wr, go_rd));
+    // Moved into the child's closure: the parent's copies close when clone returns, so
+    // the logger sees end-of-file when the container's last process is gone.
+    let mut pipes = Some((ready_wr, go_rd, stdio));
     let child = {
         let fifo = fifo.to_owned();
         let cb = Box::new(move || -> isize {
             match pipes.take() {
-                Some((w, go)) => init::run(config, &filters, w, go, &fifo),
+                Some((w, go, stdio)) => init::run(config, &filters, w, go, stdio, &fifo),
                 None => 1,
             }
         });
