@@ -23,23 +23,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let words = b"container host image layer registry manifest digest ".repeat(90_000);
     let layers: Vec<Vec<u8>> = (0..5)
         .map(|i| {
-            let random: Vec<u8> = (0..4 << 20)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let random = noise(&mut seed, 4 << 20);
             let (a, b) = (
                 format!("opt/l{i}/random.bin"),
                 format!("opt/l{i}/words.txt"),
@@ -52,16 +42,7 @@ fn main() {
         })
         .collect();
     let total: usize = layers.iter().map(Vec::len).sum();
-    let d = add_image(
-        layout.path(),
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers,
-            comp: Comp::Gzip,
-            bad_diff_id: false,
-            cmd: &["/bin/sh"],
-        },
-    );
+    let d = amd64_image(layout.path(), &layers, Comp::Gzip);
     finish_layout(layout.path(), vec![("bench", d)]);
     reg.push(layout.path(), "bench", "bench/img", &[]);
     let reference = format!("{}/bench/img:bench", reg.host);

@@ -17,40 +17,18 @@ fn killing_a_pull_at_any_moment_leaves_a_consistent_store_as_root() {
         nix::unistd::geteuid().is_root(),
         "this test needs root; CI runs as root"
     );
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     // Four layers of incompressible data, big enough that a pull takes a while.
     let layout = tempfile::tempdir().expect("layout");
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut noise = |n: usize| {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect::<Vec<u8>>()
-    };
-    let blobs: Vec<Vec<u8>> = (0..4).map(|_| noise(4 << 20)).collect();
+    let blobs: Vec<Vec<u8>> = (0..4).map(|_| noise(&mut seed, 4 << 20)).collect();
     let names: Vec<String> = (0..4).map(|i| format!("data/part-{i}")).collect();
     let layers: Vec<Vec<u8>> = blobs
         .iter()
         .zip(&names)
         .map(|(b, n)| layer_tar(&[Entry::Dir("data"), Entry::File(n, b, 0o644)]))
         .collect();
-    let d = add_image(
-        layout.path(),
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers,
-            comp: Comp::Gzip,
-            bad_diff_id: false,
-            cmd: &["/bin/sh"],
-        },
-    );
+    let d = amd64_image(layout.path(), &layers, Comp::Gzip);
     finish_layout(layout.path(), vec![("big", d)]);
     reg.push(layout.path(), "big", "test/big", &[]);
     let reference = format!("{}/test/big:big", reg.host);

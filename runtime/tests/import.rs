@@ -30,16 +30,7 @@ fn imports_oci_layouts_and_docker_save_archives_as_root() {
     let layout = work.path().join("layout");
     std::fs::create_dir(&layout).expect("layout");
     let layers = busybox_layers();
-    let d = add_image(
-        &layout,
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers,
-            comp: Comp::Gzip,
-            bad_diff_id: false,
-            cmd: &["/bin/sh"],
-        },
-    );
+    let d = amd64_image(&layout, &layers, Comp::Gzip);
     finish_layout(&layout, vec![("example.com/app:1.0", d.clone())]);
     let oci_tar = work.path().join("oci.tar");
     tar_dir(&layout, &oci_tar);
@@ -163,16 +154,7 @@ fn imports_oci_layouts_and_docker_save_archives_as_root() {
     // No name anywhere: refused with what to do.
     let nameless = work.path().join("nameless");
     std::fs::create_dir(&nameless).expect("dir");
-    let d2 = add_image(
-        &nameless,
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers[..1],
-            comp: Comp::Zstd,
-            bad_diff_id: false,
-            cmd: &["/bin/sh"],
-        },
-    );
+    let d2 = amd64_image(&nameless, &layers[..1], Comp::Zstd);
     finish_layout(&nameless, vec![("latest", d2)]);
     let (ok, _, err) = gantry(
         &[

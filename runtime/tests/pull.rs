@@ -101,10 +101,7 @@ fn merged_view(
 #[test]
 fn pulls_a_layered_image_with_whiteouts_and_the_merged_view_is_right_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let d = standard_layout(layout.path(), Comp::Gzip);
     finish_layout(layout.path(), vec![("v1", d)]);
@@ -131,10 +128,7 @@ fn pulls_a_layered_image_with_whiteouts_and_the_merged_view_is_right_as_root() {
 #[test]
 fn pulls_zstd_layers_and_shares_layers_between_images_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let zstd = standard_layout(layout.path(), Comp::Zstd);
     let gzip = standard_layout(layout.path(), Comp::Gzip);
@@ -274,10 +268,7 @@ fn pulls_over_tls_with_basic_auth_and_says_why_when_credentials_are_wrong_as_roo
 #[test]
 fn chooses_linux_amd64_from_an_index_and_refuses_an_index_without_it_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let layers = busybox_layers();
     let arm_layers = vec![layer_tar(&[Entry::File("arch", b"arm64\n", 0o644)])];
@@ -326,10 +317,7 @@ fn chooses_linux_amd64_from_an_index_and_refuses_an_index_without_it_as_root() {
 #[test]
 fn pulls_an_image_pushed_as_docker_schema2_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let d = standard_layout(layout.path(), Comp::Gzip);
     finish_layout(layout.path(), vec![("v2s2", d)]);
@@ -355,10 +343,7 @@ fn pulls_an_image_pushed_as_docker_schema2_as_root() {
 #[test]
 fn refuses_a_corrupted_blob_and_a_lying_diff_id_naming_the_digest_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let good = standard_layout(layout.path(), Comp::Gzip);
     let layers = busybox_layers();
@@ -420,10 +405,7 @@ fn refuses_a_corrupted_blob_and_a_lying_diff_id_naming_the_digest_as_root() {
 #[test]
 fn resumes_a_partial_download_with_a_range_request_and_refetches_a_bad_one_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let d = standard_layout(layout.path(), Comp::Gzip);
     finish_layout(layout.path(), vec![("v1", d.clone())]);
@@ -515,10 +497,7 @@ impl gantry_runtime::pull::Progress for Count {
 #[test]
 fn two_pulls_of_the_same_image_at_once_unpack_each_layer_once_as_root() {
     require_root();
-    let reg = TestRegistry::start(RegistrySetup {
-        basic_auth: false,
-        tls: false,
-    });
+    let reg = TestRegistry::plain();
     let layout = tempfile::tempdir().expect("layout");
     let d = standard_layout(layout.path(), Comp::Gzip);
     finish_layout(layout.path(), vec![("v1", d)]);

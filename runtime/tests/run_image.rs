@@ -3,23 +3,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use serde_json::Value;
-
-fn gantry_out(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("gantry");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root() {
@@ -50,29 +35,35 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
         store.to_str().expect("utf-8"),
         state.to_str().expect("utf-8"),
     );
-    let (ok, _, err) = gantry_out(&[
-        "--root",
-        s,
-        "image",
-        "import",
-        layout.to_str().expect("utf-8"),
-    ]);
+    let (ok, _, err) = gantry(
+        &[
+            "--root",
+            s,
+            "image",
+            "import",
+            layout.to_str().expect("utf-8"),
+        ],
+        None,
+    );
     assert!(ok, "{err}");
     let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
         .lines()
         .count();
 
-    let (ok, out, err) = gantry_out(&[
-        "--root",
-        s,
-        "run",
-        "--name",
-        "web-1",
-        "--state-root",
-        st,
-        "example.com/checker:1",
-    ]);
+    let (ok, out, err) = gantry(
+        &[
+            "--root",
+            s,
+            "run",
+            "--name",
+            "web-1",
+            "--state-root",
+            st,
+            "example.com/checker:1",
+        ],
+        None,
+    );
     assert!(ok, "{err}");
     let r: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     // Docker's 14 capabilities less CAP_MKNOD (no device cgroup rules yet), nothing
@@ -105,22 +96,25 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
     );
 
     // The merged view: the whiteout and the opaque directory take effect.
-    let (ok, out, err) = gantry_out(&[
-        "--root",
-        s,
-        "run",
-        "--name",
-        "ls-1",
-        "--state-root",
-        st,
-        "-e",
-        "X=1",
-        "example.com/checker:1",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        "ls /etc; ls /data; echo $X; exit 3",
-    ]);
+    let (ok, out, err) = gantry(
+        &[
+            "--root",
+            s,
+            "run",
+            "--name",
+            "ls-1",
+            "--state-root",
+            st,
+            "-e",
+            "X=1",
+            "example.com/checker:1",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "ls /etc; ls /data; echo $X; exit 3",
+        ],
+        None,
+    );
     assert!(!ok, "exit 3 must come through");
     assert_eq!(out, "kept\nnew\n1\n", "{err}");
     // Nothing is left: no mount, no bundle, no state.

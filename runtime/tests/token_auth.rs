@@ -9,7 +9,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,19 +19,6 @@ use serde_json::json;
 
 const SERVICE: &str = "gantry-test-registry";
 const ISSUER: &str = "gantry-test-issuer";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -211,16 +197,7 @@ fn pulls_through_the_bearer_token_flow_of_a_real_registry_as_root() {
 
     let layout = tempfile::tempdir().expect("layout");
     let layers = busybox_layers();
-    let d = add_image(
-        layout.path(),
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers,
-            comp: Comp::Gzip,
-            bad_diff_id: false,
-            cmd: &["/bin/sh"],
-        },
-    );
+    let d = amd64_image(layout.path(), &layers, Comp::Gzip);
     finish_layout(layout.path(), vec![("v1", d)]);
     reg.push(
         layout.path(),

@@ -48,6 +48,14 @@ impl TestRegistry {
         Self::start_inner(setup, "")
     }
 
+    /// Plain HTTP, no auth.
+    pub fn plain() -> Self {
+        Self::start(RegistrySetup {
+            basic_auth: false,
+            tls: false,
+        })
+    }
+
     /// A plain-HTTP registry with this YAML `auth:` section.
     pub fn start_with_auth(auth_yaml: &str) -> Self {
         Self::start_inner(
@@ -150,20 +158,23 @@ impl TestRegistry {
     }
 }
 
+/// Runs `openssl` in `dir`; the test fails with its message if it does.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
 fn make_cert(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl must be installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",
@@ -377,6 +388,32 @@ pub fn finish_layout(layout: &Path, tagged: Vec<(&str, Value)>) {
         serde_json::to_vec(&json!({ "schemaVersion": 2, "manifests": manifests })).expect("index"),
     )
     .expect("index.json");
+}
+
+/// An amd64 image of `layers` whose command is `/bin/sh`; returns its descriptor.
+pub fn amd64_image(layout: &Path, layers: &[Vec<u8>], comp: Comp) -> Value {
+    add_image(
+        layout,
+        &ImageSpec {
+            arch: "amd64",
+            layers,
+            comp,
+            bad_diff_id: false,
+            cmd: &["/bin/sh"],
+        },
+    )
+}
+
+/// `n` pseudo-random (xorshift) bytes: incompressible layer content.
+pub fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
 }
 
 /// The three layers of the standard test image: busybox, then files, then a whiteout and
