@@ -543,6 +543,13 @@ fn each_container_gets_its_own_cgroup_as_its_cgroup_namespace_root_as_root() {
         if !ns.iter().any(|n| n["type"] == "cgroup") {
             ns.push(serde_json::json!({"type": "cgroup"}));
         }
+        // CAP_MKNOD is allowed here: the device rules of the cgroup keep it harmless.
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set]
+                .as_array_mut()
+                .expect("caps")
+                .push("CAP_MKNOD".into());
+        }
     });
     let state = dir.path().join("state");
     let rt = |args: &[&str], quiet: bool| {
@@ -608,6 +615,24 @@ fn each_container_gets_its_own_cgroup_as_its_cgroup_namespace_root_as_root() {
         "the cgroup namespace is rooted at the container's cgroup: {}",
         r["cgroup"]
     );
+    // Device rules: a node for a host disk can be made but not opened; /dev/zero opens.
+    let (ok, out) = rt(
+        &[
+            "exec",
+            "cg",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "/bin/busybox mknod /dev/sda b 8 0 && /bin/busybox head -c1 /dev/sda",
+        ],
+        false,
+    );
+    assert!(!ok && out.contains("Operation not permitted"), "{out}");
+    let (ok, out) = rt(
+        &["exec", "cg", "/bin/busybox", "head", "-c1", "/dev/zero"],
+        false,
+    );
+    assert!(ok, "{out}");
     let (ok, out) = rt(&["delete", "--force", "cg"], false);
     assert!(ok, "{out}");
     assert!(!cg.exists(), "the cgroup is removed on delete");

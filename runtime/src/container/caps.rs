@@ -24,13 +24,13 @@ pub const DOCKER_DEFAULT: [Capability; 14] = [
     Capability::CAP_AUDIT_WRITE,
 ];
 
-/// [`DOCKER_DEFAULT`] in every set but ambient, less CAP_MKNOD until device cgroup rules
-/// are enforced (with it and without them a container could read a host disk through a
-/// node it makes).
-pub fn docker_default_sets() -> CapSets {
+/// [`DOCKER_DEFAULT`] in every set but ambient; without `device_rules` (no cgroup v2 to
+/// enforce them) less CAP_MKNOD, with which a container could make a node for a host disk
+/// and read it.
+pub fn docker_default_sets(device_rules: bool) -> CapSets {
     let mask = DOCKER_DEFAULT
         .iter()
-        .filter(|c| **c != Capability::CAP_MKNOD)
+        .filter(|c| device_rules || **c != Capability::CAP_MKNOD)
         .fold(0u64, |m, c| m | c.bitmask());
     CapSets {
         bounding: mask,
@@ -126,8 +126,13 @@ mod tests {
 
     #[test]
     fn docker_defaults_less_mknod_and_none_ambient() {
-        let s = docker_default_sets();
-        assert_eq!(s.bounding.count_ones(), 13, "Docker's 14 less CAP_MKNOD");
+        let s = docker_default_sets(true);
+        assert_eq!(s.bounding.count_ones(), 14);
+        assert_eq!(
+            docker_default_sets(false).bounding.count_ones(),
+            13,
+            "less CAP_MKNOD"
+        );
         assert_eq!(s.effective, s.bounding);
         assert_eq!(s.ambient, 0);
         assert_eq!(s.bounding & Capability::CAP_SYS_ADMIN.bitmask(), 0);

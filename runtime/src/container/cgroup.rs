@@ -7,8 +7,8 @@
 //! Only the unified (v2) hierarchy is supported. A host whose `/sys/fs/cgroup` is v1 or
 //! hybrid (these build machines) has no v2 controllers: a bundle that asks for limits is
 //! then refused with that reason, unless the caller asked to run without limits.
-//! Device rules (`linux.resources.devices`) are not enforced yet: on v2 they need a device
-//! eBPF program, which comes next; the default `/dev` holds only the standard nodes.
+//! Device rules (`linux.resources.devices` plus the standard nodes) are enforced by a
+//! device eBPF program attached to the cgroup (`devices.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -145,7 +145,12 @@ impl Cgroup {
 
     /// Makes `<root>/gantry/<id>` with the controllers the limits need enabled on the way,
     /// and writes the limits.
-    pub fn create(root: &Path, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+    pub fn create(
+        root: &Path,
+        id: &str,
+        limits: &Limits,
+        devices: &[super::devices::DeviceRule],
+    ) -> Result<Cgroup, CgroupError> {
         if !is_v2(root) {
             return Err(CgroupError::NoV2 {
                 path: root.to_owned(),
@@ -193,6 +198,10 @@ impl Cgroup {
                 let _ = std::fs::remove_dir(&cg.path);
                 return Err(cg.io(format!("write {value:?} to {file}"))(e));
             }
+        }
+        if let Err(reason) = super::devices::attach(&cg.path, devices) {
+            let _ = std::fs::remove_dir(&cg.path);
+            return Err(cg.io("device rules")(std::io::Error::other(reason)));
         }
         Ok(cg)
     }
@@ -305,7 +314,7 @@ mod tests {
     #[test]
     fn a_v1_or_hybrid_root_is_refused_with_the_way_out() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Cgroup::create(dir.path(), "c1", &Limits::default()).unwrap_err();
+        let err = Cgroup::create(dir.path(), "c1", &Limits::default(), &[]).unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("not a cgroup v2 hierarchy") && msg.contains("--no-cgroups"),

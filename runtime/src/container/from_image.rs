@@ -1,6 +1,7 @@
 //! Containers started from images in the store get a bundle made here, with Docker's secure
 //! defaults: the image's layers as overlayfs lower dirs under a per-container upper dir,
-//! the 14 default capabilities (none ambient), `no_new_privs`, Docker's default seccomp
+//! the 14 default capabilities (none ambient; CAP_MKNOD only where cgroup v2 device rules
+//! can be enforced), `no_new_privs`, Docker's default seccomp
 //! profile, Docker's masked and read-only paths, and new mount, PID, IPC, UTS, network and
 //! cgroup namespaces. The process comes from the image config (`Entrypoint` + `Cmd`,
 //! `Env`, `WorkingDir`, `User`), overridden by the caller.
@@ -200,7 +201,7 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
         .or_else(|| d.working_dir.clone())
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_owned());
-    let sets = docker_default_sets();
+    let sets = docker_default_sets(super::cgroup::is_v2(Path::new(super::cgroup::DEFAULT_ROOT)));
     let cap_names: Vec<String> = caps::all()
         .into_iter()
         .filter(|c| sets.bounding & c.bitmask() != 0)

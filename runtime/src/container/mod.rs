@@ -11,6 +11,7 @@
 
 pub mod caps;
 pub mod cgroup;
+pub mod devices;
 mod exec;
 pub mod from_image;
 mod init;
@@ -161,16 +162,30 @@ fn create_claimed(
         .clone()
         .unwrap_or_else(|| PathBuf::from(cgroup::DEFAULT_ROOT));
     let cgroup = if cgroup::is_v2(&cgroup_root) {
+        // The bundle's device rules, then the nodes every container has (which win).
+        let mut rules = config.devices.clone();
+        rules.extend(devices::defaults());
         Some(cgroup::Cgroup::create(
             &cgroup_root,
             id.as_str(),
             &config.limits,
+            &rules,
         )?)
     } else if config.limits.is_empty() || opts.no_cgroups {
         None
     } else {
         return Err(cgroup::CgroupError::NoV2 { path: cgroup_root }.into());
     };
+    // Without a cgroup there are no device rules, and CAP_MKNOD would let the container
+    // make a node for a host disk in its /dev and read it.
+    if cgroup.is_none()
+        && config.process.caps.bounding & ::caps::Capability::CAP_MKNOD.bitmask() != 0
+    {
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason: "CAP_MKNOD needs device rules, which need cgroup v2 (see --cgroup-root)".into(),
+        });
+    }
     let result = clone_init(
         states,
         id,

@@ -139,6 +139,8 @@ pub struct ContainerConfig {
     pub seccomp: Option<super::seccomp::Profile>,
     /// `linux.resources` as cgroup v2 files.
     pub limits: super::cgroup::Limits,
+    /// `linux.resources.devices`, in order.
+    pub devices: Vec<super::devices::DeviceRule>,
 }
 
 impl ContainerConfig {
@@ -243,15 +245,6 @@ impl ContainerConfig {
             },
             None => CapSets::default(),
         };
-        // Without device cgroup rules (not enforced yet), CAP_MKNOD would let the
-        // container make a node for a host disk in its /dev and read it.
-        if caps.bounding & caps::Capability::CAP_MKNOD.bitmask() != 0 {
-            return Err(invalid(
-                "process.capabilities.bounding",
-                "CAP_MKNOD needs device cgroup rules, which gantry-runtime does not enforce yet"
-                    .into(),
-            ));
-        }
         let user = process.user();
         let process = ProcessSpec {
             args,
@@ -404,6 +397,12 @@ impl ContainerConfig {
             .map(super::seccomp::Profile::from_oci)
             .transpose()
             .map_err(|e| invalid("linux.seccomp", e.to_string()))?;
+        let devices = match linux.resources().as_ref().and_then(|r| r.devices().clone()) {
+            Some(list) => {
+                super::devices::from_oci(&list).map_err(|e| invalid("linux.resources", e))?
+            }
+            None => Vec::new(),
+        };
         let limits = match linux.resources() {
             Some(r) => super::cgroup::Limits::from_oci(r)
                 .map_err(|e| invalid("linux.resources", e.to_string()))?,
@@ -432,6 +431,7 @@ impl ContainerConfig {
             annotations,
             seccomp,
             limits,
+            devices,
         })
     }
 }
