@@ -57,6 +57,16 @@ fn standard_layout(dir: &Path, comp: Comp) -> Value {
 }
 use serde_json::Value;
 
+/// Pushes the standard three-layer image (gzip) as `<repo>:<tag>`; returns its layout and
+/// manifest descriptor.
+fn push_standard(reg: &TestRegistry, tag: &str, repo: &str) -> (tempfile::TempDir, Value) {
+    let layout = tempfile::tempdir().expect("layout");
+    let d = standard_layout(layout.path(), Comp::Gzip);
+    finish_layout(layout.path(), vec![(tag, d.clone())]);
+    reg.push(layout.path(), tag, repo, &[]);
+    (layout, d)
+}
+
 /// Mounts the image's layers with overlayfs and returns what the merged view holds.
 fn merged_view(
     store: &Store,
@@ -102,10 +112,7 @@ fn merged_view(
 fn pulls_a_layered_image_with_whiteouts_and_the_merged_view_is_right_as_root() {
     require_root();
     let reg = TestRegistry::plain();
-    let layout = tempfile::tempdir().expect("layout");
-    let d = standard_layout(layout.path(), Comp::Gzip);
-    finish_layout(layout.path(), vec![("v1", d)]);
-    reg.push(layout.path(), "v1", "test/busybox", &[]);
+    let _layout = push_standard(&reg, "v1", "test/busybox");
 
     let root = tempfile::tempdir().expect("store");
     let store = Arc::new(Store::open(root.path()).expect("store"));
@@ -178,10 +185,7 @@ fn pulls_over_tls_with_basic_auth_and_says_why_when_credentials_are_wrong_as_roo
         basic_auth: true,
         tls: true,
     });
-    let layout = tempfile::tempdir().expect("layout");
-    let d = standard_layout(layout.path(), Comp::Gzip);
-    finish_layout(layout.path(), vec![("v1", d)]);
-    reg.push(layout.path(), "v1", "private/app", &[]);
+    let _layout = push_standard(&reg, "v1", "private/app");
     let root = tempfile::tempdir().expect("store");
     let root_s = root.path().to_str().expect("utf-8");
     let reference = format!("{}/private/app:v1", reg.host);
@@ -406,10 +410,7 @@ fn refuses_a_corrupted_blob_and_a_lying_diff_id_naming_the_digest_as_root() {
 fn resumes_a_partial_download_with_a_range_request_and_refetches_a_bad_one_as_root() {
     require_root();
     let reg = TestRegistry::plain();
-    let layout = tempfile::tempdir().expect("layout");
-    let d = standard_layout(layout.path(), Comp::Gzip);
-    finish_layout(layout.path(), vec![("v1", d.clone())]);
-    reg.push(layout.path(), "v1", "test/resume", &[]);
+    let (layout, d) = push_standard(&reg, "v1", "test/resume");
     let blob_file = |digest: &str| layout.path().join("blobs/sha256").join(&digest[7..]);
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(blob_file(d["digest"].as_str().expect("d"))).expect("manifest"),
@@ -498,10 +499,7 @@ impl gantry_runtime::pull::Progress for Count {
 fn two_pulls_of_the_same_image_at_once_unpack_each_layer_once_as_root() {
     require_root();
     let reg = TestRegistry::plain();
-    let layout = tempfile::tempdir().expect("layout");
-    let d = standard_layout(layout.path(), Comp::Gzip);
-    finish_layout(layout.path(), vec![("v1", d)]);
-    reg.push(layout.path(), "v1", "test/twice", &[]);
+    let _layout = push_standard(&reg, "v1", "test/twice");
     let root = tempfile::tempdir().expect("store");
     let image: ImageRef = format!("{}/test/twice:v1", reg.host).parse().expect("ref");
     let counts: Vec<Arc<Count>> = (0..2).map(|_| Arc::default()).collect();
