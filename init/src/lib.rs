@@ -11,6 +11,7 @@
 //! [`shutdown::ShutdownOps`]).
 
 pub mod cmdline;
+pub mod config;
 pub mod console;
 pub mod mounts;
 pub mod power_button;
