@@ -11,6 +11,7 @@
 mod blobs;
 mod challenge;
 pub mod container;
+pub mod fsutil;
 mod id;
 pub mod import;
 pub mod layer;

@@ -552,10 +552,5 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
 /// fsyncs the directory: a reader sees the old content or the new, never a mix.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io(dir))?;
-    tmp.write_all(data).map_err(io(path))?;
-    tmp.as_file().sync_all().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| io(path)(e.error))?;
-    sync_dir(dir)
+    crate::fsutil::write_atomic(path, data).map_err(io(path))
 }
