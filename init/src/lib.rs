@@ -14,6 +14,7 @@ pub mod cmdline;
 pub mod config;
 pub mod console;
 pub mod mounts;
+pub mod net;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
