@@ -16,6 +16,7 @@ mod id;
 pub mod import;
 pub mod layer;
 pub mod manifest;
+pub mod network;
 pub mod pull;
 mod reference;
 pub mod registry;
