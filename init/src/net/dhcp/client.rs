@@ -166,7 +166,9 @@ pub async fn run(
             got = driver.socket.recv_from(&mut buf) => match got {
                 Ok((n, from)) => {
                     let bytes = buf.get(..n).unwrap_or_default();
-                    match Message::from_bytes(bytes) {
+                    let decoded = super::check_framing(bytes)
+                        .and_then(|()| Message::from_bytes(bytes).map_err(|e| e.to_string()));
+                    match decoded {
                         Ok(msg) => match machine.on_reply(&msg, Instant::now()) {
                             Ok(actions) => driver.perform(actions).await,
                             Err(Ignored::NotForUs) => {}

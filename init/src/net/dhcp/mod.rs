@@ -16,7 +16,7 @@
 //! - A NAK in any state that asked for an address ends that address and restarts at INIT
 //!   after a back-off that grows with each NAK in a row, so a server that NAKs everything
 //!   is not flooded.
-//! - RELEASE on an orderly shutdown.
+//! - RELEASE on an orderly shutdown (the saved lease is kept for INIT-REBOOT).
 //!
 //! Replies are accepted only if they are BOOTREPLYs with our transaction id and our
 //! hardware address, carry a message type, and (for ACKs) make a usable [`Lease`];
@@ -345,7 +345,9 @@ impl Machine {
         }
     }
 
-    /// An orderly shutdown: the RELEASE to send (if a lease is held) and the removal.
+    /// An orderly shutdown: the RELEASE to send (if a lease is held) and the removal. The
+    /// saved lease is kept: the next boot asks for the same address with INIT-REBOOT,
+    /// which a server grants if no one took it meanwhile.
     pub fn release(&mut self, now: Instant) -> Vec<Action> {
         let Some((lease, _)) = self.lease() else {
             return Vec::new();
@@ -360,7 +362,6 @@ impl Machine {
         vec![
             Action::Send(Box::new(msg), Destination::Unicast(lease.server)),
             Action::Remove(Box::new(lease), "released"),
-            Action::Forget,
         ]
     }
 
@@ -525,6 +526,45 @@ impl Machine {
             }
         }
         msg
+    }
+}
+
+/// Checks a received packet's framing before it is decoded: a BOOTP header, the magic
+/// cookie, and options that each fit in the packet up to an END. The decoder is lenient
+/// (it keeps the options before a broken one); a packet with any broken option is dropped
+/// whole instead.
+pub fn check_framing(packet: &[u8]) -> Result<(), String> {
+    const HEADER: usize = 236;
+    const COOKIE: [u8; 4] = [99, 130, 83, 99];
+    if packet.len() < HEADER + COOKIE.len() {
+        return Err(format!(
+            "{} bytes is shorter than a DHCP header",
+            packet.len()
+        ));
+    }
+    if packet.get(HEADER..HEADER + 4) != Some(&COOKIE[..]) {
+        return Err("no DHCP magic cookie".to_owned());
+    }
+    let mut i = HEADER + 4;
+    loop {
+        match packet.get(i) {
+            None => return Err("options end without an END option".to_owned()),
+            Some(0) => i += 1,
+            Some(255) => return Ok(()),
+            Some(&code) => {
+                let len = usize::from(
+                    *packet
+                        .get(i + 1)
+                        .ok_or_else(|| format!("option {code} at byte {i} has no length"))?,
+                );
+                if i + 2 + len > packet.len() {
+                    return Err(format!(
+                        "option {code} at byte {i} says {len} bytes but the packet ends first"
+                    ));
+                }
+                i += 2 + len;
+            }
+        }
     }
 }
 

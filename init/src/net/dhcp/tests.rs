@@ -345,8 +345,32 @@ fn release_is_unicast_to_the_server_and_removes_the_address() {
     );
     assert_eq!(rel.ciaddr(), ADDR);
     assert!(matches!(&a[1], Action::Remove(_, "released")));
+    assert_eq!(a.len(), 2, "the saved lease is kept for INIT-REBOOT: {a:?}");
     assert!(
         m.release(t0 + secs(2)).is_empty(),
         "nothing left to release"
     );
+}
+
+#[test]
+fn framing_is_checked_before_decoding() {
+    let t0 = Instant::now();
+    let (m, _) = machine(None, t0);
+    let good = reply(&m, MessageType::Offer, ADDR);
+    let mut bytes = dhcproto::Encodable::to_vec(&good).unwrap();
+    assert_eq!(check_framing(&bytes), Ok(()));
+    assert!(check_framing(&bytes[..100])
+        .unwrap_err()
+        .contains("shorter than a DHCP header"));
+    let end = bytes.len() - 1;
+    assert_eq!(bytes[end], 255);
+    bytes.truncate(end);
+    assert!(check_framing(&bytes)
+        .unwrap_err()
+        .contains("without an END"));
+    bytes.extend_from_slice(&[12, 200, b'x']);
+    assert!(check_framing(&bytes).unwrap_err().contains("option 12"));
+    let mut cookie = dhcproto::Encodable::to_vec(&good).unwrap();
+    cookie[236] = 0;
+    assert!(check_framing(&cookie).unwrap_err().contains("magic cookie"));
 }
