@@ -200,7 +200,29 @@ fn clone3_probe() -> Value {
     }
 }
 
+/// `--udp-echo PORT`: answers every datagram on PORT with itself, forever; the network
+/// tests' UDP peer inside a container (busybox's `nc` has no UDP).
+fn udp_echo(port: &str) -> ! {
+    let sock = match std::net::UdpSocket::bind(format!("0.0.0.0:{port}")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("udp-echo: bind port {port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--udp-echo") {
+        udp_echo(args.get(i + 1).map(String::as_str).unwrap_or("7"));
+    }
     // SAFETY: getuid/getgid/getpid cannot fail and touch no memory.
     let (uid, gid, pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
     let mut groups = vec![0 as libc::gid_t; 64];

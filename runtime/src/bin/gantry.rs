@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use gantry_runtime::network::{self, NetworkMode, PortMapping, Subnet};
 use gantry_runtime::pull::{self, LayerDone, Progress, PullOptions};
 use gantry_runtime::registry::{Credentials, RegistryOptions};
 use gantry_runtime::store::{Store, DEFAULT_ROOT};
@@ -32,7 +33,7 @@ enum Top {
     Image(ImageCmd),
     /// Run a container from an image in the store, in the foreground, with Docker's secure
     /// defaults; exits with the container's status. The container is removed afterwards.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +57,32 @@ struct RunArgs {
     /// `NAME=value`, repeatable.
     #[arg(short, long = "env")]
     env: Vec<String>,
+    /// `none`: a network namespace with only `lo`; `host`: the host's network; `bridge`:
+    /// an address on the bridge, masquerading to the outside and published ports.
+    #[arg(long, default_value = "none")]
+    network: NetworkMode,
+    /// Publish a port (`--network bridge`): `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]`,
+    /// repeatable.
+    #[arg(short = 'p', long = "publish", value_parser = parse_port)]
+    publish: Vec<PortMapping>,
+    /// The bridge (and network) name.
+    #[arg(long, default_value = network::DEFAULT_BRIDGE)]
+    bridge: String,
+    /// The bridge's subnet; its first address is the bridge's.
+    #[arg(long, default_value_t = Subnet::DEFAULT)]
+    subnet: Subnet,
+    #[arg(long, default_value_t = network::DEFAULT_MTU)]
+    mtu: u32,
+    /// Where the network's address leases live [default: <root>/network].
+    #[arg(long)]
+    network_state: Option<PathBuf>,
+    /// The host's resolver configuration, copied into the container.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    host_resolv_conf: PathBuf,
+    /// Resolvers for bridged containers when the host's are all on loopback; repeatable
+    /// [default: 8.8.8.8, 8.8.4.4].
+    #[arg(long = "dns-upstream")]
+    dns_upstream: Vec<std::net::Ipv4Addr>,
     image: String,
     /// Command and arguments, replacing the image's Cmd.
     #[arg(trailing_var_arg = true)]
@@ -113,6 +140,10 @@ fn main() {
     }
 }
 
+fn parse_port(s: &str) -> Result<PortMapping, String> {
+    s.parse().map_err(|e: network::InvalidPortMapping| e.reason)
+}
+
 fn parse_ref(s: &str) -> Result<ImageRef> {
     Ok(s.parse::<ImageRef>()?)
 }
@@ -123,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
     let cmd = match cli.command {
         Top::Image(cmd) => cmd,
         Top::Run(args) => {
-            let code = run_container(&store, args)?;
+            let code = run_container(&store, &cli.root, *args)?;
             std::process::exit(code);
         }
     };
@@ -241,14 +272,43 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn run_container(store: &Store, args: RunArgs) -> Result<i32> {
+fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
     use gantry_runtime::container::{self, from_image, CreateOptions, StateDir};
+    use gantry_runtime::network::dns;
     let id: gantry_runtime::ContainerId = args.name.parse()?;
     let image = store.image(&parse_ref(&args.image)?.to_string())?;
     let bundle = args.state_root.join("bundles").join(id.as_str());
     if bundle.exists() {
         bail!("container {id}: {} already exists", bundle.display());
     }
+    if !args.publish.is_empty() && args.network != NetworkMode::Bridge {
+        bail!("publishing ports needs --network bridge");
+    }
+    let net = network::Network {
+        bridge: args.bridge,
+        subnet: args.subnet,
+        mtu: args.mtu,
+        state_dir: args.network_state.unwrap_or_else(|| root.join("network")),
+        upstream_dns: if args.dns_upstream.is_empty() {
+            network::DEFAULT_UPSTREAM_DNS.to_vec()
+        } else {
+            args.dns_upstream
+        },
+    };
+    net.validate()?;
+    let host_dns = match std::fs::read_to_string(&args.host_resolv_conf) {
+        Ok(text) => dns::HostDns::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dns::HostDns::default(),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read {}", args.host_resolv_conf.display()))
+        }
+    };
+    let resolv_conf = match args.network {
+        NetworkMode::Bridge => Some(dns::bridged_resolv_conf(&host_dns, &net.upstream_dns)),
+        NetworkMode::Host => Some(dns::host_resolv_conf(&host_dns)),
+        NetworkMode::None => None,
+    };
     let opts = from_image::RunOptions {
         command: args.command,
         entrypoint: args.entrypoint.map(|e| vec![e]),
@@ -256,19 +316,38 @@ fn run_container(store: &Store, args: RunArgs) -> Result<i32> {
         hostname: Some(args.hostname.unwrap_or_else(|| id.to_string())),
         user: args.user,
         workdir: args.workdir,
+        network: args.network,
+        resolv_conf,
     };
     let states = StateDir::new(&args.state_root.join("containers"));
     let result = (|| -> Result<i32> {
         from_image::make_bundle(store, &image, &bundle, &opts)?;
         let signals = container::block_forwarded_signals().context("block signals")?;
         let pid = container::create(&states, &id, &bundle, &CreateOptions::default())?;
+        if args.network == NetworkMode::Bridge {
+            // Recorded first, so that a delete after a crash half-way cleans up.
+            container::record_network(&states, &id, &network::Record::here(&net)?)?;
+            let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            let a = network::attach(&net, &id, &ns, &args.publish).with_context(|| {
+                format!("cannot attach container {id} to network {}", net.bridge)
+            })?;
+            tracing::info!(
+                container = %id,
+                address = %a.address,
+                veth = %a.host_veth,
+                ports = a.ports.len(),
+                "network attached"
+            );
+        }
         container::start(&states, &id)?;
         let status = container::wait_forwarding(pid, &signals).context("wait for the container")?;
         Ok(container::exit_code(status).unwrap_or(1))
     })();
-    let _ = container::delete(&states, &id, true);
+    let deleted = container::delete(&states, &id, true);
     from_image::remove_bundle(&bundle)?;
-    result
+    let code = result?;
+    deleted?;
+    Ok(code)
 }
 
 fn short(d: &Digest) -> &str {

@@ -6,8 +6,10 @@
 //! cgroup namespaces. The process comes from the image config (`Entrypoint` + `Cmd`,
 //! `Env`, `WorkingDir`, `User`), overridden by the caller.
 //!
-//! Networking is `none` for now (a new network namespace with only `lo`); the networking
-//! work adds bridged networks and published ports.
+//! Networking follows [`RunOptions::network`]: `none` and `bridge` get a new network
+//! namespace (the bridge is attached by [`crate::network::attach`] once the container
+//! exists), `host` shares the caller's. A generated `resolv.conf` is written into the
+//! bundle and bind-mounted read-only over the image's `/etc/resolv.conf`.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 use super::caps::docker_default_sets;
 use super::seccomp::Profile;
 use crate::manifest::ImageConfig;
+use crate::network::NetworkMode;
 use crate::store::{ImageRecord, Store};
 use crate::Digest;
 
@@ -73,6 +76,10 @@ pub struct RunOptions {
     /// `uid[:gid]` or a name from the image's `/etc/passwd`.
     pub user: Option<String>,
     pub workdir: Option<String>,
+    pub network: NetworkMode,
+    /// The container's `/etc/resolv.conf` (see [`crate::network::dns`]); the image's own
+    /// when absent.
+    pub resolv_conf: Option<String>,
 }
 
 /// Makes `<bundle>/config.json` and mounts `<bundle>/rootfs` (overlayfs of the image's
@@ -130,7 +137,17 @@ pub fn make_bundle(
         path: rootfs.clone(),
         errno,
     })?;
-    let spec = spec_for(&config, &rootfs, opts).map_err(bad)?;
+    let mut spec = spec_for(&config, &rootfs, opts).map_err(bad)?;
+    if let Some(text) = &opts.resolv_conf {
+        let path = bundle.join("resolv.conf");
+        std::fs::write(&path, text).map_err(io(&path))?;
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            mounts.push(json!({
+                "destination": "/etc/resolv.conf", "type": "bind", "source": path,
+                "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+            }));
+        }
+    }
     let path = bundle.join("config.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap_or_default())
         .map_err(io(&path))?;
@@ -240,6 +257,11 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
             "seccomp": Profile::docker_default(sets.bounding).to_oci_json(),
         },
     });
+    if opts.network == NetworkMode::Host {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "network");
+        }
+    }
     if let Some(h) = &opts.hostname {
         spec["hostname"] = h.clone().into();
     }

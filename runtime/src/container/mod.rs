@@ -64,6 +64,11 @@ pub enum ContainerError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error("container {id}: network: {source}")]
+    Network {
+        id: String,
+        source: crate::network::NetworkError,
+    },
     #[error("container {id}: {path}: {source}")]
     Io {
         id: String,
@@ -461,8 +466,61 @@ pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), Co
     if let Some(path) = &stored.cgroup {
         cgroup::Cgroup { path: path.clone() }.remove()?;
     }
+    // The network last: its rules and lease go, and the veth if the namespace's end did
+    // not take it along. A failure keeps the state, so that the delete can be repeated.
+    if let Some(record) = network_record(states, id)? {
+        record
+            .detach(id)
+            .map_err(|source| ContainerError::Network {
+                id: id.to_string(),
+                source,
+            })?;
+    }
     states.remove(id)?;
     Ok(())
+}
+
+const NETWORK_RECORD: &str = "network.json";
+
+/// Notes, before attaching container `id` to a network, what `delete` needs to take it
+/// off again, even after the runtime that attached it crashed.
+pub fn record_network(
+    states: &StateDir,
+    id: &ContainerId,
+    record: &crate::network::Record,
+) -> Result<(), ContainerError> {
+    let path = states.dir(id).join(NETWORK_RECORD);
+    let json = serde_json::to_vec(record).map_err(|e| StateError::Corrupt {
+        id: id.to_string(),
+        reason: e.to_string(),
+    })?;
+    crate::fsutil::write_atomic(&path, &json).map_err(|source| ContainerError::Io {
+        id: id.to_string(),
+        path,
+        source,
+    })
+}
+
+fn network_record(
+    states: &StateDir,
+    id: &ContainerId,
+) -> Result<Option<crate::network::Record>, ContainerError> {
+    let path = states.dir(id).join(NETWORK_RECORD);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            StateError::Corrupt {
+                id: id.to_string(),
+                reason: format!("{}: {e}", path.display()),
+            }
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ContainerError::Io {
+            id: id.to_string(),
+            path,
+            source,
+        }),
+    }
 }
 
 /// The signals a foreground runtime (`run`) passes on to the container.

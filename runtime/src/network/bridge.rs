@@ -18,7 +18,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use futures_util::TryStreamExt;
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use super::NetworkError;
 use crate::ContainerId;
@@ -92,8 +94,19 @@ async fn must_index(h: &Handle, name: &str) -> Result<u32, NetworkError> {
         })
 }
 
-async fn add_address(h: &Handle, link: &str, index: u32, addr: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
-    match h.address().add(index, IpAddr::V4(addr), prefix).execute().await {
+async fn add_address(
+    h: &Handle,
+    link: &str,
+    index: u32,
+    addr: Ipv4Addr,
+    prefix: u8,
+) -> Result<(), NetworkError> {
+    match h
+        .address()
+        .add(index, IpAddr::V4(addr), prefix)
+        .execute()
+        .await
+    {
         Err(e) if errno_of(&e) != Some(libc::EEXIST) => {
             Err(nl(format!("add address {addr}/{prefix} to {link}"))(e))
         }
@@ -119,7 +132,12 @@ pub(crate) async fn ensure_bridge(
     mtu: u32,
 ) -> Result<u32, NetworkError> {
     if link_index(h, name).await?.is_none() {
-        match h.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await {
+        match h
+            .link()
+            .add(LinkBridge::new(name).mtu(mtu).build())
+            .execute()
+            .await
+        {
             Err(e) if errno_of(&e) != Some(libc::EEXIST) => {
                 return Err(nl(format!("create bridge {name}"))(e))
             }
@@ -165,17 +183,22 @@ pub(crate) async fn add_veth(
         .mtu(mtu)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .build();
-    h.link()
-        .add(pair)
-        .execute()
-        .await
-        .map_err(nl(format!("create veth pair {host_name} / {CONTAINER_IFNAME}")))?;
+    h.link().add(pair).execute().await.map_err(nl(format!(
+        "create veth pair {host_name} / {CONTAINER_IFNAME}"
+    )))?;
     let index = must_index(h, host_name).await?;
     h.link()
-        .set(LinkUnspec::new_with_index(index).controller(bridge).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge)
+                .up()
+                .build(),
+        )
         .execute()
         .await
-        .map_err(nl(format!("attach {host_name} to the bridge and bring it up")))
+        .map_err(nl(format!(
+            "attach {host_name} to the bridge and bring it up"
+        )))
 }
 
 /// Inside the container's namespace: `lo` up, `eth0` with `addr/prefix` up, default
@@ -219,7 +242,9 @@ mod tests {
 
     #[test]
     fn host_veth_names_fit_ifnamsiz_and_depend_on_the_id_only() {
-        let a: ContainerId = "a-very-long-container-name-that-goes-on-and-on".parse().unwrap();
+        let a: ContainerId = "a-very-long-container-name-that-goes-on-and-on"
+            .parse()
+            .unwrap();
         let name = host_veth_name(&a);
         assert_eq!(name.len(), 12);
         assert!(name.starts_with("gv"));

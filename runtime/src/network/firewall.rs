@@ -35,8 +35,8 @@
 use std::net::Ipv4Addr;
 
 use super::nft::{
-    BaseChain, Batch, Chain, CmpOp, CtKey, Expr, FibResult, Hook, MetaKey, NftError,
-    NftSocket, PayloadBase, Reg, Rule, FIB_F_DADDR, IPS_DST_NAT, RTN_LOCAL,
+    BaseChain, Batch, Chain, CmpOp, CtKey, Expr, FibResult, Hook, MetaKey, NftError, NftSocket,
+    PayloadBase, Reg, Rule, FIB_F_DADDR, IPS_DST_NAT, RTN_LOCAL,
 };
 use super::{PortMapping, Protocol, Subnet};
 use crate::ContainerId;
@@ -200,7 +200,14 @@ fn network_rules(bridge: &str, subnet: Subnet) -> Vec<Rule> {
             ]
             .concat(),
         ),
-        rule([&oifname(CmpOp::Eq, bridge)[..], &localhost, &[Expr::Masquerade]].concat()),
+        rule(
+            [
+                &oifname(CmpOp::Eq, bridge)[..],
+                &localhost,
+                &[Expr::Masquerade],
+            ]
+            .concat(),
+        ),
     ]
 }
 

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -99,7 +98,9 @@ impl FromStr for Subnet {
             .split_once('/')
             .ok_or_else(|| fail("expected ADDRESS/PREFIX, like 10.88.0.0/16"))?;
         let network: Ipv4Addr = addr.parse().map_err(|_| fail("not an IPv4 address"))?;
-        let prefix: u8 = len.parse().map_err(|_| fail("the prefix is not a number"))?;
+        let prefix: u8 = len
+            .parse()
+            .map_err(|_| fail("the prefix is not a number"))?;
         if !(8..=29).contains(&prefix) {
             return Err(fail("the prefix must be 8 to 29 bits"));
         }
@@ -177,7 +178,6 @@ struct Leases {
 #[derive(Debug)]
 pub struct Ipam {
     path: PathBuf,
-    dir: PathBuf,
     leases: Leases,
     _lock: Flock<File>,
 }
@@ -198,12 +198,11 @@ impl Ipam {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            IpamError::Lock {
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| IpamError::Lock {
                 path: lock_path.clone(),
                 errno,
-            }
-        })?;
+            })?;
         let path = dir.join(format!("{name}.json"));
         let leases = match std::fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes, subnet)?,
@@ -216,7 +215,6 @@ impl Ipam {
         };
         Ok(Ipam {
             path,
-            dir: dir.to_owned(),
             leases,
             _lock: lock,
         })
@@ -299,24 +297,14 @@ impl Ipam {
     }
 
     fn save(&self) -> Result<(), IpamError> {
-        let io = |source| IpamError::Io {
-            path: self.path.clone(),
-            source,
-        };
         let json = serde_json::to_vec_pretty(&self.leases).map_err(|e| IpamError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
-        tmp.write_all(&json).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&self.path).map_err(|e| io(e.error))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| IpamError::Io {
-                path: self.dir.clone(),
-                source,
-            })
+        crate::fsutil::write_atomic(&self.path, &json).map_err(|source| IpamError::Io {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -382,7 +370,13 @@ mod tests {
         assert_eq!(s.mask(), Ipv4Addr::new(255, 255, 0, 0));
         assert!(s.contains(Ipv4Addr::new(10, 88, 255, 255)));
         assert!(!s.contains(Ipv4Addr::new(10, 89, 0, 1)));
-        for bad in ["10.88.0.1/16", "10.88.0.0", "10.88.0.0/31", "10.88.0.0/x", "x/16"] {
+        for bad in [
+            "10.88.0.1/16",
+            "10.88.0.0",
+            "10.88.0.0/31",
+            "10.88.0.0/x",
+            "x/16",
+        ] {
             let err = bad.parse::<Subnet>().unwrap_err();
             assert_eq!(err.value, bad);
         }
@@ -451,7 +445,10 @@ mod tests {
         // Other protocol or other host address: fine.
         ipam.allocate(&id("b"), &[p("8080:80/udp")]).unwrap();
         let err = ipam.allocate(&id("c"), &[p("8080:81")]).unwrap_err();
-        assert_eq!(err.to_string(), "host port 8080/tcp is already published by container a");
+        assert_eq!(
+            err.to_string(),
+            "host port 8080/tcp is already published by container a"
+        );
         // The same container may publish it again.
         ipam.allocate(&id("a"), &[p("8080:80")]).unwrap();
     }
@@ -463,12 +460,18 @@ mod tests {
         let path = dir.path().join("gantry0.json");
         for (text, why) in [
             ("{ not json", "key must be a string"),
-            (r#"{"subnet":"10.88.0.0/16","leases":{"a":{"address":"10.88.0.1"}}}"#, "gateway"),
+            (
+                r#"{"subnet":"10.88.0.0/16","leases":{"a":{"address":"10.88.0.1"}}}"#,
+                "gateway",
+            ),
             (
                 r#"{"subnet":"10.88.0.0/16","leases":{"a":{"address":"10.88.0.2"},"b":{"address":"10.88.0.2"}}}"#,
                 "held by both a and b",
             ),
-            (r#"{"subnet":"10.88.0.0/16","leases":{"../x":{"address":"10.88.0.2"}}}"#, "invalid"),
+            (
+                r#"{"subnet":"10.88.0.0/16","leases":{"../x":{"address":"10.88.0.2"}}}"#,
+                "invalid",
+            ),
             (r#"{"subnet":"10.88.0.1/16","leases":{}}"#, "host bits"),
         ] {
             std::fs::write(&path, text).unwrap();

@@ -55,7 +55,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/gantry/network";
 pub const DEFAULT_BRIDGE: &str = "gantry0";
 pub const DEFAULT_MTU: u32 = 1500;
 /// Docker's fallback resolvers, for hosts whose only resolver is on loopback.
-pub const DEFAULT_UPSTREAM_DNS: [Ipv4Addr; 2] = [Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(8, 8, 4, 4)];
+pub const DEFAULT_UPSTREAM_DNS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(8, 8, 4, 4)];
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -73,10 +74,7 @@ pub enum NetworkError {
         source: std::io::Error,
     },
     #[error("network {network}: {source}")]
-    Ipam {
-        network: String,
-        source: IpamError,
-    },
+    Ipam { network: String, source: IpamError },
     #[error("nf_tables: {0}")]
     Nft(#[from] nft::NftError),
     #[error("container {container}'s network lives in network namespace {recorded}, but this process is in {current}; run the delete there")]
@@ -117,7 +115,9 @@ impl Network {
         let b = &self.bridge;
         if b.is_empty()
             || b.len() > 15
-            || !b.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         {
             return Err(NetworkError::Config(format!(
                 "bridge name {b:?} must be 1 to 15 letters, digits, '-', '_' or '.'"
@@ -233,9 +233,7 @@ impl FromStr for PortMapping {
         let (ports, protocol) = match value.rsplit_once('/') {
             Some((p, "tcp")) => (p, Protocol::Tcp),
             Some((p, "udp")) => (p, Protocol::Udp),
-            Some((_, other)) => {
-                return Err(fail(format!("protocol {other:?} is not tcp or udp")))
-            }
+            Some((_, other)) => return Err(fail(format!("protocol {other:?} is not tcp or udp"))),
             None => (value, Protocol::Tcp),
         };
         let parts: Vec<&str> = ports.split(':').collect();
@@ -260,7 +258,9 @@ impl FromStr for PortMapping {
         let port = |what: &str, s: &str| -> Result<u16, InvalidPortMapping> {
             match s.parse::<u16>() {
                 Ok(p) if p > 0 => Ok(p),
-                _ => Err(fail(format!("{what} port {s:?} is not a number from 1 to 65535"))),
+                _ => Err(fail(format!(
+                    "{what} port {s:?} is not a number from 1 to 65535"
+                ))),
             }
         };
         Ok(PortMapping {
@@ -330,10 +330,12 @@ fn attach_locked(
     ports: &[PortMapping],
     ipam: &mut Ipam,
 ) -> Result<Attachment, NetworkError> {
-    let address = ipam.allocate(id, ports).map_err(|source| NetworkError::Ipam {
-        network: net.bridge.clone(),
-        source,
-    })?;
+    let address = ipam
+        .allocate(id, ports)
+        .map_err(|source| NetworkError::Ipam {
+            network: net.bridge.clone(),
+            source,
+        })?;
     let (prefix, gateway) = (net.subnet.prefix(), net.subnet.gateway());
     let host_veth = bridge::host_veth_name(id);
     let veth = host_veth.as_str();
@@ -479,7 +481,10 @@ mod tests {
     #[test]
     fn network_modes_and_configuration_are_checked() {
         assert_eq!("bridge".parse::<NetworkMode>(), Ok(NetworkMode::Bridge));
-        assert!("nat".parse::<NetworkMode>().unwrap_err().contains("\"nat\""));
+        assert!("nat"
+            .parse::<NetworkMode>()
+            .unwrap_err()
+            .contains("\"nat\""));
         let mut net = Network::new(Path::new("/tmp"));
         net.validate().unwrap();
         net.bridge = "a-name-that-is-too-long".into();

@@ -345,7 +345,7 @@ impl Attrs {
     }
 
     fn pad(&mut self) {
-        while self.0.len() % 4 != 0 {
+        while !self.0.len().is_multiple_of(4) {
             self.0.push(0);
         }
     }
@@ -540,7 +540,14 @@ impl Batch {
             ));
         }
         let end = seq + 1 + self.messages.len() as u32;
-        out.extend(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end, 0, subsys, &[]));
+        out.extend(message(
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            end,
+            0,
+            subsys,
+            &[],
+        ));
         out
     }
 

@@ -140,7 +140,10 @@ fn a_batch_is_framed_by_begin_and_end_with_an_ack_asked_per_message() {
         2, 0, 0, 0,           // NFPROTO_IPV4, version 0, res_id 0
     ];
     assert_eq!(&bytes[20..40], rule_header);
-    assert_eq!(&bytes[40..40 + PUBLISH_RULE_ATTRS.len()], PUBLISH_RULE_ATTRS);
+    assert_eq!(
+        &bytes[40..40 + PUBLISH_RULE_ATTRS.len()],
+        PUBLISH_RULE_ATTRS
+    );
     #[rustfmt::skip]
     let end: &[u8] = &[20, 0, 0, 0, 0x11, 0, 1, 0, 102, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10];
     assert_eq!(&bytes[40 + PUBLISH_RULE_ATTRS.len()..], end);
