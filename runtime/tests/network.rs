@@ -195,6 +195,37 @@ impl Fixture {
         Running { child, name, log }
     }
 
+    /// `gantry run --network <mode>` in the host namespace, in the foreground.
+    fn run_fg(&self, name: &str, extra: &[&str], script: &str) -> (bool, String, String) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.host.name,
+                env!("CARGO_BIN_EXE_gantry"),
+            ])
+            .args([
+                "--root",
+                &self.store(),
+                "run",
+                "--name",
+                name,
+                "--state-root",
+            ])
+            .arg(self.state_root())
+            .arg("--host-resolv-conf")
+            .arg(self.work.path().join("resolv.conf"))
+            .args(extra)
+            .args(["example.com/net:1", "/bin/sh", "-c", script])
+            .output()
+            .expect("gantry run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// The container's state as `gantry-runtime state` prints it, once it runs.
     fn running_pid(&self, c: &mut Running) -> i32 {
         let root = self.state_root().join("containers");
@@ -227,12 +258,13 @@ impl Fixture {
     }
 }
 
-fn setup() -> Fixture {
+/// The namespaces and the image; `tag` keeps the names of tests running at once apart.
+fn setup(tag: &str) -> Fixture {
     assert!(
         nix::unistd::geteuid().is_root(),
         "this test needs root (network namespaces, veth, nf_tables); CI runs as root"
     );
-    let tag = std::process::id();
+    let tag = format!("{}{tag}", std::process::id());
     let host = TestNetns::new(format!("gt{tag}h"));
     let outside = TestNetns::new(format!("gt{tag}o"));
     // The link is made straight inside the two namespaces.
@@ -430,7 +462,7 @@ fn rules_tagged(ns: &TestNetns, comment: &str) -> usize {
 
 #[test]
 fn bridged_containers_talk_publish_ports_masquerade_and_clean_up_as_root() {
-    let fx = setup();
+    let fx = setup("b");
     let mut a = fx.start(
         "net-a",
         &["8080:80", "5353:53/udp"],
@@ -672,4 +704,41 @@ fn a_rejected_transaction_names_the_operation_and_changes_nothing_as_root() {
         .output()
         .expect("nft");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+#[test]
+fn host_and_none_networks_as_root() {
+    let fx = setup("m");
+    let script = "/bin/busybox ip -o -4 addr; /bin/busybox cat /etc/resolv.conf";
+    // host: the host namespace's addresses, and its resolvers as they are.
+    let (ok, out, err) = fx.run_fg("on-host", &["--network", "host"], script);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("inet {HOST_ADDR}/24")), "{out}");
+    assert!(
+        out.ends_with("nameserver 127.0.0.53\nsearch example.test\n"),
+        "{out}"
+    );
+    // none (the default): only lo, up, and the image's own /etc (no resolv.conf in it).
+    let (ok, out, err) = fx.run_fg("on-none", &[], script);
+    assert!(
+        !ok,
+        "the image has no /etc/resolv.conf, so cat fails: {out}"
+    );
+    assert!(out.contains("inet 127.0.0.1/8"), "{out} {err}");
+    assert!(!out.contains("192.168."), "{out}");
+    // Publishing needs the bridge.
+    let (ok, _, err) = fx.run_fg("bad", &["-p", "80:80"], "true");
+    assert!(!ok);
+    assert!(
+        err.contains("publishing ports needs --network bridge"),
+        "{err}"
+    );
+    let (ok, _, err) = fx.run_fg("bad", &["--network", "bridge", "-p", "80:80/sctp"], "true");
+    assert!(!ok);
+    assert!(
+        err.contains("80:80/sctp") && err.contains("\"sctp\" is not tcp or udp"),
+        "{err}"
+    );
+    // Nothing was attached: no bridge in the host namespace.
+    assert!(!link_exists(&fx.host, BRIDGE));
 }

@@ -324,10 +324,14 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
         from_image::make_bundle(store, &image, &bundle, &opts)?;
         let signals = container::block_forwarded_signals().context("block signals")?;
         let pid = container::create(&states, &id, &bundle, &CreateOptions::default())?;
+        let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        if args.network == NetworkMode::None {
+            network::loopback_up(&ns)
+                .with_context(|| format!("cannot bring up lo of container {id}"))?;
+        }
         if args.network == NetworkMode::Bridge {
             // Recorded first, so that a delete after a crash half-way cleans up.
             container::record_network(&states, &id, &network::Record::here(&net)?)?;
-            let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
             let a = network::attach(&net, &id, &ns, &args.publish).with_context(|| {
                 format!("cannot attach container {id} to network {}", net.bridge)
             })?;

@@ -201,6 +201,12 @@ pub(crate) async fn add_veth(
         )))
 }
 
+/// `lo` up.
+pub(crate) async fn loopback_up(h: &Handle) -> Result<(), NetworkError> {
+    let lo = must_index(h, "lo").await?;
+    set_up(h, "lo", lo).await
+}
+
 /// Inside the container's namespace: `lo` up, `eth0` with `addr/prefix` up, default
 /// route via `gateway`.
 pub(crate) async fn configure_container(
@@ -209,8 +215,7 @@ pub(crate) async fn configure_container(
     prefix: u8,
     gateway: Ipv4Addr,
 ) -> Result<(), NetworkError> {
-    let lo = must_index(h, "lo").await?;
-    set_up(h, "lo", lo).await?;
+    loopback_up(h).await?;
     let eth0 = must_index(h, CONTAINER_IFNAME).await?;
     add_address(h, CONTAINER_IFNAME, eth0, addr, prefix).await?;
     set_up(h, CONTAINER_IFNAME, eth0).await?;

@@ -454,6 +454,29 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_allocations_take_turns_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = subnet("10.88.0.0/24");
+        let addrs: Vec<Ipv4Addr> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let dir = dir.path();
+                    scope.spawn(move || {
+                        // Each thread opens the lock file itself: its own flock.
+                        let mut ipam = Ipam::lock(dir, "n", s).unwrap();
+                        ipam.allocate(&id(&format!("c{i}")), &[]).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let unique: std::collections::HashSet<_> = addrs.iter().collect();
+        assert_eq!(unique.len(), 8, "{addrs:?}");
+        let ipam = Ipam::lock(dir.path(), "n", s).unwrap();
+        assert_eq!(ipam.containers().count(), 8);
+    }
+
+    #[test]
     fn a_corrupt_file_is_a_clear_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let s = subnet("10.88.0.0/16");

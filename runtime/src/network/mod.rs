@@ -29,7 +29,8 @@
 //! on 127.0.0.1 can be DNATed out of the bridge).
 //!
 //! `--network host` shares the host's namespace (no `network` namespace in the bundle,
-//! nothing to attach); `none` gives the container a namespace with only `lo`.
+//! nothing to attach); `none` gives the container a namespace with only `lo`, up
+//! ([`loopback_up`]).
 
 pub mod bridge;
 pub mod dns;
@@ -364,6 +365,13 @@ fn attach_locked(
         host_veth,
         ports: ports.to_vec(),
     })
+}
+
+/// Brings `lo` up in the network namespace `netns` (a container with `--network none`),
+/// as Docker and runc do for a container's own namespace.
+pub fn loopback_up(netns: &Path) -> Result<(), NetworkError> {
+    Netns::open(netns)?
+        .run(|| bridge::with_handle(|h| async move { bridge::loopback_up(&h).await }))?
 }
 
 /// Takes container `id` off the network: its firewall rules, its veth pair (if the
