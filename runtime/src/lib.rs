@@ -5,8 +5,8 @@
 //! auth; manifests, indexes and configs ([`manifest`]); safe layer extraction into
 //! overlayfs form ([`layer`]); and the crash-safe, content-addressed [`store`] that
 //! [`pull`] and [`import`] fill. Container execution (namespaces, cgroup v2, capabilities,
-//! seccomp, networking) comes next. The `gantry` binary puts the image store on the
-//! command line.
+//! seccomp) is in [`container`], container networks (bridge, veth, IPAM, DNS, nftables)
+//! in [`network`]. The `gantry` binary puts the image store and `run` on the command line.
 
 mod blobs;
 mod challenge;
