@@ -7,6 +7,8 @@
 //! address and routes are read back over netlink in the client namespace. No packet leaves
 //! the namespaces.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
