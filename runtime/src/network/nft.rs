@@ -40,6 +40,7 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
+const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -424,7 +425,7 @@ fn parse_error(msg: &Reply) -> Result<(i32, Option<String>), NftError> {
             .get(4..8)
             .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
             .unwrap_or(16);
-        let skip = if msg.flags & 0x100 != 0 { 16 } else { orig_len }; // NLM_F_CAPPED
+        let skip = if msg.flags & NLM_F_CAPPED != 0 { 16 } else { orig_len };
         if let Some(tlvs) = msg.payload.get(4 + align4(skip)..) {
             for (kind, value) in attrs(tlvs) {
                 if kind == NLMSGERR_ATTR_MSG {
