@@ -425,7 +425,11 @@ fn parse_error(msg: &Reply) -> Result<(i32, Option<String>), NftError> {
             .get(4..8)
             .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
             .unwrap_or(16);
-        let skip = if msg.flags & NLM_F_CAPPED != 0 { 16 } else { orig_len };
+        let skip = if msg.flags & NLM_F_CAPPED != 0 {
+            16
+        } else {
+            orig_len
+        };
         if let Some(tlvs) = msg.payload.get(4 + align4(skip)..) {
             for (kind, value) in attrs(tlvs) {
                 if kind == NLMSGERR_ATTR_MSG {
