@@ -68,6 +68,9 @@ pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result
         std::fs::write(&p, text).at(&p)?;
         set_mode(&p, 0o644).at(&p)?;
     }
+    // The resolver file lives under /run, where PID 1 writes it from the config and DHCP.
+    let resolv = staging.join("etc/resolv.conf");
+    std::os::unix::fs::symlink(gantry_init::net::resolv::RESOLV_CONF, &resolv).at(&resolv)?;
     for entry in entries {
         let dest = staging.join(entry.path.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {

@@ -1,7 +1,8 @@
 //! Gantry's PID 1.
 //!
 //! The binary (`gantry-init`, installed as `/sbin/init`) mounts the API file systems, sends
-//! its log to the serial console, sets the host name, prints the [`READY_MARKER`], and then
+//! its log to the serial console, reads the machine config ([`config`]), sets the host
+//! name, starts the network on its own thread ([`net`]), prints the [`READY_MARKER`], and then
 //! lives in one loop: it reads signals from a `signalfd`, reaps every child, and turns
 //! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
 //! It never exits and never panics out of its loop.
@@ -38,6 +39,12 @@ pub const MOUNT_LINE: &str = "gantry-init: mount";
 
 /// Logged once at boot with `device=` (e.g. `/dev/dm-0`) and `dm_name=`.
 pub const ROOT_DEVICE_LINE: &str = "gantry-init: root file system";
+
+/// Logged when a machine config is accepted, with `source=`.
+pub const CONFIG_LOADED: &str = "gantry-init: config loaded";
+
+/// Logged once per reason when a machine config is refused, with `error=`.
+pub const CONFIG_REFUSED: &str = "gantry-init: config refused";
 
 /// Gantry's version, as the image and its `/etc/os-release` carry it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

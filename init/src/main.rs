@@ -4,21 +4,25 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::time::Duration;
 
 use gantry_init::cmdline::{valid_hostname, BootParams};
+use gantry_init::config::{self, MachineConfig};
 use gantry_init::mounts::{self, Outcome};
+use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
 use gantry_init::{
-    console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
-    SHUTDOWN_REQUESTED, VERSION,
+    console, power_button, CONFIG_LOADED, CONFIG_REFUSED, MOUNT_LINE, POWER_BUTTON_PRESSED,
+    READY_MARKER, ROOT_DEVICE_LINE, SHUTDOWN_REQUESTED, VERSION,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{error, info, warn};
 
 const DEFAULT_HOSTNAME: &str = "gantry";
+const NETWORK_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() {
     if std::process::id() != 1 {
@@ -59,7 +63,14 @@ fn main() {
     for p in &params.ignored {
         warn!(parameter = %p, "ignoring unknown or invalid boot parameter");
     }
-    set_hostname(&params);
+    let config = load_config();
+    let (hostname, chosen) = set_hostname(&params, config.as_ref());
+    let network_config = config.map(|c| c.network).unwrap_or_default();
+    let mut network = Some(Network::start(net::Options::for_pid1(
+        network_config,
+        Some(hostname),
+        !chosen,
+    )));
     // Ctrl-Alt-Del sends SIGINT to PID 1 instead of resetting at once.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         warn!(error = %e, "cannot route Ctrl-Alt-Del to init");
@@ -84,6 +95,10 @@ fn main() {
             error!("gantry-init: recovered from a panic in the event loop");
         }
         if let Some(action) = pending.take() {
+            if let Some(n) = network.take() {
+                // Leases are released before the processes go; a hung network is not waited for.
+                let _ = catch_unwind(AssertUnwindSafe(|| n.stop(NETWORK_STOP_TIMEOUT)));
+            }
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 let mut host = shutdown::Host {
                     wait: |left| wait_readable(&signals, left),
@@ -180,25 +195,55 @@ fn log_mounts() {
     }
 }
 
-fn set_hostname(params: &BootParams) {
+/// Sets the host name from, in order: the machine config, `gantry.hostname=`, the image's
+/// `/etc/hostname`, the default. Returns it, and whether it came from the config or the
+/// command line (then DHCP may not replace it).
+fn set_hostname(params: &BootParams, config: Option<&MachineConfig>) -> (String, bool) {
     let from_image = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_owned());
-    let candidates = [params.hostname.clone(), from_image];
-    let name = candidates
+    let from_config = config.and_then(|c| c.hostname.clone());
+    let candidates = [
+        (from_config, true),
+        (params.hostname.clone(), true),
+        (from_image, false),
+    ];
+    let (name, chosen) = candidates
         .into_iter()
-        .flatten()
-        .find(|n| {
+        .filter_map(|(n, chosen)| n.map(|n| (n, chosen)))
+        .find(|(n, _)| {
             let ok = valid_hostname(n);
             if !ok {
                 warn!(hostname = %n, "ignoring invalid host name");
             }
             ok
         })
-        .unwrap_or_else(|| DEFAULT_HOSTNAME.to_owned());
+        .unwrap_or_else(|| (DEFAULT_HOSTNAME.to_owned(), false));
     match nix::unistd::sethostname(&name) {
         Ok(()) => info!(hostname = %name, "host name set"),
         Err(e) => error!(hostname = %name, error = %e, "cannot set host name"),
+    }
+    (name, chosen)
+}
+
+/// The machine config from QEMU's fw_cfg; None (defaults) when there is none or it is
+/// refused, with every reason logged.
+fn load_config() -> Option<MachineConfig> {
+    match config::from_fw_cfg(Path::new(config::FW_CFG_PATH)) {
+        Ok(Some(c)) => {
+            info!(source = "fw_cfg", "{CONFIG_LOADED}");
+            Some(c)
+        }
+        Ok(None) => {
+            info!("no machine config; using defaults (DHCP on every NIC)");
+            None
+        }
+        Err(errors) => {
+            for e in errors {
+                error!(error = %e, "{CONFIG_REFUSED}");
+            }
+            None
+        }
     }
 }
 

@@ -84,6 +84,9 @@ pub struct VmConfig {
     pub no_reboot: bool,
     /// An i6300esb watchdog that resets the machine when it fires.
     pub watchdog: bool,
+    /// More NICs after the user-network one, each alone on its own QEMU hub: a link with
+    /// carrier where nothing answers (no DHCP server, no traffic leaves).
+    pub silent_nics: u32,
 }
 
 impl VmConfig {
@@ -101,6 +104,7 @@ impl VmConfig {
             console: false,
             no_reboot: false,
             watchdog: false,
+            silent_nics: 0,
         }
     }
 
@@ -151,6 +155,11 @@ impl VmConfig {
             ));
         }
         push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
+        for n in 1..=self.silent_nics {
+            let netdev = format!("hubport,id=silent{n},hubid={n}");
+            let device = format!("virtio-net-pci,netdev=silent{n}");
+            push(&["-netdev", &netdev, "-device", &device]);
+        }
         push(&["-device", "virtio-rng-pci"]);
         let serial = if self.console {
             format!(

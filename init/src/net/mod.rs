@@ -33,6 +33,8 @@ use resolv::Resolver;
 pub const STATUS_FILE: &str = "/run/gantry/network.json";
 /// Where leases are kept for INIT-REBOOT, one file per interface.
 pub const LEASE_DIR: &str = "/var/lib/gantry/dhcp";
+/// How long the DHCP client may go unanswered before the interface reports it.
+pub const DHCP_QUIET_WARNING: Duration = Duration::from_secs(20);
 /// Logged once per interface when it gets an address (static or DHCP), with
 /// `interface= address=`.
 pub const ADDRESS_LINE: &str = "network: address";
@@ -626,8 +628,28 @@ async fn run_interface(
         let tx = tx.clone();
         let name = name.clone();
         tokio::spawn(async move {
-            while let Some(e) = erx.recv().await {
-                let _ = tx.send(Report::Dhcp(name.clone(), e));
+            // Say so once if no server has answered for a while; the client keeps trying.
+            let quiet = tokio::time::sleep(DHCP_QUIET_WARNING);
+            tokio::pin!(quiet);
+            let mut answered = false;
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    e = erx.recv() => match e {
+                        Some(e) => {
+                            answered |= matches!(e, Event::Bound(..) | Event::Nak(_));
+                            let _ = tx.send(Report::Dhcp(name.clone(), e));
+                        }
+                        None => break,
+                    },
+                    _ = &mut quiet, if !answered && !warned => {
+                        warned = true;
+                        let _ = tx.send(Report::Error(
+                            name.clone(),
+                            format!("no DHCP answer after {} s; still trying", DHCP_QUIET_WARNING.as_secs()),
+                        ));
+                    }
+                }
             }
         })
     };
