@@ -466,7 +466,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let doc = include_str!("config.rs")
+        let doc = include_str!("mod.rs")
             .lines()
             .skip_while(|l| !l.starts_with("//! ```toml"))
             .skip(1)
