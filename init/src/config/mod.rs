@@ -1,7 +1,8 @@
 //! The machine configuration: one TOML document that says what a machine is.
 //!
-//! This module owns the schema. So far it holds the format `version`, the `hostname` and the
-//! `[network]` section; the container-host work adds containers, updates and API access.
+//! This module owns the schema: the format `version`, the `hostname`, the `[network]`
+//! section, and the `[registries]` and `[containers.<name>]` sections ([`containers`]).
+//! Update policy and API access come with the update and API work.
 //! Unknown keys are refused, and every error names the key path and the reason, e.g.
 //! `network.interfaces[0].mtu: 20 is below the IPv4 minimum of 68`.
 //!
@@ -35,7 +36,9 @@
 //!
 //! Sources: so far QEMU's `fw_cfg` file `opt/org.gantry/config`; see [`from_fw_cfg`].
 
-use std::collections::BTreeSet;
+pub mod containers;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -43,6 +46,8 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
+
+pub use containers::{ContainerSpec, HealthSpec, RegistriesConfig, RestartPolicy};
 
 /// The only format version there is.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,7 +59,7 @@ pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.gantry/
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// A whole machine configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineConfig {
     /// Format version; must be [`FORMAT_VERSION`].
@@ -65,6 +70,12 @@ pub struct MachineConfig {
     /// Interfaces, addresses and DNS.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Registry trust and credentials for pulls.
+    #[serde(default)]
+    pub registries: RegistriesConfig,
+    /// The containers to run, by name.
+    #[serde(default)]
+    pub containers: BTreeMap<String, ContainerSpec>,
 }
 
 /// The `[network]` section.
@@ -290,6 +301,7 @@ impl MachineConfig {
             }
         }
         self.network.problems(&mut out);
+        containers::problems(&self.containers, &self.registries, &mut out);
         out
     }
 }
