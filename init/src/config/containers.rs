@@ -301,7 +301,7 @@ pub fn problems(
                 format!("{:?} is not an image reference: {e}", c.image),
             ));
         }
-        for (k, _) in &c.env {
+        for k in c.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 out.push((
                     key(&format!("env.{k}")),
