@@ -1,0 +1,1 @@
+//! The real [`Launcher`]: child processes of the `gantry` command.

@@ -1,0 +1,579 @@
+//! Supervision of the containers the machine config names.
+//!
+//! PID 1 does not create containers in its own process: it is multi-threaded (the network
+//! runs on a thread) and `clone(2)` of a container init is only safe from a single-threaded
+//! process. Each container runs as a child process `gantry run …` in the foreground (as
+//! containerd runs runc through a shim, and systemd runs `docker run`): the child builds
+//! the bundle, networks it, runs the container and exits with its status, forwarding
+//! SIGTERM to it. Image pulls (`gantry image pull`) and health checks (`gantry probe`) are
+//! child processes too. A crash in any of them costs that child, never PID 1.
+//!
+//! The [`Supervisor`] is a state machine driven by PID 1's event loop: [`Supervisor::tick`]
+//! at its [`Supervisor::deadline`], [`Supervisor::on_exit`] for every child PID 1 reaps,
+//! and [`Supervisor::stop`] at shutdown. What it starts and signals goes through a
+//! [`Launcher`], so the tests drive it with a fake one and a clock of their own.
+//!
+//! Rules:
+//! - A container starts once every container it `depends_on` is running and, if that one
+//!   has a health check, healthy.
+//! - Its image is pulled first; a failed pull is retried with the same back-off as a
+//!   restart.
+//! - When it exits, the restart policy decides: `no` never, `on-failure[:max]` after a
+//!   non-zero status (at most `max` times in a row), `always` and `unless-stopped` always.
+//!   Restarts wait 1 s, 2 s, 4 s … up to [`MAX_BACKOFF`]; a container that ran for
+//!   [`STABLE_AFTER`] starts again from 1 s.
+//! - Health checks run every `interval_secs`, each limited to `timeout_secs`; failures in
+//!   the `start_period_secs` after a start do not count; `retries` failures in a row make
+//!   the container unhealthy, one success healthy again. An unhealthy container is
+//!   reported, not restarted (Docker's rule).
+//! - Shutdown stops containers in reverse dependency order: SIGTERM, then SIGKILL after
+//!   its `stop_grace_secs`; a container is signalled only once everything that depends
+//!   on it has stopped.
+
+pub mod launcher;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::containers::start_order;
+use crate::config::{ContainerSpec, RestartPolicy};
+
+/// The first restart delay.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest restart delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A container that ran this long starts its back-off afresh.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Logged on each state change, with `name= state=` and details.
+pub const CONTAINER_LINE: &str = "gantry-init: container";
+
+/// What the supervisor asks of the system.
+pub trait Launcher {
+    /// Starts `job` as a child process; its pid.
+    fn spawn(&mut self, job: &Job<'_>) -> Result<u32, String>;
+    /// Sends SIGTERM (`kill` false) or SIGKILL (`kill` true) to a child.
+    fn signal(&mut self, pid: u32, kill: bool);
+}
+
+/// A child process the supervisor starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Job<'a> {
+    /// Pull the container's image.
+    Pull {
+        name: &'a str,
+        spec: &'a ContainerSpec,
+    },
+    /// Run the container in the foreground.
+    Run {
+        name: &'a str,
+        spec: &'a ContainerSpec,
+    },
+    /// Run its health check once.
+    Check {
+        name: &'a str,
+        spec: &'a ContainerSpec,
+    },
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the containers it depends on.
+    Waiting,
+    Pulling {
+        pid: u32,
+    },
+    /// Waiting to try again (pull or start) at `until`.
+    Backoff {
+        until: Instant,
+        pulled: bool,
+    },
+    Running {
+        pid: u32,
+        since: Instant,
+    },
+    /// Done for good: policy `no`, or `on-failure` out of tries, or stopped at shutdown.
+    Exited,
+    Stopping {
+        pid: u32,
+        kill_at: Instant,
+        killed: bool,
+    },
+}
+
+/// Health as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No health check configured.
+    None,
+    /// Not checked yet since the last start.
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// One container's status, as the status file and the API show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerStatus {
+    /// `waiting`, `pulling`, `backoff`, `running`, `stopping` or `exited`.
+    pub state: &'static str,
+    /// The image reference.
+    pub image: String,
+    /// Restarts since boot.
+    pub restarts: u32,
+    /// Health.
+    pub health: Health,
+    /// The last exit status (128 + n for a signal).
+    pub last_exit: Option<i32>,
+    /// The last error (a failed pull or start).
+    pub last_error: Option<String>,
+    /// Whether the health gate waits for it.
+    pub required: bool,
+}
+
+#[derive(Debug)]
+struct Unit {
+    spec: ContainerSpec,
+    phase: Phase,
+    pulled: bool,
+    restarts: u32,
+    /// Consecutive restarts that did not reach STABLE_AFTER (back-off exponent).
+    quick_restarts: u32,
+    /// Consecutive non-zero exits, for `on-failure:max`.
+    failures: u32,
+    last_exit: Option<i32>,
+    last_error: Option<String>,
+    health: Health,
+    check_pid: Option<(u32, Instant)>,
+    next_check: Option<Instant>,
+    check_failures: u32,
+}
+
+/// The supervisor of every configured container.
+#[derive(Debug)]
+pub struct Supervisor {
+    units: BTreeMap<String, Unit>,
+    order: Vec<String>,
+    stopping: bool,
+}
+
+impl Supervisor {
+    /// A supervisor for `containers`; nothing starts before the first [`Supervisor::tick`].
+    pub fn new(containers: &BTreeMap<String, ContainerSpec>) -> Supervisor {
+        let units = containers
+            .iter()
+            .map(|(name, spec)| {
+                (
+                    name.clone(),
+                    Unit {
+                        spec: spec.clone(),
+                        phase: Phase::Waiting,
+                        pulled: false,
+                        restarts: 0,
+                        quick_restarts: 0,
+                        failures: 0,
+                        last_exit: None,
+                        last_error: None,
+                        health: if spec.health.is_some() {
+                            Health::Starting
+                        } else {
+                            Health::None
+                        },
+                        check_pid: None,
+                        next_check: None,
+                        check_failures: 0,
+                    },
+                )
+            })
+            .collect();
+        Supervisor {
+            units,
+            order: start_order(containers),
+            stopping: false,
+        }
+    }
+
+    /// The next time [`Supervisor::tick`] has something to do, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        for u in self.units.values() {
+            match &u.phase {
+                Phase::Backoff { until, .. } => at(*until),
+                Phase::Stopping {
+                    kill_at,
+                    killed: false,
+                    ..
+                } => at(*kill_at),
+                Phase::Running { .. } => {
+                    if let Some((_, started)) = u.check_pid {
+                        let timeout = u.spec.health.as_ref().map_or(0, |h| h.timeout_secs);
+                        at(started + Duration::from_secs(timeout));
+                    } else if let Some(t) = u.next_check {
+                        at(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// Starts what can start, retries what waited long enough, runs due health checks and
+    /// kills checks and stopping containers that ran out of time.
+    pub fn tick(&mut self, now: Instant, launcher: &mut dyn Launcher) {
+        for name in self.order.clone() {
+            self.tick_one(&name, now, launcher);
+        }
+        if self.stopping {
+            self.advance_stop(now, launcher);
+        }
+    }
+
+    fn tick_one(&mut self, name: &str, now: Instant, launcher: &mut dyn Launcher) {
+        let ready = self.dependencies_ready(name);
+        let stopping = self.stopping;
+        let Some(u) = self.units.get_mut(name) else {
+            return;
+        };
+        match u.phase.clone() {
+            Phase::Waiting if !stopping && ready => start(name, u, now, launcher),
+            Phase::Backoff { until, .. } if !stopping && now >= until => {
+                start(name, u, now, launcher)
+            }
+            Phase::Running { since, .. } => {
+                let Some(h) = u.spec.health.clone() else {
+                    return;
+                };
+                if let Some((pid, started)) = u.check_pid {
+                    if now >= started + Duration::from_secs(h.timeout_secs) {
+                        // The check's exit will be counted as a failure.
+                        launcher.signal(pid, true);
+                    }
+                } else if u.next_check.is_some_and(|t| now >= t) && !stopping {
+                    match launcher.spawn(&Job::Check {
+                        name,
+                        spec: &u.spec,
+                    }) {
+                        Ok(pid) => u.check_pid = Some((pid, now)),
+                        Err(e) => {
+                            u.last_error = Some(format!("health check: {e}"));
+                            check_result(name, u, false, now, since);
+                        }
+                    }
+                }
+            }
+            Phase::Stopping {
+                pid,
+                kill_at,
+                killed: false,
+            } if now >= kill_at => {
+                launcher.signal(pid, true);
+                u.phase = Phase::Stopping {
+                    pid,
+                    kill_at,
+                    killed: true,
+                };
+                log_state(name, u, "grace period over; SIGKILL");
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether every dependency of `name` is running and, if it has a check, healthy.
+    fn dependencies_ready(&self, name: &str) -> bool {
+        let Some(u) = self.units.get(name) else {
+            return false;
+        };
+        u.spec.depends_on.iter().all(|d| {
+            self.units.get(d).is_none_or(|dep| {
+                matches!(dep.phase, Phase::Running { .. })
+                    && matches!(dep.health, Health::None | Health::Healthy)
+            })
+        })
+    }
+
+    /// A child exited: if it is one of ours, act on it and return true.
+    pub fn on_exit(
+        &mut self,
+        pid: u32,
+        code: i32,
+        now: Instant,
+        launcher: &mut dyn Launcher,
+    ) -> bool {
+        let Some(name) = self.units.iter().find_map(|(n, u)| {
+            let ours = match u.phase {
+                Phase::Pulling { pid: p }
+                | Phase::Running { pid: p, .. }
+                | Phase::Stopping { pid: p, .. } => p == pid,
+                _ => false,
+            } || u.check_pid.is_some_and(|(p, _)| p == pid);
+            ours.then(|| n.clone())
+        }) else {
+            return false;
+        };
+        let stopping = self.stopping;
+        let Some(u) = self.units.get_mut(&name) else {
+            return false;
+        };
+        if let Some((p, _)) = u.check_pid {
+            if p == pid {
+                u.check_pid = None;
+                if let Phase::Running { since, .. } = u.phase {
+                    check_result(&name, u, code == 0, now, since);
+                }
+                return true;
+            }
+        }
+        match u.phase.clone() {
+            Phase::Pulling { .. } => {
+                if code == 0 {
+                    u.pulled = true;
+                    u.last_error = None;
+                    if stopping {
+                        u.phase = Phase::Exited;
+                    } else {
+                        info!(name = %name, image = %u.spec.image, "{CONTAINER_LINE} image pulled");
+                        start(&name, u, now, launcher);
+                    }
+                } else {
+                    u.last_error = Some(format!(
+                        "pull of {} failed with status {code}",
+                        u.spec.image
+                    ));
+                    backoff(&name, u, now, stopping);
+                }
+            }
+            Phase::Running { since, .. } => {
+                u.last_exit = Some(code);
+                u.check_pid = None;
+                u.next_check = None;
+                if now.duration_since(since) >= STABLE_AFTER {
+                    u.quick_restarts = 0;
+                }
+                u.failures = if code == 0 { 0 } else { u.failures + 1 };
+                let again = !stopping
+                    && match u.spec.restart_policy() {
+                        RestartPolicy::No => false,
+                        RestartPolicy::OnFailure { max } => {
+                            code != 0 && max.is_none_or(|m| u.failures <= m)
+                        }
+                        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                    };
+                if again {
+                    backoff(&name, u, now, stopping);
+                } else {
+                    u.phase = Phase::Exited;
+                    log_state(&name, u, &format!("exited with status {code}"));
+                }
+            }
+            Phase::Stopping { .. } => {
+                u.last_exit = Some(code);
+                u.phase = Phase::Exited;
+                log_state(&name, u, &format!("stopped with status {code}"));
+            }
+            _ => {}
+        }
+        if self.stopping {
+            self.advance_stop(now, launcher);
+        }
+        true
+    }
+
+    /// Begins an orderly stop of every container; call [`Supervisor::tick`] and
+    /// [`Supervisor::on_exit`] until [`Supervisor::all_stopped`].
+    pub fn stop(&mut self, now: Instant, launcher: &mut dyn Launcher) {
+        self.stopping = true;
+        for u in self.units.values_mut() {
+            if matches!(u.phase, Phase::Waiting | Phase::Backoff { .. }) {
+                u.phase = Phase::Exited;
+            }
+        }
+        self.advance_stop(now, launcher);
+    }
+
+    /// Sends SIGTERM to every running container that nothing running depends on.
+    fn advance_stop(&mut self, now: Instant, launcher: &mut dyn Launcher) {
+        for name in self.order.clone().iter().rev() {
+            let dependents_done = self.units.values().all(|other| {
+                !other.spec.depends_on.contains(name) || matches!(other.phase, Phase::Exited)
+            });
+            let Some(u) = self.units.get_mut(name) else {
+                continue;
+            };
+            if let Some((pid, _)) = u.check_pid.take() {
+                launcher.signal(pid, true);
+            }
+            match u.phase {
+                Phase::Pulling { pid } => {
+                    launcher.signal(pid, true);
+                    u.phase = Phase::Stopping {
+                        pid,
+                        kill_at: now,
+                        killed: true,
+                    };
+                }
+                Phase::Running { pid, .. } if dependents_done => {
+                    launcher.signal(pid, false);
+                    let kill_at = now + Duration::from_secs(u.spec.stop_grace_secs);
+                    u.phase = Phase::Stopping {
+                        pid,
+                        kill_at,
+                        killed: false,
+                    };
+                    log_state(name, u, "SIGTERM");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// True once no container (or pull) is left running.
+    pub fn all_stopped(&self) -> bool {
+        self.units.values().all(|u| {
+            !matches!(
+                u.phase,
+                Phase::Pulling { .. } | Phase::Running { .. } | Phase::Stopping { .. }
+            ) && u.check_pid.is_none()
+        })
+    }
+
+    /// Every container's status.
+    pub fn status(&self) -> BTreeMap<String, ContainerStatus> {
+        self.units
+            .iter()
+            .map(|(n, u)| (n.clone(), status_of(u)))
+            .collect()
+    }
+
+    /// The names of required containers that are not running and healthy.
+    pub fn required_not_ready(&self) -> Vec<String> {
+        self.units
+            .iter()
+            .filter(|(_, u)| {
+                u.spec.required
+                    && !(matches!(u.phase, Phase::Running { .. })
+                        && matches!(u.health, Health::None | Health::Healthy))
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+fn start(name: &str, u: &mut Unit, now: Instant, launcher: &mut dyn Launcher) {
+    let job = if u.pulled {
+        Job::Run {
+            name,
+            spec: &u.spec,
+        }
+    } else {
+        Job::Pull {
+            name,
+            spec: &u.spec,
+        }
+    };
+    match launcher.spawn(&job) {
+        Ok(pid) => {
+            if u.pulled {
+                if u.last_exit.is_some() {
+                    u.restarts += 1;
+                }
+                u.phase = Phase::Running { pid, since: now };
+                if let Some(h) = &u.spec.health {
+                    u.health = Health::Starting;
+                    u.check_failures = 0;
+                    // The first check comes soon, so that dependants need not wait a whole interval.
+                    u.next_check = Some(now + Duration::from_secs(h.interval_secs.min(1)));
+                }
+                log_state(name, u, &format!("pid {pid}"));
+            } else {
+                u.phase = Phase::Pulling { pid };
+                log_state(name, u, &u.spec.image.clone());
+            }
+        }
+        Err(e) => {
+            u.last_error = Some(e);
+            backoff(name, u, now, false);
+        }
+    }
+}
+
+fn backoff(name: &str, u: &mut Unit, now: Instant, stopping: bool) {
+    if stopping {
+        u.phase = Phase::Exited;
+        return;
+    }
+    let delay = MIN_BACKOFF
+        .saturating_mul(1u32 << u.quick_restarts.min(10))
+        .min(MAX_BACKOFF);
+    u.quick_restarts = u.quick_restarts.saturating_add(1);
+    u.phase = Phase::Backoff {
+        until: now + delay,
+        pulled: u.pulled,
+    };
+    let why = u.last_error.clone().unwrap_or_else(|| match u.last_exit {
+        Some(c) => format!("exited with status {c}"),
+        None => "failed".to_owned(),
+    });
+    log_state(name, u, &format!("{why}; again in {} s", delay.as_secs()));
+}
+
+fn check_result(name: &str, u: &mut Unit, ok: bool, now: Instant, since: Instant) {
+    let Some(h) = u.spec.health.clone() else {
+        return;
+    };
+    u.next_check = Some(now + Duration::from_secs(h.interval_secs));
+    let before = u.health;
+    if ok {
+        u.check_failures = 0;
+        u.health = Health::Healthy;
+    } else if now.duration_since(since) >= Duration::from_secs(h.start_period_secs) {
+        u.check_failures += 1;
+        if u.check_failures >= h.retries {
+            u.health = Health::Unhealthy;
+        }
+    }
+    if u.health != before {
+        match u.health {
+            Health::Unhealthy => {
+                warn!(name = %name, health = "unhealthy", failures = u.check_failures, "{CONTAINER_LINE}")
+            }
+            _ => info!(name = %name, health = ?u.health, "{CONTAINER_LINE}"),
+        }
+    }
+}
+
+fn state_name(p: &Phase) -> &'static str {
+    match p {
+        Phase::Waiting => "waiting",
+        Phase::Pulling { .. } => "pulling",
+        Phase::Backoff { .. } => "backoff",
+        Phase::Running { .. } => "running",
+        Phase::Exited => "exited",
+        Phase::Stopping { .. } => "stopping",
+    }
+}
+
+fn log_state(name: &str, u: &Unit, detail: &str) {
+    info!(name = %name, state = state_name(&u.phase), restarts = u.restarts, detail, "{CONTAINER_LINE}");
+}
+
+fn status_of(u: &Unit) -> ContainerStatus {
+    ContainerStatus {
+        state: state_name(&u.phase),
+        image: u.spec.image.clone(),
+        restarts: u.restarts,
+        health: u.health,
+        last_exit: u.last_exit,
+        last_error: u.last_error.clone(),
+        required: u.spec.required,
+    }
+}
+
+#[cfg(test)]
+mod tests;
