@@ -340,7 +340,7 @@ pub fn problems(
             }
         }
         for (i, v) in c.volumes.iter().enumerate() {
-            if let Err(reason) = parse_volume(v) {
+            if let Err(reason) = gantry_runtime::container::from_image::parse_volume(v) {
                 out.push((key(&format!("volumes[{i}]")), reason));
             }
         }
@@ -431,28 +431,6 @@ pub fn problems(
             ));
         }
     }
-}
-
-/// A named volume: `name:/path` or `name:/path:ro`.
-pub fn parse_volume(v: &str) -> Result<(String, String, bool), String> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (name, path, ro) = match parts[..] {
-        [n, p] => (n, p, false),
-        [n, p, "ro"] => (n, p, true),
-        [n, p, "rw"] => (n, p, false),
-        _ => return Err(format!("{v:?} is not name:/path[:ro]")),
-    };
-    if !valid_name(name) {
-        return Err(format!(
-            "{v:?}: {name:?} is not a volume name (host paths are not allowed)"
-        ));
-    }
-    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
-        return Err(format!(
-            "{v:?}: {path:?} is not an absolute path inside the container"
-        ));
-    }
-    Ok((name.to_owned(), path.to_owned(), ro))
 }
 
 /// An HTTP health URL: `http://127.0.0.1[:port]/path` (or `localhost`); returns port and path.

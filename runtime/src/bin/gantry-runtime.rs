@@ -117,6 +117,7 @@ fn parse_id(id: &str) -> Result<ContainerId> {
 fn run(cli: Cli) -> Result<i32> {
     let states = StateDir::new(&cli.root);
     let create_opts = |pid_file, log| CreateOptions {
+        log_rotation: None,
         pid_file,
         no_cgroups: cli.no_cgroups,
         cgroup_root: cli.cgroup_root.clone(),

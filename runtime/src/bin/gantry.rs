@@ -34,6 +34,37 @@ enum Top {
     /// Run a container from an image in the store, in the foreground, with Docker's secure
     /// defaults; exits with the container's status. The container is removed afterwards.
     Run(Box<RunArgs>),
+    /// Check a running container's health once: exit status 0 when healthy, 1 when not.
+    /// `tcp` and `http` connect to 127.0.0.1 inside the container's network namespace.
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// The container's name.
+    #[arg(long)]
+    name: String,
+    /// Where `gantry run` keeps container state.
+    #[arg(long, default_value = "/run/gantry")]
+    state_root: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout_secs: u64,
+    #[command(subcommand)]
+    check: ProbeCheck,
+}
+
+#[derive(Subcommand)]
+enum ProbeCheck {
+    /// A TCP port accepts a connection.
+    Tcp { port: u16 },
+    /// `GET http://127.0.0.1:PORT/PATH` answers 2xx or 3xx.
+    Http { port: u16, path: String },
+    /// A command run in the container exits 0.
+    Exec {
+        #[arg(trailing_var_arg = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -83,6 +114,34 @@ struct RunArgs {
     /// [default: 8.8.8.8, 8.8.4.4].
     #[arg(long = "dns-upstream")]
     dns_upstream: Vec<std::net::Ipv4Addr>,
+    /// A named volume, `NAME:/path[:ro]`: the directory `<volumes-dir>/NAME` (made if
+    /// missing) bind-mounted at `/path`; repeatable.
+    #[arg(short = 'v', long = "volume")]
+    volumes: Vec<String>,
+    /// Where named volumes live [default: <root>/volumes].
+    #[arg(long)]
+    volumes_dir: Option<PathBuf>,
+    /// `memory.max`, in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// CPU time in thousandths of a CPU (500 = half a CPU).
+    #[arg(long)]
+    cpu_millis: Option<u64>,
+    /// `pids.max`.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Write the container's stdout and stderr to this file (CRI format) instead of ours.
+    #[arg(long)]
+    log_file: Option<PathBuf>,
+    /// Rotate the log file at this size.
+    #[arg(long, default_value_t = 10 << 20)]
+    log_max_bytes: u64,
+    /// Rotated log files kept.
+    #[arg(long, default_value_t = 3)]
+    log_keep: u32,
+    /// Remove what a killed earlier run of the same name left behind, instead of refusing.
+    #[arg(long)]
+    replace: bool,
     image: String,
     /// Command and arguments, replacing the image's Cmd.
     #[arg(trailing_var_arg = true)]
@@ -156,6 +215,10 @@ fn run(cli: Cli) -> Result<()> {
         Top::Run(args) => {
             let code = run_container(&store, &cli.root, *args)?;
             std::process::exit(code);
+        }
+        Top::Probe(args) => {
+            let healthy = probe(args)?;
+            std::process::exit(if healthy { 0 } else { 1 });
         }
     };
     match cmd {
@@ -278,8 +341,26 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
     let id: gantry_runtime::ContainerId = args.name.parse()?;
     let image = store.image(&parse_ref(&args.image)?.to_string())?;
     let bundle = args.state_root.join("bundles").join(id.as_str());
+    let states = StateDir::new(&args.state_root.join("containers"));
+    if bundle.exists() && args.replace {
+        // A run killed with SIGKILL leaves its container, network and bundle behind.
+        let _ = container::delete(&states, &id, true);
+        from_image::remove_bundle(&bundle)?;
+    }
     if bundle.exists() {
         bail!("container {id}: {} already exists", bundle.display());
+    }
+    let volumes_dir = args
+        .volumes_dir
+        .clone()
+        .unwrap_or_else(|| root.join("volumes"));
+    let mut volumes = Vec::new();
+    for v in &args.volumes {
+        let (name, path, ro) = from_image::parse_volume(v).map_err(anyhow::Error::msg)?;
+        let dir = volumes_dir.join(name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot make volume {}", dir.display()))?;
+        volumes.push((dir, path, ro));
     }
     if !args.publish.is_empty() && args.network != NetworkMode::Bridge {
         bail!("publishing ports needs --network bridge");
@@ -318,12 +399,23 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
         workdir: args.workdir,
         network: args.network,
         resolv_conf,
+        volumes,
+        memory_bytes: args.memory_mib.map(|m| m << 20),
+        cpu_millis: args.cpu_millis,
+        pids: args.pids,
     };
-    let states = StateDir::new(&args.state_root.join("containers"));
+    let create = CreateOptions {
+        log: args.log_file.clone(),
+        log_rotation: Some(container::log::Rotation {
+            max_bytes: args.log_max_bytes,
+            keep: args.log_keep,
+        }),
+        ..CreateOptions::default()
+    };
     let result = (|| -> Result<i32> {
         from_image::make_bundle(store, &image, &bundle, &opts)?;
         let signals = container::block_forwarded_signals().context("block signals")?;
-        let pid = container::create(&states, &id, &bundle, &CreateOptions::default())?;
+        let pid = container::create(&states, &id, &bundle, &create)?;
         let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
         if args.network == NetworkMode::None {
             network::loopback_up(&ns)
@@ -352,6 +444,62 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
     let code = result?;
     deleted?;
     Ok(code)
+}
+
+fn probe(args: ProbeArgs) -> Result<bool> {
+    use gantry_runtime::container::{self, StateDir};
+    use std::time::Duration;
+    let id: gantry_runtime::ContainerId = args.name.parse()?;
+    let states = StateDir::new(&args.state_root.join("containers"));
+    let timeout = Duration::from_secs(args.timeout_secs.max(1));
+    let (port, path) = match args.check {
+        ProbeCheck::Exec { args } => {
+            let opts = container::ExecOptions {
+                args,
+                env: Vec::new(),
+                cwd: None,
+            };
+            return Ok(container::exec(&states, &id, &opts)? == 0);
+        }
+        ProbeCheck::Tcp { port } => (port, None),
+        ProbeCheck::Http { port, path } => (port, Some(path)),
+    };
+    let state = container::state(&states, &id)?;
+    let pid = match state.pid {
+        Some(p) if p > 0 => p,
+        _ => bail!("container {id} is not running"),
+    };
+    // This process is single-threaded here: the whole process joins the namespace.
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .with_context(|| format!("container {id}: cannot open its network namespace"))?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("container {id}: cannot join its network namespace"))?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Some(path) = path else {
+        return Ok(std::net::TcpStream::connect_timeout(&addr, timeout).is_ok());
+    };
+    let url = format!("http://{addr}{path}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
+        .context("cannot make an HTTP client")?;
+    let answer = rt.block_on(async { client.get(&url).send().await });
+    Ok(match answer {
+        Ok(r) => {
+            let code = r.status();
+            eprintln!("{url}: {code}");
+            code.is_success() || code.is_redirection()
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            false
+        }
+    })
 }
 
 fn short(d: &Digest) -> &str {

@@ -80,6 +80,44 @@ pub struct RunOptions {
     /// The container's `/etc/resolv.conf` (see [`crate::network::dns`]); the image's own
     /// when absent.
     pub resolv_conf: Option<String>,
+    /// Bind mounts of host directories (named volumes): host path, container path, read-only.
+    pub volumes: Vec<(PathBuf, String, bool)>,
+    /// cgroup v2 limits: `memory.max` in bytes, CPU in thousandths of a CPU, `pids.max`.
+    pub memory_bytes: Option<u64>,
+    pub cpu_millis: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// A named volume, `NAME:/path[:ro|:rw]`: the name (letters, digits, `_.-`, at most 63,
+/// never a host path), the absolute path in the container, and whether it is read-only.
+pub fn parse_volume(v: &str) -> Result<(String, String, bool), String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (name, path, ro) = match parts[..] {
+        [n, p] => (n, p, false),
+        [n, p, "ro"] => (n, p, true),
+        [n, p, "rw"] => (n, p, false),
+        _ => return Err(format!("{v:?} is not NAME:/path[:ro]")),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !name_ok {
+        return Err(format!(
+            "{v:?}: {name:?} is not a volume name (host paths are not allowed)"
+        ));
+    }
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{v:?}: {path:?} is not an absolute path inside the container"
+        ));
+    }
+    Ok((name.to_owned(), path.to_owned(), ro))
 }
 
 /// Makes `<bundle>/config.json` and mounts `<bundle>/rootfs` (overlayfs of the image's
@@ -257,6 +295,31 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
             "seccomp": Profile::docker_default(sets.bounding).to_oci_json(),
         },
     });
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for (host, path, ro) in &opts.volumes {
+            let mut options = vec!["rbind", "nosuid", "nodev"];
+            if *ro {
+                options.push("ro");
+            }
+            mounts.push(json!({
+                "destination": path, "type": "bind", "source": host, "options": options,
+            }));
+        }
+    }
+    let mut resources = serde_json::Map::new();
+    if let Some(m) = opts.memory_bytes {
+        resources.insert("memory".into(), json!({ "limit": m }));
+    }
+    if let Some(c) = opts.cpu_millis {
+        // cpu.max = quota per period; 100 ms periods.
+        resources.insert("cpu".into(), json!({ "quota": c * 100, "period": 100_000 }));
+    }
+    if let Some(p) = opts.pids {
+        resources.insert("pids".into(), json!({ "limit": p }));
+    }
+    if !resources.is_empty() {
+        spec["linux"]["resources"] = Value::Object(resources);
+    }
     if opts.network == NetworkMode::Host {
         if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
             ns.retain(|n| n["type"] != "network");

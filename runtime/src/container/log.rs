@@ -5,7 +5,9 @@
 //!
 //! The logger is a fork of the runtime, started before the container's init, in its own
 //! session; it ends when both pipes reach end-of-file, that is when the container's last
-//! process has gone. Rotation by size comes with supervision.
+//! process has gone. With a [`Rotation`], a file that reaches `max_bytes` is renamed to
+//! `<file>.1` (older ones shift to `.2` … up to `keep`, the oldest is dropped) and a new
+//! file is started; a record is never split between two files.
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -24,12 +26,18 @@ pub struct LogPipes {
     pub stderr: OwnedFd,
 }
 
+/// Size-based rotation of a log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate once the file holds this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep: u32,
+}
+
 /// Opens `path` for appending, starts the logger and returns the pipes' write ends.
-pub fn start(path: &Path) -> std::io::Result<LogPipes> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+pub fn start(path: &Path, rotation: Option<Rotation>) -> std::io::Result<LogPipes> {
+    let file = open(path)?;
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the runtime is single-threaded; the child only reads, writes and exits.
@@ -57,7 +65,14 @@ pub fn start(path: &Path) -> std::io::Result<LogPipes> {
                     unsafe { libc::dup2(null.as_raw_fd(), fd) };
                 }
             }
-            pump(file, out_r, err_r);
+            let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let mut sink = Sink {
+                file,
+                path: path.to_owned(),
+                written,
+                rotation,
+            };
+            pump(&mut sink, out_r, err_r);
             // SAFETY: _exit ends the forked logger without the runtime's exit handlers.
             unsafe { libc::_exit(0) }
         }
@@ -82,8 +97,61 @@ fn close_all_except(keep: &[i32]) {
     }
 }
 
+fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// The log file, rotated by size.
+struct Sink {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    written: u64,
+    rotation: Option<Rotation>,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(r) = self.rotation {
+            if self.written > 0 && self.written + buf.len() as u64 > r.max_bytes {
+                self.rotate(r)?;
+            }
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Sink {
+    fn rotate(&mut self, r: Rotation) -> std::io::Result<()> {
+        let name = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            std::path::PathBuf::from(p)
+        };
+        if r.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(name(r.keep));
+            for n in (1..r.keep).rev() {
+                let _ = std::fs::rename(name(n), name(n + 1));
+            }
+            std::fs::rename(&self.path, name(1))?;
+        }
+        self.file = open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
 /// Copies both pipes into the file, a record per line, until both are closed.
-fn pump(mut file: std::fs::File, out: OwnedFd, err: OwnedFd) {
+fn pump(file: &mut Sink, out: OwnedFd, err: OwnedFd) {
     let mut streams = [
         (std::fs::File::from(out), "stdout", Vec::new(), true),
         (std::fs::File::from(err), "stderr", Vec::new(), true),
@@ -110,14 +178,14 @@ fn pump(mut file: std::fs::File, out: OwnedFd, err: OwnedFd) {
             match std::io::Read::read(&mut s.0, &mut buf) {
                 Ok(0) | Err(_) => {
                     if !s.2.is_empty() {
-                        let _ = record(&mut file, s.1, &s.2, 'F');
+                        let _ = record(file, s.1, &s.2, 'F');
                         s.2.clear();
                     }
                     s.3 = false;
                 }
                 Ok(n) => {
                     s.2.extend_from_slice(&buf[..n]);
-                    let _ = drain_lines(&mut file, s.1, &mut s.2);
+                    let _ = drain_lines(file, s.1, &mut s.2);
                 }
             }
         }
@@ -142,12 +210,63 @@ fn record(file: &mut impl Write, stream: &str, text: &[u8], tag: char) -> std::i
     let mut line = format!("{} {stream} {tag} ", super::state::now_rfc3339()).into_bytes();
     line.extend_from_slice(text);
     line.push(b'\n');
+    // One write per record: a rotation happens between records, never inside one.
     file.write_all(&line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_keeps_whole_records_and_at_most_keep_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.log");
+        let mut sink = Sink {
+            file: open(&path).unwrap(),
+            path: path.clone(),
+            written: 0,
+            rotation: Some(Rotation {
+                max_bytes: 100,
+                keep: 2,
+            }),
+        };
+        for i in 0..20 {
+            record(&mut sink, "stdout", format!("line {i:02}").as_bytes(), 'F').unwrap();
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let current = read(&path);
+        let one = read(&dir.path().join("web.log.1"));
+        let two = read(&dir.path().join("web.log.2"));
+        assert!(!dir.path().join("web.log.3").exists());
+        for text in [&current, &one, &two] {
+            assert!(text.len() <= 100, "{text}");
+            assert!(
+                text.lines().all(|l| l.contains(" stdout F line ")),
+                "{text}"
+            );
+        }
+        assert!(current.ends_with("line 19\n"), "{current}");
+        let first_kept: u32 = two
+            .lines()
+            .next()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let last_old: u32 = one
+            .lines()
+            .last()
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(first_kept < last_old, "older records in .2 than in .1");
+    }
 
     #[test]
     fn lines_become_cri_records_and_long_ones_are_split() {

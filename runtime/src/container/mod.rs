@@ -88,6 +88,8 @@ pub struct CreateOptions {
     /// Send the container's stdout and stderr to this file, a timestamped record per line
     /// (stdin is then /dev/null); otherwise the container shares the caller's stdio.
     pub log: Option<PathBuf>,
+    /// Rotate the log file by size.
+    pub log_rotation: Option<log::Rotation>,
 }
 
 fn sys(id: &ContainerId, step: &'static str) -> impl FnOnce(nix::errno::Errno) -> ContainerError {
@@ -228,11 +230,15 @@ fn clone_init(
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
 
     let stdio = match &opts.log {
-        Some(path) => Some(log::start(path).map_err(|source| ContainerError::Io {
-            id: id.to_string(),
-            path: path.clone(),
-            source,
-        })?),
+        Some(path) => {
+            Some(
+                log::start(path, opts.log_rotation).map_err(|source| ContainerError::Io {
+                    id: id.to_string(),
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     let mut stack = vec![0u8; 1 << 20];
