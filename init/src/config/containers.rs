@@ -45,7 +45,7 @@ use gantry_runtime::ImageRef;
 use serde::{Deserialize, Deserializer};
 
 /// One container the machine runs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContainerSpec {
     /// Image reference, pulled before the container first starts.

@@ -47,6 +47,12 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+pub mod drive;
+pub mod imds;
+pub mod last_good;
+pub mod sources;
+pub mod user_data;
+
 pub use containers::{ContainerSpec, HealthSpec, RegistriesConfig, RestartPolicy};
 
 /// The only format version there is.
@@ -59,7 +65,7 @@ pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.gantry/
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// A whole machine configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineConfig {
     /// Format version; must be [`FORMAT_VERSION`].
