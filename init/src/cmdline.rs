@@ -2,6 +2,8 @@
 
 use gantry_updater::Slot;
 
+use crate::config::imds::ImdsSetting;
+
 /// What PID 1 takes from the kernel command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BootParams {
@@ -9,6 +11,12 @@ pub struct BootParams {
     pub slot: Option<Slot>,
     /// A host name that overrides the image's (`gantry.hostname=`).
     pub hostname: Option<String>,
+    /// The machine config, base64 (`gantry.config=`); decoded by [`crate::config::sources`]
+    /// so that a bad value is refused like any other bad config.
+    pub config: Option<String>,
+    /// Whether and where to ask the instance metadata service (`gantry.imds=host[:port]`
+    /// or `gantry.imds=off`); the config cannot say, since IMDS is where it may come from.
+    pub imds: ImdsSetting,
     /// Parameters that start with `gantry.` but mean nothing to this version, or carry a
     /// value it cannot use: logged, never fatal.
     pub ignored: Vec<String>,
@@ -27,6 +35,11 @@ impl BootParams {
                     Err(_) => params.ignored.push(word),
                 },
                 "gantry.hostname" => params.hostname = Some(value.to_owned()),
+                "gantry.config" => params.config = Some(value.to_owned()),
+                "gantry.imds" => match value.parse() {
+                    Ok(imds) => params.imds = imds,
+                    Err(_) => params.ignored.push(word),
+                },
                 k if k.starts_with("gantry.") => params.ignored.push(word),
                 _ => {}
             }
@@ -87,6 +100,18 @@ mod tests {
         assert_eq!(p.slot, Some(Slot::B));
         assert_eq!(p.hostname.as_deref(), Some("node-1"));
         assert_eq!(p.ignored, vec!["gantry.future=1".to_owned()]);
+    }
+
+    #[test]
+    fn reads_the_config_and_imds_parameters() {
+        let p = BootParams::parse("gantry.config=dmVyc2lvbiA9IDEK== gantry.imds=10.0.2.100:8080");
+        assert_eq!(p.config.as_deref(), Some("dmVyc2lvbiA9IDEK=="));
+        assert_eq!(p.imds, ImdsSetting::At("10.0.2.100:8080".parse().unwrap()));
+        assert_eq!(BootParams::parse("gantry.imds=off").imds, ImdsSetting::Off);
+        assert_eq!(BootParams::parse("").imds, ImdsSetting::default());
+        let bad = BootParams::parse("gantry.imds=a:b:c");
+        assert_eq!(bad.imds, ImdsSetting::default());
+        assert_eq!(bad.ignored, vec!["gantry.imds=a:b:c".to_owned()]);
     }
 
     #[test]
