@@ -4,19 +4,19 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 use std::time::Duration;
 
 use gantry_init::cmdline::{valid_hostname, BootParams};
-use gantry_init::config::{self, MachineConfig};
+use gantry_init::config::sources::{BootConfig, Sources};
+use gantry_init::config::MachineConfig;
 use gantry_init::mounts::{self, Outcome};
 use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
 use gantry_init::{
-    console, power_button, CONFIG_LOADED, CONFIG_REFUSED, MOUNT_LINE, POWER_BUTTON_PRESSED,
-    READY_MARKER, ROOT_DEVICE_LINE, SHUTDOWN_REQUESTED, VERSION,
+    console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
+    SHUTDOWN_REQUESTED, VERSION,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{error, info, warn};
@@ -63,7 +63,8 @@ fn main() {
     for p in &params.ignored {
         warn!(parameter = %p, "ignoring unknown or invalid boot parameter");
     }
-    let config = load_config();
+    let boot_config = load_config(&params);
+    let config = boot_config.at_boot().cloned();
     let (hostname, chosen) = set_hostname(&params, config.as_ref());
     let network_config = config.map(|c| c.network).unwrap_or_default();
     let mut network = Some(Network::start(net::Options::for_pid1(
@@ -226,25 +227,12 @@ fn set_hostname(params: &BootParams, config: Option<&MachineConfig>) -> (String,
     (name, chosen)
 }
 
-/// The machine config from QEMU's fw_cfg; None (defaults) when there is none or it is
-/// refused, with every reason logged.
-fn load_config() -> Option<MachineConfig> {
-    match config::from_fw_cfg(Path::new(config::FW_CFG_PATH)) {
-        Ok(Some(c)) => {
-            info!(source = "fw_cfg", "{CONFIG_LOADED}");
-            Some(c)
-        }
-        Ok(None) => {
-            info!("no machine config; using defaults (DHCP on every NIC)");
-            None
-        }
-        Err(errors) => {
-            for e in errors {
-                error!(error = %e, "{CONFIG_REFUSED}");
-            }
-            None
-        }
-    }
+/// The machine config from the first source that has one (kernel command line, fw_cfg,
+/// config drive; the metadata service later, on its own thread), or the last good copy
+/// under /var; every acceptance and refusal is logged. The containers wait for
+/// `BootConfig::handle`, which settles once IMDS has answered when it is asked.
+fn load_config(params: &BootParams) -> BootConfig {
+    Sources::for_pid1(params).load()
 }
 
 fn open_power_buttons() -> Vec<File> {
