@@ -78,6 +78,10 @@ pub struct VmConfig {
     pub guestfwd: Vec<GuestForward>,
     /// `fw_cfg` files: name (e.g. `opt/org.gantry/config`) and host file.
     pub fw_cfg: Vec<(String, PathBuf)>,
+    /// More disks after the boot disk: raw image files, read-only, on virtio-blk (the
+    /// guest sees `/dev/vdb`, `/dev/vdc`, … when the boot disk is virtio). A config drive
+    /// is one.
+    pub extra_disks: Vec<PathBuf>,
     /// Serial console on this process's terminal as well as in the log.
     pub console: bool,
     /// Exit instead of rebooting (a guest reboot ends QEMU).
@@ -101,6 +105,7 @@ impl VmConfig {
             hostfwd: Vec::new(),
             guestfwd: Vec::new(),
             fw_cfg: Vec::new(),
+            extra_disks: Vec::new(),
             console: false,
             no_reboot: false,
             watchdog: false,
@@ -138,6 +143,15 @@ impl VmConfig {
         match self.disk_bus {
             DiskBus::Virtio => push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]),
             DiskBus::Nvme => push(&["-device", "nvme,drive=disk0,serial=gantry0,bootindex=1"]),
+        }
+        for (i, path) in self.extra_disks.iter().enumerate() {
+            let n = i + 1;
+            let drive = format!(
+                "if=none,id=disk{n},format=raw,readonly=on,file={}",
+                opt_path(path)
+            );
+            let device = format!("virtio-blk-pci,drive=disk{n}");
+            push(&["-drive", &drive, "-device", &device]);
         }
         // restrict=on: the guest reaches nothing but what is forwarded below.
         let mut net = "user,id=net0,restrict=on".to_owned();
@@ -247,6 +261,25 @@ mod tests {
         assert!(joined.contains("file=/v,,m/overlay.qcow2"), "{joined}");
         assert!(
             joined.contains("name=opt/org.gantry/config,file=/a,,b/config"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn extra_disks_are_read_only_raw_virtio_disks_after_the_boot_disk() {
+        let mut cfg = VmConfig::new("/img.qcow2");
+        cfg.extra_disks.push("/seed,1.img".into());
+        let args = cfg.args(&VmFiles::in_dir(Path::new("/vm")));
+        let joined = args.join(" ");
+        assert!(
+            joined.contains(
+                "-drive if=none,id=disk1,format=raw,readonly=on,file=/seed,,1.img \
+                 -device virtio-blk-pci,drive=disk1"
+            ),
+            "{joined}"
+        );
+        assert!(
+            joined.find("id=disk0") < joined.find("id=disk1"),
             "{joined}"
         );
     }
