@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gantry_init::cmdline::{valid_hostname, BootParams};
 use gantry_init::config::sources::{BootConfig, Sources};
@@ -14,6 +14,7 @@ use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
+use gantry_init::supervisor::Containers;
 use gantry_init::{
     console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
     SHUTDOWN_REQUESTED, VERSION,
@@ -23,6 +24,8 @@ use tracing::{error, info, warn};
 
 const DEFAULT_HOSTNAME: &str = "gantry";
 const NETWORK_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the event loop looks whether the config has settled (IMDS).
+const CONFIG_POLL: Duration = Duration::from_millis(500);
 
 fn main() {
     if std::process::id() != 1 {
@@ -65,6 +68,9 @@ fn main() {
     }
     let boot_config = load_config(&params);
     let config = boot_config.at_boot().cloned();
+    let config_handle = boot_config.handle();
+    // Started once the config has settled (at once, unless the metadata service is asked).
+    let mut containers: Option<Containers> = None;
     let (hostname, chosen) = set_hostname(&params, config.as_ref());
     let network_config = config.map(|c| c.network).unwrap_or_default();
     let mut network = Some(Network::start(net::Options::for_pid1(
@@ -90,12 +96,39 @@ fn main() {
     loop {
         // A bug in one event must not take the machine down with it.
         let event = catch_unwind(AssertUnwindSafe(|| {
-            wait_for_event(&signals, &mut buttons, &mut pending)
+            if containers.is_none() {
+                if let Some(settled) = config_handle.get() {
+                    containers = Some(Containers::start(settled.config()));
+                }
+            }
+            let timeout = match (
+                &containers,
+                containers.as_ref().and_then(Containers::deadline),
+            ) {
+                (None, _) => Some(CONFIG_POLL),
+                (Some(_), Some(at)) => Some(at.saturating_duration_since(Instant::now())),
+                (Some(_), None) => None,
+            };
+            for (pid, code) in wait_for_event(&signals, &mut buttons, &mut pending, timeout) {
+                let ours = containers.as_mut().is_some_and(|c| c.on_exit(pid, code));
+                if !ours {
+                    info!(pid, code, "child exited");
+                }
+            }
+            if let Some(c) = containers.as_mut() {
+                c.tick();
+            }
         }));
         if event.is_err() {
             error!("gantry-init: recovered from a panic in the event loop");
         }
         if let Some(action) = pending.take() {
+            if let Some(mut c) = containers.take() {
+                // Containers first, in reverse dependency order, while the network is up.
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    c.stop(|left| wait_readable(&signals, left), reaped)
+                }));
+            }
             if let Some(n) = network.take() {
                 // Leases are released before the processes go; a hung network is not waited for.
                 let _ = catch_unwind(AssertUnwindSafe(|| n.stop(NETWORK_STOP_TIMEOUT)));
@@ -113,8 +146,26 @@ fn main() {
     }
 }
 
-/// Blocks until something happens; a shutdown it asks for goes into `pending`.
-fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>, pending: &mut Option<Action>) {
+/// Every child that has exited, as (pid, exit code).
+fn reaped() -> Vec<(u32, i32)> {
+    reap()
+        .exited
+        .iter()
+        .filter_map(|status| {
+            let pid = u32::try_from(status.pid()?.as_raw()).ok()?;
+            Some((pid, exit_code(status).unwrap_or(-1)))
+        })
+        .collect()
+}
+
+/// Blocks until something happens or `timeout` passes; a shutdown it asks for goes into
+/// `pending`. Returns the children that exited.
+fn wait_for_event(
+    signals: &Signals,
+    buttons: &mut Vec<File>,
+    pending: &mut Option<Action>,
+    timeout: Option<Duration>,
+) -> Vec<(u32, i32)> {
     let revents: Vec<PollFlags> = {
         let mut fds: Vec<PollFd> = buttons
             .iter()
@@ -123,7 +174,11 @@ fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>, pending: &mut Opti
         if let Some(fd) = signals.fd() {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
-        match poll(&mut fds, signals.poll_timeout()) {
+        let limit = match timeout {
+            Some(t) => PollTimeout::from(u16::try_from(t.as_millis()).unwrap_or(u16::MAX)),
+            None => signals.poll_timeout(),
+        };
+        match poll(&mut fds, limit) {
             Ok(_) => fds
                 .iter()
                 .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
@@ -153,9 +208,7 @@ fn wait_for_event(signals: &Signals, buttons: &mut Vec<File>, pending: &mut Opti
         }
         true
     });
-    for status in reap().exited {
-        info!(status = ?status, code = ?exit_code(&status), "child exited");
-    }
+    reaped()
 }
 
 /// Waits until a signal arrives (a child exited) or `left` passes.

@@ -577,3 +577,111 @@ fn status_of(u: &Unit) -> ContainerStatus {
 
 #[cfg(test)]
 mod tests;
+
+/// Where PID 1 writes every container's [`ContainerStatus`] as JSON.
+pub const STATUS_FILE: &str = "/run/gantry/containers.json";
+
+/// The supervisor with the real launcher and the status file, as PID 1 runs it.
+#[derive(Debug)]
+pub struct Containers {
+    supervisor: Supervisor,
+    launcher: launcher::Commands,
+    last_status: Vec<u8>,
+    max_grace: Duration,
+}
+
+impl Containers {
+    /// Supervises the containers `config` names (none without a config).
+    pub fn start(config: Option<&crate::config::MachineConfig>) -> Containers {
+        let (containers, registries) = match config {
+            Some(c) => (c.containers.clone(), c.registries.clone()),
+            None => Default::default(),
+        };
+        let (launcher, problems) = launcher::Commands::for_pid1(registries);
+        for p in problems {
+            warn!(problem = %p, "{CONTAINER_LINE} setup");
+        }
+        info!(
+            count = containers.len(),
+            "{CONTAINER_LINE} supervision starts"
+        );
+        let max_grace = containers
+            .values()
+            .map(|c| Duration::from_secs(c.stop_grace_secs))
+            .max()
+            .unwrap_or_default();
+        let mut c = Containers {
+            supervisor: Supervisor::new(&containers),
+            launcher,
+            last_status: Vec::new(),
+            max_grace,
+        };
+        c.tick();
+        c
+    }
+
+    /// When [`Containers::tick`] is next due.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.supervisor.deadline()
+    }
+
+    /// A child exited; true if it was one of the supervisor's.
+    pub fn on_exit(&mut self, pid: u32, code: i32) -> bool {
+        let ours = self
+            .supervisor
+            .on_exit(pid, code, Instant::now(), &mut self.launcher);
+        if ours {
+            self.tick();
+        }
+        ours
+    }
+
+    /// Runs what is due and writes the status file when it changed.
+    pub fn tick(&mut self) {
+        self.supervisor.tick(Instant::now(), &mut self.launcher);
+        let status = serde_json::to_vec_pretty(&self.supervisor.status()).unwrap_or_default();
+        if status != self.last_status {
+            let path = std::path::Path::new(STATUS_FILE);
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| gantry_runtime::fsutil::write_atomic(path, &status));
+            if let Err(e) = written {
+                warn!(file = STATUS_FILE, error = %e, "cannot write the container status");
+            }
+            self.last_status = status;
+        }
+    }
+
+    /// Stops every container in reverse dependency order; `wait` blocks until a child may
+    /// have exited or the time given passes, `reap` collects exits as (pid, status).
+    pub fn stop(
+        &mut self,
+        mut wait: impl FnMut(Duration),
+        mut reap: impl FnMut() -> Vec<(u32, i32)>,
+    ) {
+        self.supervisor.stop(Instant::now(), &mut self.launcher);
+        let give_up = Instant::now() + self.max_grace + Duration::from_secs(5);
+        while !self.supervisor.all_stopped() && Instant::now() < give_up {
+            let now = Instant::now();
+            let next = self
+                .supervisor
+                .deadline()
+                .map_or(Duration::from_millis(200), |d| {
+                    d.saturating_duration_since(now)
+                })
+                .min(Duration::from_millis(200));
+            wait(next);
+            for (pid, code) in reap() {
+                self.supervisor
+                    .on_exit(pid, code, Instant::now(), &mut self.launcher);
+            }
+            self.tick();
+        }
+        if self.supervisor.all_stopped() {
+            info!("{CONTAINER_LINE} all stopped");
+        } else {
+            warn!("{CONTAINER_LINE} some did not stop in time; the shutdown kills them");
+        }
+    }
+}
