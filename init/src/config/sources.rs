@@ -44,6 +44,11 @@ use super::{ConfigError, MachineConfig, FW_CFG_PATH};
 use crate::cmdline::{valid_hostname, BootParams};
 use crate::{CONFIG_LOADED, CONFIG_REFUSED};
 
+/// Logged when an accepted config is written as the last good copy, with `path=`.
+pub const CONFIG_KEPT: &str = "gantry-init: config kept as the last good copy";
+/// Logged when no last good copy is kept, with `reason=` (e.g. `/var` is in memory).
+pub const CONFIG_NOT_KEPT: &str = "gantry-init: not keeping a last good copy of the config";
+
 /// Where a config came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -464,12 +469,12 @@ fn from_imds(
 
 fn keep(last_good: &LastGood, accepted: &Accepted, text: &str) {
     match last_good.store(text, &accepted.source.to_string(), &accepted.meta) {
-        Ok(true) => info!(path = %last_good.path().display(), "config kept as the last good copy"),
+        Ok(true) => info!(path = %last_good.path().display(), "{CONFIG_KEPT}"),
         Ok(false) => {}
         Err(StoreError::NotPersistent(why)) => {
-            warn!(reason = %why, "not keeping a last good copy of the config")
+            warn!(reason = %why, "{CONFIG_NOT_KEPT}")
         }
-        Err(e) => warn!(error = %e, "cannot keep a last good copy of the config"),
+        Err(e) => warn!(reason = %e, "{CONFIG_NOT_KEPT}"),
     }
 }
 
