@@ -21,6 +21,7 @@ pub mod reaper;
 pub mod shutdown;
 pub mod signals;
 pub mod supervisor;
+pub mod var;
 
 /// The line PID 1 logs once the machine is up; tests and operators wait for it. It is
 /// followed by `version=… slot=… boot_ms=…` (milliseconds since the kernel started).
