@@ -5,6 +5,8 @@
 //! not root or KVM (it runs under TCG). Building the image needs the tools that
 //! `gantry-image-build` checks for, and builds the kernel the first time (minutes; cached).
 
+pub mod demo;
+
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;

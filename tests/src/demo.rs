@@ -1,0 +1,150 @@
+//! The main job, end to end: a registry on the host's loopback with a small web image in
+//! it, a machine config that runs that image with a published port, and a VM that pulls
+//! it through `guestfwd`, serves the page, and is reached from the host through
+//! `hostfwd`. Used by the `qemu_` end-to-end test and by `gantry-demo` (README's first
+//! command).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gantry_init::supervisor::CONTAINER_LINE;
+use gantry_qemu::{GuestForward, HostForward, Vm, VmConfig};
+use gantry_testkit::{finish_layout, layer_tar, Comp, Entry, ImageSpec, TestRegistry};
+
+/// Where the guest reaches the registry (QEMU's user network forwards it to loopback).
+pub const REGISTRY_IN_GUEST: (std::net::Ipv4Addr, u16) =
+    (std::net::Ipv4Addr::new(10, 0, 2, 100), 5000);
+/// The port the web container listens on, and the port published on the guest.
+pub const WEB_PORT: u16 = 8080;
+/// The image the demo config runs.
+pub const WEB_IMAGE: &str = "10.0.2.100:5000/demo/web:1";
+
+/// Builds the web image (busybox `httpd` serving `page` from /www) as an OCI layout and
+/// pushes it to `registry` as `demo/web:1`.
+pub fn push_web_image(registry: &TestRegistry, dir: &Path, page: &str) {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static must be installed");
+    let layers = vec![
+        layer_tar(&[
+            Entry::Dir("bin"),
+            Entry::File("bin/busybox", &busybox, 0o755),
+            Entry::Symlink("bin/sh", "busybox"),
+        ]),
+        layer_tar(&[
+            Entry::Dir("www"),
+            Entry::File("www/index.html", page.as_bytes(), 0o644),
+        ]),
+    ];
+    let layout = dir.join("web-layout");
+    std::fs::create_dir_all(&layout).expect("layout dir");
+    let desc = gantry_testkit::add_image(
+        &layout,
+        &ImageSpec {
+            arch: "amd64",
+            layers: &layers,
+            comp: Comp::Gzip,
+            bad_diff_id: false,
+            cmd: &[
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-v",
+                "-p",
+                "8080",
+                "-h",
+                "/www",
+            ],
+        },
+    );
+    finish_layout(&layout, vec![("1", desc)]);
+    registry.push(&layout, "1", "demo/web", &[]);
+}
+
+/// The machine config that runs the web image.
+pub fn web_config() -> String {
+    format!(
+        r#"version = 1
+hostname = "demo"
+
+[registries]
+insecure = ["{reg}"]
+
+[containers.web]
+image = "{WEB_IMAGE}"
+ports = ["{WEB_PORT}:{WEB_PORT}"]
+required = true
+health = {{ http = "http://127.0.0.1:{WEB_PORT}/", interval_secs = 2, retries = 3 }}
+"#,
+        reg = format!("{}:{}", REGISTRY_IN_GUEST.0, REGISTRY_IN_GUEST.1),
+    )
+}
+
+/// A VM for `image` that reaches `registry` as [`REGISTRY_IN_GUEST`], publishes the web
+/// port on the host's `host_port`, and gets `config` through fw_cfg.
+pub fn vm_config(
+    image: &Path,
+    registry: &TestRegistry,
+    host_port: u16,
+    config_file: &Path,
+) -> VmConfig {
+    let registry_port: u16 = registry
+        .host
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the registry listens on a port");
+    let mut cfg = VmConfig::new(image);
+    cfg.guestfwd.push(GuestForward {
+        guest_addr: REGISTRY_IN_GUEST.0,
+        guest_port: REGISTRY_IN_GUEST.1,
+        host_port: registry_port,
+    });
+    cfg.hostfwd.push(HostForward {
+        udp: false,
+        host_port,
+        guest_port: WEB_PORT,
+    });
+    cfg.fw_cfg
+        .push(("opt/org.gantry/config".to_owned(), config_file.to_owned()));
+    cfg
+}
+
+/// Waits for the container to be reported healthy.
+pub fn wait_healthy(vm: &mut Vm, name: &str, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = vm
+            .wait_for(CONTAINER_LINE, left)
+            .map_err(|e| format!("{name} never became healthy: {e}\n{}", vm.tail(60)))?;
+        if line.contains(&format!("name={name}")) && line.contains("health=Healthy") {
+            return Ok(line);
+        }
+    }
+}
+
+/// `GET url` from the host; the body.
+pub fn fetch(url: &str) -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = r.status();
+        let body = r.text().await.map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{url}: {status}: {body}"))
+        }
+    })
+}
