@@ -66,7 +66,7 @@ pub fn web_config() -> String {
 hostname = "demo"
 
 [registries]
-insecure = ["{reg}"]
+insecure = ["{ip}:{port}"]
 
 [containers.web]
 image = "{WEB_IMAGE}"
@@ -74,7 +74,8 @@ ports = ["{WEB_PORT}:{WEB_PORT}"]
 required = true
 health = {{ http = "http://127.0.0.1:{WEB_PORT}/", interval_secs = 2, retries = 3 }}
 "#,
-        reg = format!("{}:{}", REGISTRY_IN_GUEST.0, REGISTRY_IN_GUEST.1),
+        ip = REGISTRY_IN_GUEST.0,
+        port = REGISTRY_IN_GUEST.1,
     )
 }
 
