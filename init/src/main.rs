@@ -14,6 +14,7 @@ use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
+use gantry_init::var;
 use gantry_init::supervisor::Containers;
 use gantry_init::{
     console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
@@ -61,6 +62,10 @@ fn main() {
         }
     }
     log_mounts();
+    // /var before the config and the network: both keep their state there.
+    if catch_unwind(var::prepare).is_err() {
+        error!("gantry-init: panic while preparing /var; going on without it");
+    }
 
     let params = BootParams::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     for p in &params.ignored {
