@@ -14,8 +14,8 @@ use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
-use gantry_init::var;
 use gantry_init::supervisor::Containers;
+use gantry_init::var;
 use gantry_init::{
     console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
     SHUTDOWN_REQUESTED, VERSION,
