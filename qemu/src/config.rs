@@ -91,6 +91,10 @@ pub struct VmConfig {
     /// More NICs after the user-network one, each alone on its own QEMU hub: a link with
     /// carrier where nothing answers (no DHCP server, no traffic leaves).
     pub silent_nics: u32,
+    /// Run on a qcow2 overlay over `image` (the default), so the image is never written.
+    /// False: the VM writes `image` itself — the caller's own copy, for booting the same
+    /// disk again in a later VM (after a power cut, say).
+    pub overlay: bool,
 }
 
 impl VmConfig {
@@ -110,6 +114,16 @@ impl VmConfig {
             no_reboot: false,
             watchdog: false,
             silent_nics: 0,
+            overlay: true,
+        }
+    }
+
+    /// The file the VM's disk is, and its format.
+    pub fn disk<'a>(&'a self, files: &'a VmFiles) -> (&'a Path, &'static str) {
+        if self.overlay {
+            (&files.overlay, "qcow2")
+        } else {
+            (&self.image, image_format(&self.image))
         }
     }
 
@@ -135,9 +149,10 @@ impl VmConfig {
         );
         let vars = format!("if=pflash,format=raw,unit=1,file={}", opt_path(&files.vars));
         push(&["-drive", &code, "-drive", &vars]);
+        let (disk_file, disk_format) = self.disk(files);
         let disk = format!(
-            "if=none,id=disk0,format=qcow2,file={}",
-            opt_path(&files.overlay)
+            "if=none,id=disk0,format={disk_format},file={}",
+            opt_path(disk_file)
         );
         push(&["-drive", &disk]);
         match self.disk_bus {
@@ -197,6 +212,15 @@ impl VmConfig {
             push(&["-no-reboot"]);
         }
         a
+    }
+}
+
+/// `qcow2` for a `.qcow2` file, `raw` for anything else.
+pub(crate) fn image_format(image: &Path) -> &'static str {
+    if image.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
     }
 }
 
@@ -282,6 +306,15 @@ mod tests {
             joined.find("id=disk0") < joined.find("id=disk1"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn without_an_overlay_the_disk_is_the_image_itself() {
+        let mut cfg = VmConfig::new("/copy.img");
+        cfg.overlay = false;
+        let joined = cfg.args(&VmFiles::in_dir(Path::new("/vm"))).join(" ");
+        assert!(joined.contains("format=raw,file=/copy.img"), "{joined}");
+        assert!(!joined.contains("overlay.qcow2"), "{joined}");
     }
 
     #[test]

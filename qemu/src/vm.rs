@@ -57,8 +57,8 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts QEMU. The image is never written: the VM runs on a qcow2 overlay in its own
-    /// directory, with its own copy of the firmware variables.
+    /// Starts QEMU. The image is never written (unless `cfg.overlay` is false): the VM runs
+    /// on a qcow2 overlay in its own directory, with its own copy of the firmware variables.
     pub fn start(cfg: &VmConfig) -> Result<Self, VmError> {
         let dir = tempfile::Builder::new()
             .prefix("gantry-vm-")
@@ -77,7 +77,9 @@ impl Vm {
             path: files.vars.clone(),
             source,
         })?;
-        create_overlay(&cfg.image, &files.overlay)?;
+        if cfg.overlay {
+            create_overlay(&cfg.image, &files.overlay)?;
+        }
         File::create(&files.serial_log).map_err(|source| VmError::Io {
             path: files.serial_log.clone(),
             source,
@@ -110,7 +112,8 @@ impl Vm {
         &self.files.qmp
     }
 
-    /// The qcow2 overlay holding everything the guest wrote to its disk.
+    /// The qcow2 overlay holding everything the guest wrote to its disk (when the VM
+    /// runs on one, see [`VmConfig::overlay`]).
     pub fn overlay_path(&self) -> &Path {
         &self.files.overlay
     }
@@ -266,11 +269,7 @@ fn create_overlay(image: &Path, overlay: &Path) -> Result<(), VmError> {
         path: image.to_owned(),
         source,
     })?;
-    let format = if image.extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "raw"
-    };
+    let format = crate::config::image_format(&image);
     let args = [
         "create".to_owned(),
         "-q".to_owned(),
