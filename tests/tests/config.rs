@@ -212,7 +212,6 @@ fn qemu_the_metadata_service_gives_the_config_when_no_local_source_has_one() {
 }
 
 #[test]
-#[ignore = "waits for /var on the DATA partition (init/src/var.rs)"]
 fn qemu_a_refused_config_names_key_and_reason_and_the_last_good_one_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
