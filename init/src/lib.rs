@@ -7,6 +7,16 @@
 //! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
 //! It never exits and never panics out of its loop.
 //!
+//! The machine config comes from the first source that has one, in this order: the kernel
+//! command line (`gantry.config=<base64>`), QEMU's `fw_cfg` file `opt/org.gantry/config`, a
+//! config drive (a FAT or ISO 9660 volume labelled `CIDATA` or `GANTRY` with NoCloud
+//! `user-data` and `meta-data`), and, only when none of those has one, an EC2-style instance
+//! metadata service, asked on its own thread once the network is up
+//! (`gantry.imds=host[:port]`, default `169.254.169.254`; `gantry.imds=off` skips it). Every
+//! accepted config is kept in `/var/lib/gantry/config/current.toml`; a refused one is logged
+//! with its key and reason, and the machine runs on that last good copy, which is also what
+//! it uses when no source has a config. See [`config::sources`].
+//!
 //! The library holds the pieces the binary is made of, each testable on its own; system
 //! calls a test cannot make sit behind small traits ([`mounts::MountOps`],
 //! [`shutdown::ShutdownOps`]).
