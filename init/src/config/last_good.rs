@@ -30,7 +30,7 @@ pub const PATH: &str = "/var/lib/gantry/config/current.toml";
 const FIRST_LINE: &str = "# gantry-init: last good machine config";
 
 /// A stored copy, read back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub config: MachineConfig,
     /// The source it was accepted from, as the header says.

@@ -102,7 +102,7 @@ pub struct Document {
 }
 
 /// An accepted config and where it came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
     /// The config, with `meta-data`'s host name filled in when the document has none.
     pub config: MachineConfig,
@@ -152,7 +152,7 @@ pub fn decode_cmdline(value: &str) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// What the config turned out to be once every source has been tried.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// Shared: every thread that waits gets the same config.
     Config(Arc<Accepted>),
@@ -232,7 +232,6 @@ impl BootConfig {
 }
 
 /// Everything the sources are read from; [`Sources::for_pid1`] has the real paths.
-#[allow(missing_debug_implementations)] // holds a trait object; nothing worth printing.
 pub struct Sources {
     /// `gantry.config=`'s raw value.
     pub cmdline_config: Option<String>,
@@ -244,6 +243,20 @@ pub struct Sources {
     pub last_good: LastGood,
     pub imds: ImdsSetting,
     pub imds_retry: imds::Retry,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sources")
+            .field("cmdline_config", &self.cmdline_config.is_some())
+            .field("fw_cfg", &self.fw_cfg)
+            .field("sys_class_block", &self.sys_class_block)
+            .field("dev_dir", &self.dev_dir)
+            .field("drive_mount_point", &self.drive_mount_point)
+            .field("last_good", &self.last_good)
+            .field("imds", &self.imds)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sources {
@@ -263,9 +276,22 @@ impl Sources {
     }
 
     /// Reads the sources as the module docs say; logs what it accepts and refuses. Never
-    /// fails: the worst case is the defaults.
-    pub fn load(mut self) -> BootConfig {
+    /// fails and never panics out: the worst case is the defaults.
+    pub fn load(self) -> BootConfig {
         let handle = ConfigHandle::default();
+        let shared = handle.clone();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load_into(shared)));
+        run.unwrap_or_else(|_| {
+            error!("gantry-init: panic while reading the config; using defaults");
+            settle_fallback(&handle, None);
+            BootConfig {
+                at_boot: None,
+                handle,
+            }
+        })
+    }
+
+    fn load_into(mut self, handle: ConfigHandle) -> BootConfig {
         let found = self.local();
         let fallback = || self.last_good_fallback();
         let at_boot = match found {
