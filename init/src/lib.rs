@@ -1,7 +1,8 @@
 //! Gantry's PID 1.
 //!
 //! The binary (`gantry-init`, installed as `/sbin/init`) mounts the API file systems, sends
-//! its log to the serial console, reads the machine config ([`config`]), sets the host
+//! its log to the serial console, mounts the DATA partition on `/var` and grows it to the
+//! disk ([`var`]), reads the machine config ([`config`]), sets the host
 //! name, starts the network on its own thread ([`net`]), prints the [`READY_MARKER`], and then
 //! lives in one loop: it reads signals from a `signalfd`, reaps every child, and turns
 //! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
@@ -19,7 +20,7 @@
 //!
 //! The library holds the pieces the binary is made of, each testable on its own; system
 //! calls a test cannot make sit behind small traits ([`mounts::MountOps`],
-//! [`shutdown::ShutdownOps`]).
+//! [`shutdown::ShutdownOps`], [`var::VarOps`]).
 
 pub mod cmdline;
 pub mod config;
