@@ -38,6 +38,12 @@ pub struct HostForward {
     pub guest_port: u16,
 }
 
+/// What QEMU runs for each guest connection to a `guestfwd` address: busybox's `nc`,
+/// relaying it to the service on loopback. (A `tcp:` target would be one connection
+/// opened when QEMU starts and shared by every guest connection; a registry client opens
+/// several at once.)
+pub const RELAY: &str = "/bin/busybox nc";
+
 /// A guest address forwarded to a service on the host's loopback (`guestfwd`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestForward {
@@ -179,7 +185,7 @@ impl VmConfig {
         }
         for f in &self.guestfwd {
             net.push_str(&format!(
-                ",guestfwd=tcp:{}:{}-tcp:127.0.0.1:{}",
+                ",guestfwd=tcp:{}:{}-cmd:{RELAY} 127.0.0.1 {}",
                 f.guest_addr, f.guest_port, f.host_port
             ));
         }
@@ -271,7 +277,7 @@ mod tests {
         assert_eq!(
             net,
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,\
-             guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:9000"
+             guestfwd=tcp:10.0.2.100:80-cmd:/bin/busybox nc 127.0.0.1 9000"
         );
     }
 
