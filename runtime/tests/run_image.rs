@@ -136,3 +136,181 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
         0
     );
 }
+
+/// Imports the standard busybox image as `example.com/busybox:1` into a new store.
+fn busybox_store(work: &std::path::Path) -> (String, String) {
+    let layout = work.join("layout");
+    std::fs::create_dir(&layout).expect("layout");
+    let d = amd64_image(&layout, &busybox_layers(), Comp::Gzip);
+    finish_layout(&layout, vec![("example.com/busybox:1", d)]);
+    let store = work.join("store").display().to_string();
+    let state = work.join("run").display().to_string();
+    let (ok, _, err) = gantry(
+        &[
+            "--root",
+            &store,
+            "image",
+            "import",
+            layout.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    (store, state)
+}
+
+#[test]
+fn volumes_persist_logs_rotate_and_leftovers_are_replaced_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root; CI runs as root"
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    let (s, st) = busybox_store(work.path());
+    let log = work.path().join("logs/web.log");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let run = |name: &str, extra: &[&str], script: &str| {
+        let mut args = vec!["--root", &s, "run", "--name", name, "--state-root", &st];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["example.com/busybox:1", "/bin/busybox", "sh", "-c", script]);
+        gantry(&args, None)
+    };
+    let log_s = log.display().to_string();
+    let (ok, out, err) = run(
+        "vol-1",
+        &[
+            "-v",
+            "data:/data",
+            "-v",
+            "conf:/conf:ro",
+            "--log-file",
+            &log_s,
+        ],
+        "echo kept > /data/f; touch /conf/x 2>/dev/null || echo read-only >&2; echo out",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "", "the container's output goes to the log file");
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("store/volumes/data/f")).unwrap(),
+        "kept\n"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" stdout F out\n"), "{text}");
+    assert!(text.contains(" stderr F read-only\n"), "{text}");
+    // The next container sees the volume's content.
+    let (ok, _, err) = run(
+        "vol-2",
+        &["-v", "data:/data", "--log-file", &log_s],
+        "cat /data/f",
+    );
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains(" stdout F kept\n"));
+
+    // Rotation: 300 lines of ~45 bytes through a 2000-byte limit, two old files kept.
+    let (ok, _, err) = run(
+        "rot-1",
+        &[
+            "--log-file",
+            &log_s,
+            "--log-max-bytes",
+            "2000",
+            "--log-keep",
+            "2",
+        ],
+        "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done",
+    );
+    assert!(ok, "{err}");
+    for (suffix, exists) in [("", true), (".1", true), (".2", true), (".3", false)] {
+        let p = work.path().join(format!("logs/web.log{suffix}"));
+        assert_eq!(p.exists(), exists, "{}", p.display());
+        if exists {
+            assert!(
+                std::fs::metadata(&p).unwrap().len() <= 2000,
+                "{}",
+                p.display()
+            );
+        }
+    }
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains(" stdout F line-299\n"));
+
+    // A named volume is never a host path.
+    let (ok, _, err) = run("bad-1", &["-v", "/etc:/host-etc"], "true");
+    assert!(!ok);
+    assert!(err.contains("host paths are not allowed"), "{err}");
+
+    // What a SIGKILLed run leaves behind is refused, or replaced with --replace.
+    std::fs::create_dir_all(work.path().join("run/bundles/left-1")).unwrap();
+    let (ok, _, err) = run("left-1", &[], "true");
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = run("left-1", &["--replace"], "true");
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn probes_check_tcp_http_and_exec_inside_the_container_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root; CI runs as root"
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    let (s, st) = busybox_store(work.path());
+    std::fs::create_dir_all(work.path().join("www")).unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "--root",
+            &s,
+            "run",
+            "--name",
+            "web-p",
+            "--state-root",
+            &st,
+            "-v",
+            "www:/www",
+        ])
+        .args(["example.com/busybox:1", "/bin/busybox", "sh", "-c"])
+        // sh stays PID 1 with a TERM trap: a PID 1 without a handler ignores SIGTERM.
+        .arg(
+            "echo ok > /www/index.html; touch /ready; trap 'exit 0' TERM; \
+             /bin/busybox httpd -f -p 8080 -h /www & wait",
+        )
+        .spawn()
+        .expect("gantry run");
+    let probe = |check: &[&str]| {
+        let mut args = vec![
+            "probe",
+            "--name",
+            "web-p",
+            "--state-root",
+            &st,
+            "--timeout-secs",
+            "2",
+        ];
+        args.extend_from_slice(check);
+        gantry(&args, None)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !probe(&["tcp", "8080"]).0 {
+        assert!(std::time::Instant::now() < deadline, "httpd never listened");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(probe(&["http", "8080", "/index.html"]).0);
+    let (ok, _, err) = probe(&["http", "8080", "/missing"]);
+    assert!(!ok, "a 404 is unhealthy: {err}");
+    assert!(!probe(&["tcp", "8081"]).0, "nothing listens on 8081");
+    assert!(probe(&["exec", "--", "/bin/busybox", "test", "-f", "/ready"]).0);
+    assert!(!probe(&["exec", "--", "/bin/busybox", "test", "-f", "/nope"]).0);
+    // The probe joined the container's network namespace, not the host's: nothing on the
+    // host listens on 8080 for it to find.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    server.wait().unwrap();
+    let (ok, _, err) = probe(&["tcp", "8080"]);
+    assert!(!ok, "the container is gone: {err}");
+}
