@@ -34,7 +34,8 @@
 //! With no `[[network.interfaces]]` at all, every physical NIC (one with a device behind it
 //! in sysfs) is brought up with DHCP.
 //!
-//! Sources: so far QEMU's `fw_cfg` file `opt/org.gantry/config`; see [`from_fw_cfg`].
+//! Where the document comes from (kernel command line, fw_cfg, a config drive, the metadata
+//! service, the last good copy) is [`sources`].
 
 pub mod containers;
 
