@@ -148,3 +148,43 @@ fn qemu_a_bad_config_is_refused_with_its_reasons_and_defaults_apply() {
         "defaults: DHCP on every NIC"
     );
 }
+
+#[test]
+fn qemu_router_advertisements_give_an_ipv6_address_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_config(
+        "version = 1\n[[network.interfaces]]\nname = \"eth0\"\ndhcp = true\nipv6_ra = true\n",
+        dir.path(),
+    );
+    let mut vm = Vm::start(&cfg).expect("QEMU starts");
+    vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
+    // QEMU's user network advertises fec0::/64; DHCPv4 still runs beside it.
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    let mut sources = Vec::new();
+    while sources.len() < 2 {
+        let line = vm
+            .wait_for(
+                ADDRESS_LINE,
+                deadline.saturating_duration_since(std::time::Instant::now()),
+            )
+            .unwrap_or_else(|e| panic!("{e}: {sources:?}\n{}", vm.tail(40)));
+        sources.push((
+            field(&line, "source").unwrap_or("").to_owned(),
+            field(&line, "address").unwrap_or("").to_owned(),
+        ));
+    }
+    let slaac = sources
+        .iter()
+        .find(|(s, _)| s == "slaac")
+        .expect("a SLAAC address");
+    assert!(
+        slaac.1.starts_with("fec0::") && slaac.1.ends_with("/64"),
+        "{sources:?}"
+    );
+    assert!(
+        sources
+            .iter()
+            .any(|(s, a)| s == "dhcp" && a == "10.0.2.15/24"),
+        "{sources:?}"
+    );
+}

@@ -35,6 +35,8 @@ pub const STATUS_FILE: &str = "/run/gantry/network.json";
 pub const LEASE_DIR: &str = "/var/lib/gantry/dhcp";
 /// How long the DHCP client may go unanswered before the interface reports it.
 pub const DHCP_QUIET_WARNING: Duration = Duration::from_secs(20);
+/// How long after carrier the addresses made from router advertisements are watched for.
+pub const SLAAC_WATCH: Duration = Duration::from_secs(30);
 /// Logged once per interface when it gets an address (static or DHCP), with
 /// `interface= address=`.
 pub const ADDRESS_LINE: &str = "network: address";
@@ -279,6 +281,8 @@ pub fn select(
 /// What the interface tasks tell the manager.
 enum Report {
     Carrier(String, bool),
+    /// An address the kernel made from a router advertisement.
+    Slaac(String, IpNet),
     Static(String, Vec<IpNet>, Vec<Route>),
     Dhcp(String, Event),
     Error(String, String),
@@ -396,6 +400,12 @@ fn apply_report(
         Report::Carrier(name, up) => {
             if let Some(i) = s.interfaces.get_mut(&name) {
                 i.carrier = up;
+            }
+        }
+        Report::Slaac(name, addr) => {
+            if let Some(i) = s.interfaces.get_mut(&name) {
+                info!(interface = %name, address = %addr, source = "slaac", "{ADDRESS_LINE}");
+                i.addresses.push(addr.to_string());
             }
         }
         Report::Static(name, addrs, routes) => {
@@ -610,6 +620,32 @@ async fn run_interface(
             "no carrier after {} s; DHCP keeps trying",
             opts.config.carrier_timeout_secs
         ));
+    }
+    if cfg.ipv6_ra {
+        // The kernel does SLAAC; report the addresses it makes, for the log and status.
+        let (netlink, link, tx, statics) = (
+            netlink.clone(),
+            link.clone(),
+            tx.clone(),
+            cfg.addresses.clone(),
+        );
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<IpNet> = Vec::new();
+            let end = Instant::now() + SLAAC_WATCH;
+            while Instant::now() < end && !*stop.borrow() {
+                if let Ok(addrs) = netlink.addresses(&link).await {
+                    for a in addrs {
+                        let global = matches!(a, IpNet::V6(v6) if (v6.addr().segments()[0] & 0xffc0) != 0xfe80);
+                        if global && !statics.contains(&a) && !seen.contains(&a) {
+                            seen.push(a);
+                            let _ = tx.send(Report::Slaac(link.name.clone(), a));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
     }
     if !cfg.dhcp_enabled() || *stop.borrow() {
         return;
