@@ -104,7 +104,10 @@ fn main() {
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("gantry-runtime: error: {e:#}");
+            eprintln!(
+                "gantry-runtime: error: {}",
+                gantry_runtime::error_chain(e.as_ref())
+            );
             std::process::exit(1);
         }
     }

@@ -1,4 +1,4 @@
-//! `gantry image pull|import|ls|inspect|rm|prune|check`: the image store from the command
+//! `gantry image pull|ensure|import|ls|inspect|rm|prune|check`: the image store from the command
 //! line, on a Linux host or inside a Gantry machine.
 
 use std::collections::HashMap;
@@ -13,8 +13,14 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use gantry_runtime::network::{self, NetworkMode, PortMapping, Subnet};
 use gantry_runtime::pull::{self, LayerDone, Progress, PullOptions};
 use gantry_runtime::registry::{Credentials, RegistryOptions};
-use gantry_runtime::store::{Store, DEFAULT_ROOT};
+use gantry_runtime::store::{ImageRecord, Store, DEFAULT_ROOT};
+use gantry_runtime::{archives, import};
 use gantry_runtime::{Digest, ImageRef};
+
+/// Logged by `image ensure` for an archive it cannot read, with `error=` naming it.
+const ARCHIVE_SKIPPED: &str = "skipping an image archive";
+/// Logged by `image ensure` when an image came from an archive, with `image=` `archive=`.
+const IMAGE_IMPORTED: &str = "image imported from an archive";
 
 #[derive(Parser)]
 #[command(name = "gantry", version, about = "Gantry's image store")]
@@ -154,18 +160,21 @@ enum ImageCmd {
     Pull {
         /// Reference, normalised as Docker does (`busybox` = `docker.io/library/busybox:latest`).
         reference: String,
-        /// A registry (`host[:port]`) that may be reached over plain HTTP.
-        #[arg(long = "insecure-registry")]
-        insecure: Vec<String>,
-        /// A PEM file of CA certificates to trust, on top of the built-in roots.
-        #[arg(long = "ca-cert")]
-        ca_certs: Vec<PathBuf>,
-        /// User name for the registry; the password is read from standard input.
+        #[command(flatten)]
+        registry: PullArgs,
+    },
+    /// Import an image from the first archive in `--from` that names it, else pull it: what
+    /// PID 1 runs before a container starts. Archives that cannot be read are reported and
+    /// passed over.
+    Ensure {
+        /// Reference, normalised as `pull` does.
+        reference: String,
+        /// A directory of image archives (`*.tar`: OCI layouts or `docker save`), such as
+        /// a config drive's `images/`; a missing one holds none.
         #[arg(long)]
-        username: Option<String>,
-        /// Layers downloaded at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
+        from: Option<PathBuf>,
+        #[command(flatten)]
+        registry: PullArgs,
     },
     /// Import an OCI image layout (directory or tar) or a `docker save` archive.
     Import {
@@ -186,6 +195,23 @@ enum ImageCmd {
     Check,
 }
 
+/// How to reach a registry.
+#[derive(clap::Args)]
+struct PullArgs {
+    /// A registry (`host[:port]`) that may be reached over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    insecure: Vec<String>,
+    /// A PEM file of CA certificates to trust, on top of the built-in roots.
+    #[arg(long = "ca-cert")]
+    ca_certs: Vec<PathBuf>,
+    /// User name for the registry; the password is read from standard input.
+    #[arg(long)]
+    username: Option<String>,
+    /// Layers downloaded at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -194,7 +220,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", gantry_runtime::error_chain(e.as_ref()));
         std::process::exit(1);
     }
 }
@@ -224,54 +250,30 @@ fn run(cli: Cli) -> Result<()> {
     match cmd {
         ImageCmd::Pull {
             reference,
-            insecure,
-            ca_certs,
-            username,
-            concurrency,
+            registry,
+        } => {
+            let record = pull_image(store, &parse_ref(&reference)?, registry)?;
+            println!("{} {}", record.name, record.manifest);
+        }
+        ImageCmd::Ensure {
+            reference,
+            from,
+            registry,
         } => {
             let image = parse_ref(&reference)?;
-            let mut registry = RegistryOptions {
-                insecure,
-                ..Default::default()
+            let imported = match from {
+                Some(dir) => import_from_archives(&store, &image, &dir)?,
+                None => None,
             };
-            for path in ca_certs {
-                registry.ca_certs_pem.push(
-                    std::fs::read(&path)
-                        .with_context(|| format!("cannot read CA file {}", path.display()))?,
-                );
-            }
-            if let Some(username) = username {
-                let mut password = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut password)
-                    .context("cannot read the password from standard input")?;
-                let password = password.trim_end_matches(['\r', '\n']).to_owned();
-                registry.credentials.insert(
-                    image.registry().to_owned(),
-                    Credentials { username, password },
-                );
-            }
-            let opts = PullOptions {
-                registry,
-                concurrency,
+            let record = match imported {
+                Some(r) => r,
+                None => pull_image(store, &image, registry)?,
             };
-            let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
-                Arc::new(Bars::default())
-            } else {
-                Arc::new(Lines::default())
-            };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let record = rt
-                .block_on(pull::pull(Arc::new(store), &image, &opts, progress))
-                .with_context(|| format!("cannot pull {image}"))?;
             println!("{} {}", record.name, record.manifest);
         }
         ImageCmd::Import { path, name } => {
             let name = name.as_deref().map(parse_ref).transpose()?;
-            let records = gantry_runtime::import::import(&store, &path, name.as_ref())
+            let records = import::import(&store, &path, name.as_ref())
                 .with_context(|| format!("cannot import {}", path.display()))?;
             for r in records {
                 println!("{} {}", r.name, r.manifest);
@@ -333,6 +335,83 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pulls `image` with `args`, showing progress.
+fn pull_image(store: Store, image: &ImageRef, args: PullArgs) -> Result<ImageRecord> {
+    let mut registry = RegistryOptions {
+        insecure: args.insecure,
+        ..Default::default()
+    };
+    for path in args.ca_certs {
+        registry.ca_certs_pem.push(
+            std::fs::read(&path)
+                .with_context(|| format!("cannot read CA file {}", path.display()))?,
+        );
+    }
+    if let Some(username) = args.username {
+        let mut password = String::new();
+        std::io::stdin()
+            .read_to_string(&mut password)
+            .context("cannot read the password from standard input")?;
+        let password = password.trim_end_matches(['\r', '\n']).to_owned();
+        registry.credentials.insert(
+            image.registry().to_owned(),
+            Credentials { username, password },
+        );
+    }
+    let opts = PullOptions {
+        registry,
+        concurrency: args.concurrency,
+    };
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+        Arc::new(Bars::default())
+    } else {
+        Arc::new(Lines::default())
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(pull::pull(Arc::new(store), image, &opts, progress))
+        .with_context(|| format!("cannot pull {image}"))
+}
+
+/// Imports `image` from the first archive in `dir` that names it; `None` when none does
+/// (or `dir` cannot be listed: then a pull is the only way left, and it is tried).
+fn import_from_archives(
+    store: &Store,
+    image: &ImageRef,
+    dir: &std::path::Path,
+) -> Result<Option<ImageRecord>> {
+    let search = match archives::find(dir, image) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the image archives; pulling instead");
+            return Ok(None);
+        }
+    };
+    for e in &search.skipped {
+        tracing::warn!(error = %e, "{ARCHIVE_SKIPPED}");
+    }
+    let Some(archive) = search.found else {
+        tracing::info!(image = %image, dir = %dir.display(), "no archive names the image; pulling it");
+        return Ok(None);
+    };
+    let records = import::import(store, &archive, None)
+        .with_context(|| format!("cannot import {image} from {}", archive.display()))?;
+    let wanted = image.to_string();
+    let record = records
+        .into_iter()
+        .find(|r| r.name == wanted)
+        .with_context(|| {
+            format!(
+                "{} names {image} but importing it did not give that image",
+                archive.display()
+            )
+        })?;
+    tracing::info!(image = %image, archive = %archive.display(), "{IMAGE_IMPORTED}");
+    Ok(Some(record))
 }
 
 fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
