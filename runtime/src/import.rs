@@ -24,7 +24,7 @@ use crate::BlobError;
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Largest JSON document (index, manifest, config) read from an archive.
-const MAX_JSON: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_JSON: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -43,14 +43,14 @@ pub enum ImportError {
     Blob(#[from] BlobError),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
     move |source| ImportError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn format_err(path: &Path, reason: impl Into<String>) -> ImportError {
+pub(crate) fn format_err(path: &Path, reason: impl Into<String>) -> ImportError {
     ImportError::Format {
         path: path.to_owned(),
         reason: reason.into(),
@@ -93,6 +93,16 @@ fn import_dir(
             "neither an OCI image layout (no oci-layout) nor a docker save archive (no manifest.json)",
         ))
     }
+}
+
+/// The name an OCI layout's index entry gives its image: containerd's full name, else a
+/// `ref.name` that is a whole reference (a bare tag like `1` names no repository).
+pub(crate) fn oci_name(d: &Descriptor) -> Option<ImageRef> {
+    d.annotations
+        .get(ANNOTATION_CONTAINERD_NAME)
+        .or_else(|| d.annotations.get(ANNOTATION_REF_NAME))
+        .filter(|n| n.contains('/') || n.contains(':'))
+        .and_then(|n| n.parse::<ImageRef>().ok())
 }
 
 fn read_json_file(path: &Path) -> Result<Vec<u8>, ImportError> {
@@ -168,11 +178,7 @@ fn oci_layout(
     };
     let image_name = match name {
         Some(n) => n.to_string(),
-        None => chosen
-            .annotations
-            .get(ANNOTATION_CONTAINERD_NAME)
-            .or_else(|| chosen.annotations.get(ANNOTATION_REF_NAME))
-            .and_then(|n| n.parse::<ImageRef>().ok().filter(|_| n.contains('/') || n.contains(':')))
+        None => oci_name(chosen)
             .map(|r| r.to_string())
             .ok_or_else(|| format_err(&index_path, "names no image (no org.opencontainers.image.ref.name with a repository); give one with --name"))?,
     };
@@ -253,12 +259,13 @@ fn install(
     Ok(record)
 }
 
+/// One image of a `docker save` archive's `manifest.json`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SaveEntry {
+pub(crate) struct SaveEntry {
     config: String,
     #[serde(default)]
-    repo_tags: Option<Vec<String>>,
+    pub(crate) repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
 }
 

@@ -169,3 +169,43 @@ fn imports_oci_layouts_and_docker_save_archives_as_root() {
     assert!(!ok);
     assert!(err.contains("--name"), "{err}");
 }
+
+#[test]
+fn ensure_imports_from_the_archive_that_names_the_image_and_passes_over_broken_ones_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root; CI runs as root"
+    );
+    let work = tempfile::tempdir().expect("work");
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).expect("layout");
+    let d = amd64_image(&layout, &busybox_layers(), Comp::Gzip);
+    finish_layout(&layout, vec![("example.com/app:1.0", d)]);
+    let archives = work.path().join("images");
+    std::fs::create_dir(&archives).expect("archives");
+    std::fs::write(archives.join("a-broken.tar"), "not a tar\n").expect("broken");
+    tar_dir(&layout, &archives.join("app.tar"));
+    let root = tempfile::tempdir().expect("store");
+    let root_s = root.path().to_str().expect("utf-8");
+    let from = archives.to_str().expect("utf-8");
+    let ensure = |image: &str| {
+        gantry(
+            &["--root", root_s, "image", "ensure", "--from", from, image],
+            None,
+        )
+    };
+    let (ok, out, err) = ensure("example.com/app:1.0");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("example.com/app:1.0 "), "{out}");
+    assert!(
+        err.contains("a-broken.tar"),
+        "the broken archive is named: {err}"
+    );
+    assert!(err.contains("image imported from an archive"), "{err}");
+    let store = Store::open(root.path()).expect("store");
+    store.image("example.com/app:1.0").expect("imported");
+    // Not in any archive: a pull, which fails here (nothing listens on that port).
+    let (ok, _, err) = ensure("127.0.0.1:9/nowhere:1");
+    assert!(!ok);
+    assert!(err.contains("cannot pull 127.0.0.1:9/nowhere:1"), "{err}");
+}

@@ -10,17 +10,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use gantry_runtime::archives::{self, ARCHIVE_SKIPPED, IMAGE_IMPORTED};
+use gantry_runtime::import;
 use gantry_runtime::network::{self, NetworkMode, PortMapping, Subnet};
 use gantry_runtime::pull::{self, LayerDone, Progress, PullOptions};
 use gantry_runtime::registry::{Credentials, RegistryOptions};
 use gantry_runtime::store::{ImageRecord, Store, DEFAULT_ROOT};
-use gantry_runtime::{archives, import};
 use gantry_runtime::{Digest, ImageRef};
-
-/// Logged by `image ensure` for an archive it cannot read, with `error=` naming it.
-const ARCHIVE_SKIPPED: &str = "skipping an image archive";
-/// Logged by `image ensure` when an image came from an archive, with `image=` `archive=`.
-const IMAGE_IMPORTED: &str = "image imported from an archive";
 
 #[derive(Parser)]
 #[command(name = "gantry", version, about = "Gantry's image store")]
