@@ -9,13 +9,19 @@
 //! (`genisoimage -V cidata` is common). The first match wins; more than one is logged.
 //! [`read`] mounts it read-only (no exec, no devices, no set-uid) under
 //! `/run/gantry/config-drive`, reads the two files and unmounts it again.
+//!
+//! For air-gapped hosts a drive may also carry image archives in `images/` (`*.tar`, as
+//! `gantry image import` takes them). Such a drive **stays mounted read-only for the whole
+//! boot**, so that each container's `gantry image ensure --from` ([`IMAGES_DIR`]) imports
+//! its image straight from the drive: no copy in memory (`/run` is a tmpfs) or on `/var`
+//! first, and nothing to coordinate about when the last import is done.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::user_data::MetaData;
 use super::MAX_CONFIG_BYTES;
@@ -24,6 +30,10 @@ use super::MAX_CONFIG_BYTES;
 pub const LABELS: [&str; 2] = ["CIDATA", "GANTRY"];
 /// Where PID 1 mounts the drive while it reads it.
 pub const MOUNT_POINT: &str = "/run/gantry/config-drive";
+/// The drive's image archives, where PID 1 leaves them mounted (`MOUNT_POINT/images`).
+pub const IMAGES_DIR: &str = "/run/gantry/config-drive/images";
+/// The name of the directory of image archives on a drive.
+const IMAGES: &str = "images";
 
 /// A file system a config drive may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +68,8 @@ pub struct Contents {
     pub user_data: Option<Vec<u8>>,
     /// `meta-data`, parsed; empty when absent.
     pub meta: MetaData,
+    /// The drive's `images/`, when it has one: the drive is then left mounted.
+    pub images: Option<PathBuf>,
 }
 
 /// Why a config drive that was found could not be read.
@@ -234,7 +246,7 @@ impl Mounter for Kernel {
 }
 
 /// Mounts `volume` at `target`, reads `user-data` and `meta-data`, and unmounts it (an
-/// unmount failure is logged, not returned: the files were read).
+/// unmount failure is logged, not returned: the files were read) unless it has `images/`.
 pub fn read(
     volume: &Volume,
     target: &Path,
@@ -252,6 +264,18 @@ pub fn read(
             source,
         })?;
     let contents = read_files(target);
+    if let Ok(Contents {
+        images: Some(images),
+        ..
+    }) = &contents
+    {
+        info!(
+            device = %volume.device.display(),
+            images = %images.display(),
+            "config drive has image archives; it stays mounted read-only"
+        );
+        return contents;
+    }
     if let Err(e) = mounter.unmount(target) {
         warn!(target = %target.display(), error = %e, "cannot unmount the config drive");
     }
@@ -270,7 +294,13 @@ fn read_files(dir: &Path) -> Result<Contents, DriveError> {
         })?
         .map(|b| MetaData::parse(&String::from_utf8_lossy(&b)))
         .unwrap_or_default();
-    Ok(Contents { user_data, meta })
+    let images = dir.join(IMAGES);
+    let images = images.is_dir().then_some(images);
+    Ok(Contents {
+        user_data,
+        meta,
+        images,
+    })
 }
 
 /// A file's bytes, at most one more than [`MAX_CONFIG_BYTES`]; `None` when it is absent.
@@ -388,7 +418,11 @@ mod tests {
         fn mount_ro(&mut self, _: &Path, _: FsType, target: &Path) -> io::Result<()> {
             for e in std::fs::read_dir(&self.from)? {
                 let e = e?;
-                std::fs::copy(e.path(), target.join(e.file_name()))?;
+                if e.path().is_dir() {
+                    std::fs::create_dir(target.join(e.file_name()))?;
+                } else {
+                    std::fs::copy(e.path(), target.join(e.file_name()))?;
+                }
             }
             Ok(())
         }
@@ -417,6 +451,28 @@ mod tests {
         let c = read(&volume, &dir.path().join("mnt"), &mut m).unwrap();
         assert_eq!(c.user_data.as_deref(), Some(&b"version = 1\n"[..]));
         assert_eq!(c.meta.local_hostname.as_deref(), Some("n1"));
+        assert_eq!(c.images, None);
         assert!(m.unmounted);
+    }
+
+    #[test]
+    fn a_drive_with_images_stays_mounted_for_the_imports() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(seed.join("images")).unwrap();
+        std::fs::write(seed.join("user-data"), "version = 1\n").unwrap();
+        let volume = Volume {
+            device: "/dev/vdb".into(),
+            fstype: FsType::Vfat,
+            label: "CIDATA".into(),
+        };
+        let mut m = CopyMounter {
+            from: seed,
+            unmounted: false,
+        };
+        let mnt = dir.path().join("mnt");
+        let c = read(&volume, &mnt, &mut m).unwrap();
+        assert_eq!(c.images, Some(mnt.join("images")));
+        assert!(!m.unmounted);
     }
 }

@@ -9,7 +9,8 @@
 //! 2. QEMU's `fw_cfg` file `opt/org.gantry/config` ([`super::FW_CFG_PATH`]);
 //! 3. a config drive: a FAT or ISO 9660 volume labelled `CIDATA` or `GANTRY` with
 //!    `user-data` (the config) and `meta-data` ([`super::drive`], [`super::user_data`]); a
-//!    drive without `user-data` is not a source;
+//!    drive without `user-data` is not a source. Image archives in its `images/` are
+//!    imported by the containers' image jobs (air-gapped hosts; see [`super::drive`]);
 //! 4. an EC2-style instance metadata service ([`super::imds`]), asked only when none of the
 //!    above has a config, because it needs the network: PID 1 starts the network (with the
 //!    last good copy's settings, or DHCP on every NIC) and asks IMDS on a thread of its own.
@@ -371,6 +372,7 @@ impl Sources {
             Ok(drive::Contents {
                 user_data: Some(bytes),
                 meta,
+                ..
             }) => Some(Ok(Document {
                 source,
                 bytes,

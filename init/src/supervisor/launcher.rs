@@ -1,4 +1,6 @@
-//! The real [`Launcher`]: child processes of the `gantry` command (pull, run, probe).
+//! The real [`Launcher`]: child processes of the `gantry` command (image ensure, run,
+//! probe). A container's image job is `gantry image ensure`: it imports the image from the
+//! config drive's archives when one names it (air-gapped hosts), and pulls it otherwise.
 //!
 //! Children write to PID 1's console. PID 1 reaps them in its event loop and passes each
 //! exit to the supervisor; nothing here waits for a child.
@@ -14,6 +16,7 @@ use nix::unistd::Pid;
 
 use super::{Job, Launcher};
 use crate::config::containers::parse_http_check;
+use crate::config::drive::IMAGES_DIR;
 use crate::config::{ContainerSpec, RegistriesConfig};
 
 /// Where the `gantry` command is in the image.
@@ -46,6 +49,8 @@ pub struct Commands {
     pub registries: RegistriesConfig,
     /// The registries' CA certificates, written to files for `--ca-cert`.
     pub ca_files: Vec<PathBuf>,
+    /// Image archives to import from before pulling (the config drive's `images/`).
+    pub archives: Option<PathBuf>,
 }
 
 impl Commands {
@@ -79,6 +84,7 @@ impl Commands {
             resolv_conf: PathBuf::from(crate::net::resolv::RESOLV_CONF),
             registries,
             ca_files,
+            archives: Some(PathBuf::from(IMAGES_DIR)).filter(|d| d.is_dir()),
         };
         (c, problems)
     }
@@ -94,8 +100,11 @@ impl Commands {
                     "--root".into(),
                     path(&self.store),
                     "image".into(),
-                    "pull".into(),
+                    "ensure".into(),
                 ]);
+                if let Some(dir) = &self.archives {
+                    a.extend(["--from".into(), path(dir)]);
+                }
                 for r in &self.registries.insecure {
                     a.extend(["--insecure-registry".into(), r.clone()]);
                 }
@@ -253,6 +262,7 @@ mod tests {
             resolv_conf: "/run/gantry/resolv.conf".into(),
             registries: c.registries.clone(),
             ca_files: vec!["/run/gantry/ca/0.pem".into()],
+            archives: None,
         };
         (cmds, c)
     }
@@ -287,7 +297,7 @@ mod tests {
         let (args, stdin) = cmds.command(&Job::Pull { name: "web", spec });
         assert_eq!(
             args.join(" "),
-            "--root /var/lib/gantry image pull --insecure-registry 10.0.2.100:5000 \
+            "--root /var/lib/gantry image ensure --insecure-registry 10.0.2.100:5000 \
              --ca-cert /run/gantry/ca/0.pem --username u 10.0.2.100:5000/demo/web:1"
         );
         assert_eq!(stdin.as_deref(), Some("p"));
@@ -296,6 +306,19 @@ mod tests {
             "the password is not on the command line"
         );
         assert_eq!(registry_of(spec).as_deref(), Some("10.0.2.100:5000"));
+    }
+
+    #[test]
+    fn image_jobs_import_from_the_config_drive_archives_when_it_has_them() {
+        let (mut cmds, c) = commands("[containers.web]\nimage = \"example.com/demo/web:1\"\n");
+        cmds.archives = Some(IMAGES_DIR.into());
+        let spec = &c.containers["web"];
+        let (args, _) = cmds.command(&Job::Pull { name: "web", spec });
+        assert_eq!(
+            args.join(" "),
+            "--root /var/lib/gantry image ensure --from /run/gantry/config-drive/images \
+             --ca-cert /run/gantry/ca/0.pem example.com/demo/web:1"
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! process. Each container runs as a child process `gantry run …` in the foreground (as
 //! containerd runs runc through a shim, and systemd runs `docker run`): the child builds
 //! the bundle, networks it, runs the container and exits with its status, forwarding
-//! SIGTERM to it. Image pulls (`gantry image pull`) and health checks (`gantry probe`) are
-//! child processes too. A crash in any of them costs that child, never PID 1.
+//! SIGTERM to it. Image jobs (`gantry image ensure`: import from the config drive's
+//! `images/` when an archive there names the image, for air-gapped hosts; pull otherwise)
+//! and health checks (`gantry probe`) are child processes too. A crash in any of them costs
+//! that child, never PID 1.
 //!
 //! The [`Supervisor`] is a state machine driven by PID 1's event loop: [`Supervisor::tick`]
 //! at its [`Supervisor::deadline`], [`Supervisor::on_exit`] for every child PID 1 reaps,
@@ -62,7 +64,7 @@ pub trait Launcher {
 /// A child process the supervisor starts.
 #[derive(Debug, Clone, Copy)]
 pub enum Job<'a> {
-    /// Pull the container's image.
+    /// Get the container's image into the store: import it from an archive, or pull it.
     Pull {
         name: &'a str,
         spec: &'a ContainerSpec,
