@@ -4,7 +4,7 @@
 //! `hostfwd`. Used by the `qemu_` end-to-end test and by `gantry-demo` (README's first
 //! command).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gantry_init::supervisor::CONTAINER_LINE;
@@ -19,9 +19,39 @@ pub const WEB_PORT: u16 = 8080;
 /// The image the demo config runs.
 pub const WEB_IMAGE: &str = "10.0.2.100:5000/demo/web:1";
 
-/// Builds the web image (busybox `httpd` serving `page` from /www) as an OCI layout and
-/// pushes it to `registry` as `demo/web:1`.
+/// The web image's command: busybox `httpd` serving /www on [`WEB_PORT`].
+const WEB_CMD: &[&str] = &[
+    "/bin/busybox",
+    "httpd",
+    "-f",
+    "-v",
+    "-p",
+    "8080",
+    "-h",
+    "/www",
+];
+
+/// Writes the web image (busybox `httpd` serving `page` from /www) as an OCI layout under
+/// `dir`, its index naming it `ref_name` (a tag, or a whole reference for an archive that
+/// names its image); returns the layout.
+pub fn web_layout(dir: &Path, page: &str, ref_name: &str) -> PathBuf {
+    let files = [
+        Entry::Dir("www"),
+        Entry::File("www/index.html", page.as_bytes(), 0o644),
+    ];
+    busybox_layout(&dir.join("demo-web-layout"), &files, WEB_CMD, ref_name)
+}
+
+/// Builds the web image and pushes it to `registry` as `demo/web:1`.
 pub fn push_web_image(registry: &TestRegistry, dir: &Path, page: &str) {
+    let layout = web_layout(dir, page, "1");
+    registry.push(&layout, "1", "demo/web", &[]);
+}
+
+/// Writes, as the OCI layout `layout`, an image of the host's static busybox with a second
+/// layer of `files` and `cmd` as its command, named `ref_name` in the index; returns
+/// `layout`.
+pub fn busybox_layout(layout: &Path, files: &[Entry<'_>], cmd: &[&str], ref_name: &str) -> PathBuf {
     let busybox = std::fs::read("/bin/busybox").expect("busybox-static must be installed");
     let layers = vec![
         layer_tar(&[
@@ -29,34 +59,21 @@ pub fn push_web_image(registry: &TestRegistry, dir: &Path, page: &str) {
             Entry::File("bin/busybox", &busybox, 0o755),
             Entry::Symlink("bin/sh", "busybox"),
         ]),
-        layer_tar(&[
-            Entry::Dir("www"),
-            Entry::File("www/index.html", page.as_bytes(), 0o644),
-        ]),
+        layer_tar(files),
     ];
-    let layout = dir.join("web-layout");
-    std::fs::create_dir_all(&layout).expect("layout dir");
+    std::fs::create_dir_all(layout).expect("layout dir");
     let desc = gantry_testkit::add_image(
-        &layout,
+        layout,
         &ImageSpec {
             arch: "amd64",
             layers: &layers,
             comp: Comp::Gzip,
             bad_diff_id: false,
-            cmd: &[
-                "/bin/busybox",
-                "httpd",
-                "-f",
-                "-v",
-                "-p",
-                "8080",
-                "-h",
-                "/www",
-            ],
+            cmd,
         },
     );
-    finish_layout(&layout, vec![("1", desc)]);
-    registry.push(&layout, "1", "demo/web", &[]);
+    finish_layout(layout, vec![(ref_name, desc)]);
+    layout.to_owned()
 }
 
 /// The machine config that runs the web image.

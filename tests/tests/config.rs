@@ -12,6 +12,7 @@ use gantry_image_build::tool;
 use gantry_init::config::sources::CONFIG_KEPT;
 use gantry_init::{CONFIG_LOADED, CONFIG_REFUSED, READY_MARKER, SHUTDOWN_MARKER};
 use gantry_qemu::{GuestForward, Vm, VmConfig};
+use gantry_tests::seed::cidata_drive;
 use gantry_tests::{field, image, BOOT_TIMEOUT};
 
 /// The console line saying which host name was set.
@@ -20,31 +21,16 @@ fn hostname_line(vm: &mut Vm) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A NoCloud seed: a FAT volume labelled CIDATA with `user-data` and `meta-data`, made as
-/// an operator would (`mkfs.fat`, `mcopy`).
+/// A NoCloud seed with `user-data` and `meta-data`.
 fn config_drive(dir: &Path, user_data: &str, meta_data: &str) -> PathBuf {
-    let img = dir.join("seed.img");
-    tool::MKFS_VFAT
-        .cmd()
-        .args(["-n", "CIDATA", "-C"])
-        .arg(&img)
-        .arg("1440")
-        .run()
-        .expect("mkfs.fat (dosfstools)");
+    let mut files = Vec::new();
     for (name, text) in [("user-data", user_data), ("meta-data", meta_data)] {
         let file = dir.join(name);
         std::fs::write(&file, text).expect("write a seed file");
-        tool::MCOPY
-            .cmd()
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .arg("-i")
-            .arg(&img)
-            .arg(&file)
-            .arg(format!("::/{name}"))
-            .run()
-            .expect("mcopy a seed file onto the drive");
+        files.push((name, file));
     }
-    img
+    let files: Vec<(&str, &Path)> = files.iter().map(|(n, f)| (*n, f.as_path())).collect();
+    cidata_drive(dir, 1440, &files)
 }
 
 #[test]
