@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use gantry_image_build::BuildOptions;
 use gantry_qemu::{Vm, VmConfig};
+use gantry_testkit::{free_port, TestRegistry};
 use gantry_tests::demo::{fetch, push_web_image, vm_config, wait_healthy, web_config};
 use gantry_tests::{build_into, image, BOOT_TIMEOUT};
-use gantry_testkit::{free_port, TestRegistry};
 
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
@@ -67,7 +67,8 @@ fn main() {
         }
         let started = Instant::now();
         let mut vm = Vm::start(&VmConfig::new(&baseline.qcow2_image)).expect("QEMU starts");
-        vm.wait_for("baseline-init: ready", BOOT_TIMEOUT).expect("baseline boots");
+        vm.wait_for("baseline-init: ready", BOOT_TIMEOUT)
+            .expect("baseline boots");
         base.push(ms(started.elapsed()));
     }
     let b = median(base);

@@ -10,7 +10,7 @@ use gantry_init::supervisor::CONTAINER_LINE;
 use gantry_init::{READY_MARKER, SHUTDOWN_MARKER};
 use gantry_qemu::Vm;
 use gantry_testkit::{free_port, TestRegistry};
-use gantry_tests::demo::{fetch, push_web_image, vm_config, wait_healthy, web_config};
+use gantry_tests::demo::{fetch, push_web_image, vm_config, wait_healthy, web_config, WEB_IMAGE};
 use gantry_tests::{image, BOOT_TIMEOUT};
 
 #[test]
@@ -44,4 +44,154 @@ fn qemu_runs_a_pulled_container_the_host_reaches_through_a_published_port() {
     vm.wait_exit(Duration::from_secs(60)).unwrap();
     let console = vm.console().to_owned();
     assert!(console.contains("all stopped"), "{console}");
+}
+
+/// The config of the supervision test: a web server that leaves its bridge address in a
+/// shared volume; a client that needs it and fetches from that address over the bridge; a job that keeps failing; a container whose health check
+/// fails; one without a network on a machine whose config names a missing NIC.
+fn supervision_config() -> String {
+    format!(
+        r#"version = 1
+
+[[network.interfaces]]
+name = "eth9"
+
+[[network.interfaces]]
+name = "eth0"
+
+[registries]
+insecure = ["10.0.2.100:5000"]
+
+[containers.web]
+image = "{WEB_IMAGE}"
+volumes = ["shared:/shared"]
+entrypoint = ["/bin/sh", "-c"]
+command = ["/bin/busybox ifconfig eth0 | /bin/busybox sed -n 's/.*inet addr:\\([0-9.]*\\).*/\\1/p' > /shared/web-ip; exec /bin/busybox httpd -f -p 8080 -h /www"]
+health = {{ http = "http://127.0.0.1:8080/", interval_secs = 1 }}
+
+[containers.client]
+image = "{WEB_IMAGE}"
+depends_on = ["web"]
+volumes = ["shared:/shared:ro"]
+entrypoint = ["/bin/sh", "-c"]
+command = ["until /bin/busybox wget -q -O /got http://$(/bin/busybox cat /shared/web-ip):8080/; do /bin/busybox sleep 1; done; trap 'exit 0' TERM; while true; do /bin/busybox sleep 1; done"]
+health = {{ exec = ["/bin/busybox", "test", "-s", "/got"], interval_secs = 1 }}
+
+[containers.flaky]
+image = "{WEB_IMAGE}"
+entrypoint = ["/bin/sh", "-c", "exit 3"]
+restart = "on-failure:2"
+
+[containers.sick]
+image = "{WEB_IMAGE}"
+entrypoint = ["/bin/busybox", "sleep", "1000"]
+health = {{ exec = ["/bin/busybox", "false"], interval_secs = 1, retries = 2 }}
+
+[containers.isolated]
+image = "{WEB_IMAGE}"
+network = "none"
+entrypoint = ["/bin/busybox", "sleep", "1000"]
+"#
+    )
+}
+
+/// Lines about container `name`.
+fn lines_of<'a>(console: &'a str, name: &str) -> Vec<&'a str> {
+    console
+        .lines()
+        .filter(|l| l.contains(CONTAINER_LINE) && l.contains(&format!("name={name} ")))
+        .collect()
+}
+
+#[test]
+fn qemu_supervision_orders_restarts_checks_and_isolates_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = TestRegistry::plain();
+    push_web_image(&registry, dir.path(), "<p>for the client</p>\n");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, supervision_config()).unwrap();
+    let mut vm = Vm::start(&vm_config(
+        &image().qcow2_image,
+        &registry,
+        free_port(),
+        &config,
+    ))
+    .unwrap();
+    vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
+    // The client reached web over the bridge: its check sees the fetched page.
+    wait_healthy(&mut vm, "client", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let console = vm.console().to_owned();
+        let flaky = lines_of(&console, "flaky");
+        let sick_unhealthy = lines_of(&console, "sick")
+            .iter()
+            .any(|l| l.contains("health=\"unhealthy\""));
+        let done = flaky.iter().any(|l| l.contains("state=\"exited\""));
+        if done && sick_unhealthy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flaky or sick never settled:\n{console}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let console = vm.console().to_owned();
+    // depends_on: client is not even pulled before web is healthy.
+    let pos = |needle: &dyn Fn(&str) -> bool| console.lines().position(needle);
+    let web_healthy = pos(&|l| l.contains("name=web ") && l.contains("health=Healthy")).unwrap();
+    let client_first = pos(&|l| l.contains(CONTAINER_LINE) && l.contains("name=client ")).unwrap();
+    assert!(
+        web_healthy < client_first,
+        "client started before web was healthy:\n{console}"
+    );
+    // on-failure:2: two restarts with a doubling back-off, then it stays down.
+    let flaky = lines_of(&console, "flaky");
+    assert!(
+        flaky.iter().any(|l| l.contains("again in 1 s")),
+        "{flaky:#?}"
+    );
+    assert!(
+        flaky.iter().any(|l| l.contains("again in 2 s")),
+        "{flaky:#?}"
+    );
+    assert!(
+        !flaky.iter().any(|l| l.contains("again in 4 s")),
+        "{flaky:#?}"
+    );
+    assert!(flaky.last().unwrap().contains("restarts=2"), "{flaky:#?}");
+    // An unhealthy container is reported and left running.
+    assert!(lines_of(&console, "sick")
+        .iter()
+        .all(|l| !l.contains("state=\"exited\"")));
+    // No network needed, none configured missing: it runs although eth9 does not exist.
+    assert!(console.contains("no interface named eth9"), "{console}");
+    assert!(
+        lines_of(&console, "isolated")
+            .iter()
+            .any(|l| l.contains("state=\"running\"")),
+        "{console}"
+    );
+
+    // Orderly shutdown: client (which handles SIGTERM) stops with status 0 before web.
+    vm.power_button().unwrap();
+    vm.wait_for(SHUTDOWN_MARKER, Duration::from_secs(120))
+        .unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
+    let console = vm.console().to_owned();
+    let client_stop = pos2(&console, "name=client ", "stopped with status 0");
+    let web_term = pos2(&console, "name=web ", "SIGTERM");
+    assert!(
+        client_stop < web_term,
+        "web was stopped before its dependant:\n{console}"
+    );
+}
+
+/// The line number of the first container line with both `a` and `b`.
+fn pos2(console: &str, a: &str, b: &str) -> usize {
+    console
+        .lines()
+        .position(|l| l.contains(CONTAINER_LINE) && l.contains(a) && l.contains(b))
+        .unwrap_or_else(|| panic!("no line with {a:?} and {b:?}:\n{console}"))
 }
