@@ -360,7 +360,10 @@ fn pull_image(store: Store, image: &ImageRef, args: PullArgs) -> Result<ImageRec
         registry,
         concurrency: args.concurrency,
     };
-    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+    // Bars need a terminal that can redraw lines: a serial console under PID 1 (no TERM)
+    // or TERM=dumb gets plain lines.
+    let redraws = std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb");
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() && redraws {
         Arc::new(Bars::default())
     } else {
         Arc::new(Lines::default())
