@@ -6,7 +6,9 @@
 //! name, starts the network on its own thread ([`net`]), prints the [`READY_MARKER`], and then
 //! lives in one loop: it reads signals from a `signalfd`, reaps every child, and turns
 //! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
-//! It never exits and never panics out of its loop.
+//! It never exits and never panics out of its loop. The containers the config names start
+//! from that loop ([`supervisor`]); after a power cut, only once the image store has been
+//! checked ([`store_check`]).
 //!
 //! The machine config comes from the first source that has one, in this order: the kernel
 //! command line (`gantry.config=<base64>`), QEMU's `fw_cfg` file `opt/org.gantry/config`, a
@@ -31,6 +33,7 @@ pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
 pub mod signals;
+pub mod store_check;
 pub mod supervisor;
 pub mod var;
 

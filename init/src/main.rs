@@ -14,6 +14,7 @@ use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
 use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
+use gantry_init::store_check::{self, StoreCheck};
 use gantry_init::supervisor::Containers;
 use gantry_init::var;
 use gantry_init::{
@@ -63,9 +64,19 @@ fn main() {
     }
     log_mounts();
     // /var before the config and the network: both keep their state there.
-    if catch_unwind(var::prepare).is_err() {
+    let var_status = catch_unwind(var::prepare).unwrap_or_else(|_| {
         error!("gantry-init: panic while preparing /var; going on without it");
-    }
+        var::VarStatus::default()
+    });
+    // After a power cut the store is checked first; the containers wait for it.
+    let mut checks = store_check::Host::default();
+    let mut store_check = catch_unwind(AssertUnwindSafe(|| {
+        StoreCheck::after_mount(&var_status, Instant::now(), &mut checks)
+    }))
+    .unwrap_or_else(|_| {
+        error!("gantry-init: panic while starting the store check; skipping it");
+        StoreCheck::skipped(Instant::now())
+    });
 
     let params = BootParams::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     for p in &params.ignored {
@@ -101,7 +112,7 @@ fn main() {
     loop {
         // A bug in one event must not take the machine down with it.
         let event = catch_unwind(AssertUnwindSafe(|| {
-            if containers.is_none() {
+            if containers.is_none() && store_check.done() {
                 if let Some(settled) = config_handle.get() {
                     containers = Some(Containers::start(settled.config()));
                 }
@@ -115,11 +126,14 @@ fn main() {
                 (Some(_), None) => None,
             };
             for (pid, code) in wait_for_event(&signals, &mut buttons, &mut pending, timeout) {
-                let ours = containers.as_mut().is_some_and(|c| c.on_exit(pid, code));
+                let ours = store_check.on_exit(pid, code, Instant::now(), &mut checks)
+                    || containers.as_mut().is_some_and(|c| c.on_exit(pid, code));
                 if !ours {
                     info!(pid, code, "child exited");
                 }
             }
+            // While it runs, containers is None and the loop wakes every CONFIG_POLL.
+            store_check.tick(Instant::now(), &mut checks);
             if let Some(c) = containers.as_mut() {
                 c.tick();
             }
