@@ -48,6 +48,20 @@ pub fn push_web_image(registry: &TestRegistry, dir: &Path, page: &str) {
     registry.push(&layout, "1", "demo/web", &[]);
 }
 
+/// Builds [`busybox_layout`] with `files` and `cmd` and pushes it to `registry` as
+/// `<repository>:1`.
+pub fn push_busybox_image(
+    registry: &TestRegistry,
+    dir: &Path,
+    repository: &str,
+    files: &[Entry<'_>],
+    cmd: &[&str],
+) {
+    let layout = dir.join(format!("{}-layout", repository.replace('/', "-")));
+    busybox_layout(&layout, files, cmd, "1");
+    registry.push(&layout, "1", repository, &[]);
+}
+
 /// Writes, as the OCI layout `layout`, an image of the host's static busybox with a second
 /// layer of `files` and `cmd` as its command, named `ref_name` in the index; returns
 /// `layout`.
@@ -76,23 +90,30 @@ pub fn busybox_layout(layout: &Path, files: &[Entry<'_>], cmd: &[&str], ref_name
     layout.to_owned()
 }
 
+/// The `[registries]` section that lets the guest pull from the test registry over HTTP.
+pub fn registries_section() -> String {
+    format!(
+        "[registries]\ninsecure = [\"{}:{}\"]\n",
+        REGISTRY_IN_GUEST.0, REGISTRY_IN_GUEST.1
+    )
+}
+
 /// The machine config that runs the web image.
 pub fn web_config() -> String {
     format!(
         r#"version = 1
 hostname = "demo"
 
-[registries]
-insecure = ["{ip}:{port}"]
-
+{registries}
 [containers.web]
 image = "{WEB_IMAGE}"
 ports = ["{WEB_PORT}:{WEB_PORT}"]
 required = true
+# busybox httpd, as PID 1 of its namespace, ignores SIGTERM: no point waiting 10 s.
+stop_grace_secs = 3
 health = {{ http = "http://127.0.0.1:{WEB_PORT}/", interval_secs = 2, retries = 3 }}
 "#,
-        ip = REGISTRY_IN_GUEST.0,
-        port = REGISTRY_IN_GUEST.1,
+        registries = registries_section(),
     )
 }
 
@@ -104,6 +125,18 @@ pub fn vm_config(
     host_port: u16,
     config_file: &Path,
 ) -> VmConfig {
+    let mut cfg = registry_vm_config(image, registry, config_file);
+    cfg.hostfwd.push(HostForward {
+        udp: false,
+        host_port,
+        guest_port: WEB_PORT,
+    });
+    cfg
+}
+
+/// A VM for `image` that reaches `registry` as [`REGISTRY_IN_GUEST`] and gets `config`
+/// through fw_cfg.
+pub fn registry_vm_config(image: &Path, registry: &TestRegistry, config_file: &Path) -> VmConfig {
     let registry_port: u16 = registry
         .host
         .rsplit(':')
@@ -115,11 +148,6 @@ pub fn vm_config(
         guest_addr: REGISTRY_IN_GUEST.0,
         guest_port: REGISTRY_IN_GUEST.1,
         host_port: registry_port,
-    });
-    cfg.hostfwd.push(HostForward {
-        udp: false,
-        host_port,
-        guest_port: WEB_PORT,
     });
     cfg.fw_cfg
         .push(("opt/org.gantry/config".to_owned(), config_file.to_owned()));
