@@ -94,6 +94,17 @@ pub struct ContainerSpec {
     pub health: Option<HealthSpec>,
 }
 
+/// The longest health interval, timeout or start period: a day.
+pub const MAX_HEALTH_SECS: u64 = 86_400;
+/// The most failures in a row a health check may wait for.
+pub const MAX_HEALTH_RETRIES: u32 = 1_000;
+/// The largest memory limit: 1 TiB.
+pub const MAX_MEMORY_MIB: u64 = 1 << 20;
+/// The largest CPU limit: 1024 CPUs.
+pub const MAX_CPU_MILLIS: u64 = 1_024_000;
+/// The largest pids limit (the kernel's `pid_max` ceiling).
+pub const MAX_PIDS: u64 = 4_194_304;
+
 fn default_grace() -> u64 {
     10
 }
@@ -364,6 +375,18 @@ pub fn problems(
             ));
         }
         let r = &c.resources;
+        for (field, v, max) in [
+            ("memory_mib", r.memory_mib, MAX_MEMORY_MIB),
+            ("cpu_millis", r.cpu_millis, MAX_CPU_MILLIS),
+            ("pids", r.pids, MAX_PIDS),
+        ] {
+            if let Some(v) = v.filter(|v| *v > max) {
+                out.push((
+                    key(&format!("resources.{field}")),
+                    format!("{v} is more than {max}"),
+                ));
+            }
+        }
         if r.memory_mib == Some(0) {
             out.push((
                 key("resources.memory_mib"),
@@ -405,6 +428,24 @@ pub fn problems(
                 out.push((
                     key("health"),
                     "interval_secs, timeout_secs and retries must be above 0".to_owned(),
+                ));
+            }
+            for (field, v) in [
+                ("interval_secs", h.interval_secs),
+                ("timeout_secs", h.timeout_secs),
+                ("start_period_secs", h.start_period_secs),
+            ] {
+                if v > MAX_HEALTH_SECS {
+                    out.push((
+                        key(&format!("health.{field}")),
+                        format!("{v} is more than a day ({MAX_HEALTH_SECS})"),
+                    ));
+                }
+            }
+            if h.retries > MAX_HEALTH_RETRIES {
+                out.push((
+                    key("health.retries"),
+                    format!("{} is more than {MAX_HEALTH_RETRIES}", h.retries),
                 ));
             }
         }
@@ -639,6 +680,28 @@ mod tests {
             );
         }
         assert_eq!(e.len(), want.len(), "{e:#?}");
+    }
+
+    #[test]
+    fn huge_timings_and_limits_are_refused() {
+        let e = errors(
+            "[containers.a]\nimage = \"busybox\"\n\
+             health = { tcp = 80, timeout_secs = 9223372036854775807, interval_secs = 86401, retries = 5000 }\n\
+             resources = { memory_mib = 9223372036854775807, cpu_millis = 2000000, pids = 9999999 }\n",
+        );
+        for w in [
+            "containers.a.health.timeout_secs: 9223372036854775807 is more than a day",
+            "containers.a.health.interval_secs: 86401",
+            "containers.a.health.retries: 5000",
+            "containers.a.resources.memory_mib: 9223372036854775807 is more than",
+            "containers.a.resources.cpu_millis: 2000000",
+            "containers.a.resources.pids: 9999999",
+        ] {
+            assert!(
+                e.iter().any(|x| x.starts_with(w)),
+                "missing {w:?} in {e:#?}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub const GANTRY: &str = "/usr/bin/gantry";
 pub const STORE: &str = "/var/lib/gantry";
 /// Container state and bundles (tmpfs: a reboot starts clean).
 pub const STATE: &str = "/run/gantry";
+/// The container network's state (address leases), `gantry run`'s default under the store.
+pub const NETWORK_STATE: &str = "/var/lib/gantry/network";
 /// Container logs, one file per container, rotated by size.
 pub const LOG_DIR: &str = "/var/log/containers";
 /// Each log file is rotated at this size, keeping [`LOG_KEEP`] old ones.

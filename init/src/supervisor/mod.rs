@@ -35,6 +35,7 @@
 pub mod launcher;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -215,7 +216,7 @@ impl Supervisor {
                 Phase::Running { .. } => {
                     if let Some((_, started)) = u.check_pid {
                         let timeout = u.spec.health.as_ref().map_or(0, |h| h.timeout_secs);
-                        at(started + Duration::from_secs(timeout));
+                        at(later(started, Duration::from_secs(timeout)));
                     } else if let Some(t) = u.next_check {
                         at(t);
                     }
@@ -253,7 +254,7 @@ impl Supervisor {
                     return;
                 };
                 if let Some((pid, started)) = u.check_pid {
-                    if now >= started + Duration::from_secs(h.timeout_secs) {
+                    if now >= later(started, Duration::from_secs(h.timeout_secs)) {
                         // The check's exit will be counted as a failure.
                         launcher.signal(pid, true);
                     }
@@ -422,7 +423,7 @@ impl Supervisor {
                 }
                 Phase::Running { pid, .. } if dependents_done => {
                     launcher.signal(pid, false);
-                    let kill_at = now + Duration::from_secs(u.spec.stop_grace_secs);
+                    let kill_at = later(now, Duration::from_secs(u.spec.stop_grace_secs));
                     u.phase = Phase::Stopping {
                         pid,
                         kill_at,
@@ -490,7 +491,7 @@ fn start(name: &str, u: &mut Unit, now: Instant, launcher: &mut dyn Launcher) {
                     u.health = Health::Starting;
                     u.check_failures = 0;
                     // The first check comes soon, so that dependants need not wait a whole interval.
-                    u.next_check = Some(now + Duration::from_secs(h.interval_secs.min(1)));
+                    u.next_check = Some(later(now, Duration::from_secs(h.interval_secs.min(1))));
                 }
                 log_state(name, u, &format!("pid {pid}"));
             } else {
@@ -529,7 +530,7 @@ fn check_result(name: &str, u: &mut Unit, ok: bool, now: Instant, since: Instant
     let Some(h) = u.spec.health.clone() else {
         return;
     };
-    u.next_check = Some(now + Duration::from_secs(h.interval_secs));
+    u.next_check = Some(later(now, Duration::from_secs(h.interval_secs)));
     let before = u.health;
     if ok {
         u.check_failures = 0;
@@ -548,6 +549,13 @@ fn check_result(name: &str, u: &mut Unit, ok: bool, now: Instant, since: Instant
             _ => info!(name = %name, health = ?u.health, "{CONTAINER_LINE}"),
         }
     }
+}
+
+/// `t + d`, or a year after `t` if that overflows: PID 1 must not panic on a time sum.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(t)
 }
 
 fn state_name(p: &Phase) -> &'static str {
@@ -580,6 +588,43 @@ fn status_of(u: &Unit) -> ContainerStatus {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod lease_tests {
+    #[test]
+    fn stale_leases_go_and_everything_else_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("gantry0.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("gantry0.lock"), "").unwrap();
+        super::forget_stale_leases(dir.path());
+        assert!(!dir.path().join("gantry0.json").exists());
+        assert!(dir.path().join("gantry0.lock").exists());
+        super::forget_stale_leases(&dir.path().join("missing"));
+    }
+}
+
+/// Drops the container network's address leases left by an earlier boot. Nothing runs
+/// before PID 1 starts it, so every lease found now belongs to a container that ended
+/// with the last boot (a power cut, or a SIGKILL when its grace ran out) and would hold
+/// its address and published ports forever.
+pub fn forget_stale_leases(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    info!(file = %path.display(), "{CONTAINER_LINE} stale address leases dropped")
+                }
+                Err(err) => {
+                    warn!(file = %path.display(), error = %err, "cannot drop stale address leases")
+                }
+            }
+        }
+    }
+}
+
 /// Where PID 1 writes every container's [`ContainerStatus`] as JSON.
 pub const STATUS_FILE: &str = "/run/gantry/containers.json";
 
@@ -589,7 +634,7 @@ pub struct Containers {
     supervisor: Supervisor,
     launcher: launcher::Commands,
     last_status: Vec<u8>,
-    max_grace: Duration,
+    total_grace: Duration,
 }
 
 impl Containers {
@@ -599,6 +644,7 @@ impl Containers {
             Some(c) => (c.containers.clone(), c.registries.clone()),
             None => Default::default(),
         };
+        forget_stale_leases(Path::new(launcher::NETWORK_STATE));
         let (launcher, problems) = launcher::Commands::for_pid1(registries);
         for p in problems {
             warn!(problem = %p, "{CONTAINER_LINE} setup");
@@ -607,16 +653,18 @@ impl Containers {
             count = containers.len(),
             "{CONTAINER_LINE} supervision starts"
         );
-        let max_grace = containers
-            .values()
-            .map(|c| Duration::from_secs(c.stop_grace_secs))
-            .max()
-            .unwrap_or_default();
+        // Containers in a depends_on chain stop one after another: their graces add up.
+        let total_grace = Duration::from_secs(
+            containers
+                .values()
+                .map(|c| c.stop_grace_secs)
+                .fold(0u64, u64::saturating_add),
+        );
         let mut c = Containers {
             supervisor: Supervisor::new(&containers),
             launcher,
             last_status: Vec::new(),
-            max_grace,
+            total_grace,
         };
         c.tick();
         c
@@ -663,7 +711,10 @@ impl Containers {
         mut reap: impl FnMut() -> Vec<(u32, i32)>,
     ) {
         self.supervisor.stop(Instant::now(), &mut self.launcher);
-        let give_up = Instant::now() + self.max_grace + Duration::from_secs(5);
+        let give_up = later(
+            Instant::now(),
+            self.total_grace.saturating_add(Duration::from_secs(5)),
+        );
         while !self.supervisor.all_stopped() && Instant::now() < give_up {
             let now = Instant::now();
             let next = self
