@@ -217,7 +217,11 @@ impl Driver {
             match a {
                 Action::Send(msg, to) => self.send(&msg, to).await,
                 Action::Apply(lease, how) => {
-                    self.apply(&lease).await;
+                    if !self.apply(&lease).await {
+                        // Not reported as bound: the status must not claim an address
+                        // the interface does not have. The next renewal tries again.
+                        continue;
+                    }
                     info!(
                         interface = %self.opts.link.name,
                         address = %lease.address,
@@ -274,7 +278,8 @@ impl Driver {
         }
     }
 
-    async fn apply(&self, lease: &Lease) {
+    /// Applies a lease; false when its address could not be set.
+    async fn apply(&self, lease: &Lease) -> bool {
         let link = &self.opts.link;
         if self.opts.use_server_mtu {
             if let Some(mtu) = lease.mtu {
@@ -292,13 +297,14 @@ impl Driver {
             .await
         {
             self.report(Event::Error(e.to_string()));
-            return;
+            return false;
         }
         for route in routes_of(lease) {
             if let Err(e) = self.netlink.replace_route(link, &route).await {
                 self.report(Event::Error(e.to_string()));
             }
         }
+        true
     }
 
     async fn remove(&self, lease: &Lease) {

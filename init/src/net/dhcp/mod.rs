@@ -172,7 +172,9 @@ const REQUEST_TRIES: u32 = 4;
 const REBOOT_TRIES: u32 = 2;
 /// The longest wait between retransmissions (RFC 2131 4.1).
 const MAX_BACKOFF: Duration = Duration::from_secs(64);
-/// The shortest wait between RENEWING/REBINDING retries.
+/// The shortest wait between RENEWING/REBINDING retries. RFC 2131 4.4.5 suggests 60 s;
+/// we retry sooner so that leases of a few minutes (dnsmasq's minimum is two) still get
+/// several tries before T2 and expiry. Half the time left is still the rule above it.
 const MIN_RENEW_RETRY: Duration = Duration::from_secs(4);
 
 impl Machine {
