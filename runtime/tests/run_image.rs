@@ -314,3 +314,41 @@ fn probes_check_tcp_http_and_exec_inside_the_container_as_root() {
     let (ok, _, err) = probe(&["tcp", "8080"]);
     assert!(!ok, "the container is gone: {err}");
 }
+
+#[test]
+fn ensure_uses_the_stored_image_when_the_registry_cannot_be_reached() {
+    let work = tempfile::tempdir().expect("tmp");
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).expect("layout");
+    let d = amd64_image(&layout, &busybox_layers(), Comp::Gzip);
+    finish_layout(&layout, vec![("1", d)]);
+    let store = work.path().join("store").display().to_string();
+    // Port 9 on loopback: nothing listens, the pull fails at once, nothing leaves the host.
+    let name = "127.0.0.1:9/demo/busybox:1";
+    let (ok, _, err) = gantry(&["--root", &store, "image", "ensure", name], None);
+    assert!(!ok, "nothing stored and no registry: a clear failure");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
+    let (ok, _, err) = gantry(
+        &[
+            "--root",
+            &store,
+            "image",
+            "import",
+            layout.to_str().expect("utf-8"),
+            "--name",
+            name,
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = gantry(&["--root", &store, "image", "ensure", name], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("127.0.0.1:9/demo/busybox:1 sha256:"),
+        "{out}"
+    );
+    assert!(
+        err.contains("warning:") && err.contains("from the store"),
+        "{err}"
+    );
+}

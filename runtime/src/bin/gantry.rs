@@ -261,9 +261,25 @@ fn run(cli: Cli) -> Result<()> {
                 Some(dir) => import_from_archives(&store, &image, &dir)?,
                 None => None,
             };
-            let record = match imported {
-                Some(r) => r,
-                None => pull_image(store, &image, registry)?,
+            // What the store has now: used when the registry cannot be reached, so a
+            // machine whose registry is down at boot still runs what it ran before. A
+            // reachable registry always wins, so a moved tag is followed.
+            let stored = store.image(&image.to_string()).ok();
+            let record = match (imported, stored) {
+                (Some(r), _) => r,
+                (None, None) => pull_image(store, &image, registry)?,
+                (None, Some(stored)) => match pull_image(store, &image, registry) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!(
+                            "warning: {}; using {} {} from the store",
+                            gantry_runtime::error_chain(e.as_ref()),
+                            stored.name,
+                            stored.manifest
+                        );
+                        stored
+                    }
+                },
             };
             println!("{} {}", record.name, record.manifest);
         }
@@ -478,7 +494,13 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
         network: args.network,
         resolv_conf,
         volumes,
-        memory_bytes: args.memory_mib.map(|m| m << 20),
+        memory_bytes: match args.memory_mib {
+            Some(m) => Some(
+                m.checked_mul(1 << 20)
+                    .with_context(|| format!("--memory-mib {m} is too large"))?,
+            ),
+            None => None,
+        },
         cpu_millis: args.cpu_millis,
         pids: args.pids,
     };

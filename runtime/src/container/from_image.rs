@@ -312,7 +312,10 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
     }
     if let Some(c) = opts.cpu_millis {
         // cpu.max = quota per period; 100 ms periods.
-        resources.insert("cpu".into(), json!({ "quota": c * 100, "period": 100_000 }));
+        resources.insert(
+            "cpu".into(),
+            json!({ "quota": c.saturating_mul(100), "period": 100_000 }),
+        );
     }
     if let Some(p) = opts.pids {
         resources.insert("pids".into(), json!({ "limit": p }));
