@@ -460,13 +460,104 @@ fn rules_tagged(ns: &TestNetns, comment: &str) -> usize {
         .count()
 }
 
+/// The packets counted by the rule in `chain` whose expressions mention `needle`.
+fn counter(ns: &TestNetns, chain: &str, needle: &str) -> u64 {
+    ns.nft_rules()
+        .iter()
+        .filter(|r| r["chain"] == chain && r["expr"].to_string().contains(needle))
+        .filter_map(|r| {
+            r["expr"]
+                .as_array()?
+                .iter()
+                .find_map(|e| e["counter"]["packets"].as_u64())
+        })
+        .sum()
+}
+
+/// The MAC address of `dev` in `ns`.
+fn mac_of(ns: &TestNetns, dev: &str) -> [u8; 6] {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-j", "link", "show", "dev", dev])
+        .output()
+        .expect("ip link");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
+    let text = v[0]["address"].as_str().expect("address");
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(text.split(':')) {
+        *m = u8::from_str_radix(h, 16).expect("hex");
+    }
+    mac
+}
+
+/// Sends one UDP datagram as a raw Ethernet frame to `dst_mac` out of `dev` (in the
+/// calling thread's namespace), bypassing the routing table, as a process with
+/// CAP_NET_RAW can.
+fn raw_udp(dev: &str, dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, port: u16, data: &[u8]) {
+    let mut ip = Vec::new();
+    let total = (20 + 8 + data.len()) as u16;
+    ip.extend_from_slice(&[0x45, 0]);
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let mut sum: u32 = ip
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    ip.extend_from_slice(&40000u16.to_be_bytes());
+    ip.extend_from_slice(&port.to_be_bytes());
+    ip.extend_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0]); // no UDP checksum
+    ip.extend_from_slice(data);
+    let mut frame = dst_mac.to_vec();
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // a locally administered source
+    frame.extend_from_slice(&0x0800u16.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    let name = std::ffi::CString::new(dev).expect("name");
+    // SAFETY: plain socket calls on a socket we own, with a sockaddr_ll we fill in.
+    unsafe {
+        let index = libc::if_nametoindex(name.as_ptr());
+        assert!(index != 0, "no {dev}");
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from((libc::ETH_P_IP as u16).to_be()),
+        );
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = index as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&dst_mac);
+        let n = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            std::ptr::addr_of!(sll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(n, frame.len() as isize, "send the frame: {err}");
+    }
+}
+
 #[test]
 fn bridged_containers_talk_publish_ports_masquerade_and_clean_up_as_root() {
     let fx = setup("b");
     let mut a = fx.start(
         "net-a",
         &["8080:80", "5353:53/udp"],
-        "B=/bin/busybox; $B mkdir /www && echo hello-from-a > /www/index.html && $B httpd -f -p 80 -h /www & /checker --udp-echo 53",
+        "B=/bin/busybox; $B mkdir /www && echo hello-from-a > /www/index.html && $B httpd -p 81 -h /www && $B httpd -f -p 80 -h /www & /checker --udp-echo 53",
     );
     let pid_a = fx.running_pid(&mut a);
     let mut b = fx.start(
@@ -592,11 +683,131 @@ fn bridged_containers_talk_publish_ports_masquerade_and_clean_up_as_root() {
     );
     assert_eq!(sender.1, "egress\n");
 
+    // A machine with a route to the subnet through the host reaches no unpublished port
+    // (A's 81, and A's 80 itself, not DNATed), and still reaches the published one.
+    run(
+        "ip",
+        &[
+            "-n",
+            &fx.outside.name,
+            "route",
+            "add",
+            SUBNET,
+            "via",
+            &HOST_ADDR.to_string(),
+        ],
+    );
+    for port in [81, 80] {
+        assert!(
+            fx.outside
+                .run(move || http_get((ip_a, port).into()))
+                .is_none(),
+            "unpublished {ip_a}:{port} reached from outside"
+        );
+    }
+    assert!(
+        counter(&fx.host, "forward", "drop") > 0,
+        "the forward drop rule saw the attempts: {:?}",
+        fx.host.nft_rules()
+    );
+    let body = fx
+        .outside
+        .run(|| http_get((HOST_ADDR, 8080).into()))
+        .expect("published port with a route to the subnet");
+    assert!(body.ends_with("hello-from-a\n"), "{body}");
+    // But A's 81 is open: from the host itself and from B.
+    let url = format!("http://{ip_a}:81/");
+    let (ok, body, err) = fx.exec("net-b", &["/bin/busybox", "wget", "-q", "-O", "-", &url]);
+    assert!(ok, "container to container: {err}");
+    assert_eq!(body, "hello-from-a\n");
+
+    // CVE-2020-8558: with route_localnet on the bridge, a frame from a container (with
+    // CAP_NET_RAW) to the bridge's MAC for 127.0.0.1 would reach the host's loopback.
+    // Sent from A's namespace, as A could; the same frame for the gateway's address is
+    // the control that the frame itself is right.
+    let probe = fx
+        .host
+        .run(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 7002)).expect("probe listener"));
+    probe
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let bridge_mac = mac_of(&fx.host, BRIDGE);
+    Netns::of_pid(pid_a)
+        .expect("A's netns")
+        .run(|| {
+            raw_udp(
+                "eth0",
+                bridge_mac,
+                ip_a,
+                Ipv4Addr::LOCALHOST,
+                7002,
+                b"loopback",
+            );
+            raw_udp("eth0", bridge_mac, ip_a, GATEWAY, 7002, b"control");
+            raw_udp(
+                "eth0",
+                bridge_mac,
+                ip_a,
+                Ipv4Addr::new(169, 254, 169, 254),
+                7002,
+                b"meta",
+            );
+        })
+        .expect("enter A's netns");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while let Ok((n, _)) = probe.recv_from(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(
+        got,
+        ["control"],
+        "only the frame for the gateway's address arrives"
+    );
+    let guard: Vec<String> = fx
+        .host
+        .nft_rules()
+        .iter()
+        .filter(|r| r["chain"] == "guard")
+        .map(|r| r["expr"].to_string())
+        .collect();
+    assert_eq!(guard.len(), 2, "{guard:?}");
+    assert!(
+        guard[0].contains(r#"{"prefix":{"addr":"127.0.0.0","len":8}}"#)
+            && guard[0].contains(BRIDGE)
+            && guard[0].contains(r#""drop":null"#),
+        "{guard:?}"
+    );
+    assert!(guard[1].contains("169.254.169.254"), "{guard:?}");
+    assert!(counter(&fx.host, "guard", "127.0.0.0") > 0, "{guard:?}");
+
     // The ruleset, read back with nft: one DNAT rule per published port, tagged.
     assert_eq!(rules_tagged(&fx.host, "container net-a"), 2);
     assert_eq!(rules_tagged(&fx.host, "container net-b"), 2);
-    // Set up twice (once per container), the network's own rules are there once.
-    assert_eq!(rules_tagged(&fx.host, &format!("network {BRIDGE}")), 3);
+    // Set up twice (once per container), the network's own rules are there once: two in
+    // guard, four in forward, three in postrouting.
+    assert_eq!(rules_tagged(&fx.host, &format!("network {BRIDGE}")), 9);
+    let forward: Vec<String> = fx
+        .host
+        .nft_rules()
+        .iter()
+        .filter(|r| r["chain"] == "forward")
+        .map(|r| r["expr"].to_string())
+        .collect();
+    assert_eq!(forward.len(), 4, "{forward:?}");
+    assert!(
+        forward[0].contains("established") && forward[0].contains("related"),
+        "{forward:?}"
+    );
+    assert!(
+        forward[1].contains("dnat") && forward[1].contains("status"),
+        "{forward:?}"
+    );
+    assert!(
+        forward[2].contains("iifname") && forward[2].contains("accept"),
+        "{forward:?}"
+    );
+    assert!(forward[3].contains("drop"), "{forward:?}");
     let rules = fx.host.nft_rules();
     let udp = rules
         .iter()
@@ -667,7 +878,7 @@ fn bridged_containers_talk_publish_ports_masquerade_and_clean_up_as_root() {
     assert_eq!(rules_tagged(&fx.host, "container net-b"), 0);
     assert_eq!(fx.leases()["leases"], serde_json::json!({}));
     // The network's own rules stay for the next container.
-    assert_eq!(rules_tagged(&fx.host, &format!("network {BRIDGE}")), 3);
+    assert_eq!(rules_tagged(&fx.host, &format!("network {BRIDGE}")), 9);
 }
 
 #[test]

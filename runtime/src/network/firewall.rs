@@ -2,6 +2,14 @@
 //!
 //! ```text
 //! table ip gantry {
+//!   chain guard { type filter hook prerouting priority raw; policy accept;
+//!     iifname "gantry0" ip daddr 127.0.0.0/8 counter drop         # CVE-2020-8558
+//!     iifname "gantry0" ip daddr 169.254.169.254 counter drop }   # cloud metadata
+//!   chain forward { type filter hook forward priority filter; policy accept;
+//!     oifname "gantry0" ct state established,related accept       # replies
+//!     oifname "gantry0" ct status dnat accept                     # published ports
+//!     oifname "gantry0" iifname "gantry0" accept                  # container to container
+//!     oifname "gantry0" counter drop }                            # anything else
 //!   chain publish { }                                  # one DNAT rule per published port
 //!   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //!     fib daddr type local jump publish }              # from outside, to a host address
@@ -22,21 +30,32 @@
 //! to the bridge address, or the answer would not come back the same way; localhost
 //! needs `route_localnet` on the bridge as well (set by [`super::bridge`]).
 //!
+//! The filter: `route_localnet` would let a container (which keeps `CAP_NET_RAW`) send
+//! a frame to the bridge's MAC address for 127.0.0.1 and reach services the host binds
+//! to loopback only (CVE-2020-8558); `guard` drops what comes in from the bridge for
+//! 127.0.0.0/8 (before conntrack, so no state is made for it), and for the instance
+//! metadata address, whose user data is the machine config, registry passwords
+//! included. `forward` lets into the bridge only replies, published ports (DNATed) and
+//! traffic between its containers: a machine with a route to the subnet reaches no
+//! unpublished port (Docker 28 does the same). What leaves the bridge is not filtered,
+//! and containers on one network are not isolated from each other.
+//!
 //! Every rule carries a comment in its user data: `gantry` for the jumps, `network
 //! <bridge>` for a network's masquerading, `container <id>` for a container's ports.
 //! Setting up a network replaces its own rules in one transaction (so it can run any
 //! number of times), and removing a container's ports lists the table and deletes exactly
 //! the rules with its comment, by handle, in one transaction.
 //!
-//! There is no filter chain: nothing here drops traffic, and the host has no other
-//! firewall. A host with a `forward` policy of drop elsewhere must accept the bridge's
+//! Our base chains' policy is accept, so other tables still decide about traffic we do
+//! not drop: a host with a `forward` policy of drop elsewhere must accept the bridge's
 //! traffic there.
 
 use std::net::Ipv4Addr;
 
 use super::nft::{
     BaseChain, Batch, Chain, CmpOp, CtKey, Expr, FibResult, Hook, MetaKey, NftError, NftSocket,
-    PayloadBase, Reg, Rule, FIB_F_DADDR, IPS_DST_NAT, RTN_LOCAL,
+    PayloadBase, Reg, Rule, CT_STATE_ESTABLISHED, CT_STATE_RELATED, FIB_F_DADDR, IPS_DST_NAT,
+    RTN_LOCAL,
 };
 use super::{PortMapping, Protocol, Subnet};
 use crate::ContainerId;
@@ -48,15 +67,29 @@ pub const PUBLISH: &str = "publish";
 
 const JUMP_TAG: &str = "gantry";
 
-fn chains() -> [Chain; 4] {
-    let nat = |hook, priority| {
+/// The filter chain at prerouting, priority raw, before conntrack and routing.
+pub const GUARD: &str = "guard";
+/// The filter chain at forward.
+pub const FORWARD: &str = "forward";
+
+fn chains() -> [Chain; 6] {
+    let base = |kind, hook, priority| {
         Some(BaseChain {
-            kind: "nat",
+            kind,
             hook,
             priority,
         })
     };
+    let nat = |hook, priority| base("nat", hook, priority);
     [
+        Chain {
+            name: GUARD,
+            base: base("filter", Hook::Prerouting, -300),
+        },
+        Chain {
+            name: FORWARD,
+            base: base("filter", Hook::Forward, 0),
+        },
         Chain {
             name: PUBLISH,
             base: None,
@@ -116,13 +149,19 @@ fn addr_cmp(offset: u32, op: CmpOp, network: Ipv4Addr, mask: Ipv4Addr) -> [Expr;
 
 /// `oifname (==|!=) <name>`.
 fn oifname(op: CmpOp, name: &str) -> [Expr; 2] {
+    ifname(MetaKey::OifName, op, name)
+}
+
+/// `iifname == <name>`.
+fn iifname(name: &str) -> [Expr; 2] {
+    ifname(MetaKey::IifName, CmpOp::Eq, name)
+}
+
+fn ifname(key: MetaKey, op: CmpOp, name: &str) -> [Expr; 2] {
     let mut data = name.as_bytes().to_vec();
     data.resize(16, 0); // IFNAMSIZ
     [
-        Expr::Meta {
-            key: MetaKey::OifName,
-            dreg: Reg::R1,
-        },
+        Expr::Meta { key, dreg: Reg::R1 },
         Expr::Cmp {
             op,
             sreg: Reg::R1,
@@ -151,6 +190,97 @@ fn jump_if_local(chain: &str) -> Rule {
     }
 }
 
+/// `ct (state|status) & <bits> != 0`.
+fn ct_any(key: CtKey, bits: u32) -> [Expr; 3] {
+    [
+        Expr::Ct { key, dreg: Reg::R1 },
+        Expr::Bitwise {
+            sreg: Reg::R1,
+            dreg: Reg::R1,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::Cmp {
+            op: CmpOp::Neq,
+            sreg: Reg::R1,
+            data: vec![0; 4],
+        },
+    ]
+}
+
+/// The instance metadata service of the clouds (EC2, GCE, Azure, OpenStack, …).
+pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// The filter rules of the network on `bridge`: what comes in from its containers and
+/// what may go out to them.
+fn filter_rules(bridge: &str) -> Vec<Rule> {
+    let tag = Some(network_tag(bridge));
+    let rule = |chain: &str, exprs: Vec<Expr>| Rule {
+        chain: chain.into(),
+        exprs,
+        comment: tag.clone(),
+    };
+    let host = Ipv4Addr::new(255, 255, 255, 255);
+    let to_bridge = oifname(CmpOp::Eq, bridge);
+    vec![
+        // With route_localnet on the bridge, a container (with CAP_NET_RAW) could send a
+        // frame to the bridge's MAC for 127.0.0.1 and reach the host's loopback services
+        // (CVE-2020-8558). The replies of the localhost DNAT are masqueraded to the
+        // bridge's address, so nothing legitimate comes in for 127.0.0.0/8.
+        rule(
+            GUARD,
+            [
+                &iifname(bridge)[..],
+                &addr_cmp(
+                    16,
+                    CmpOp::Eq,
+                    Ipv4Addr::new(127, 0, 0, 0),
+                    Ipv4Addr::new(255, 0, 0, 0),
+                ),
+                &[Expr::Counter, Expr::Drop],
+            ]
+            .concat(),
+        ),
+        rule(
+            GUARD,
+            [
+                &iifname(bridge)[..],
+                &addr_cmp(16, CmpOp::Eq, METADATA, host),
+                &[Expr::Counter, Expr::Drop],
+            ]
+            .concat(),
+        ),
+        // Into the bridge: replies, published ports (DNATed), container to container;
+        // nothing else, so a host with a route to the subnet reaches no other port.
+        rule(
+            FORWARD,
+            [
+                &to_bridge[..],
+                &ct_any(CtKey::State, CT_STATE_ESTABLISHED | CT_STATE_RELATED),
+                &[Expr::Accept],
+            ]
+            .concat(),
+        ),
+        rule(
+            FORWARD,
+            [
+                &to_bridge[..],
+                &ct_any(CtKey::Status, IPS_DST_NAT),
+                &[Expr::Accept],
+            ]
+            .concat(),
+        ),
+        rule(
+            FORWARD,
+            [&to_bridge[..], &iifname(bridge), &[Expr::Accept]].concat(),
+        ),
+        rule(
+            FORWARD,
+            [&to_bridge[..], &[Expr::Counter, Expr::Drop]].concat(),
+        ),
+    ]
+}
+
 /// The masquerading rules of the network on `bridge` with `subnet`.
 fn network_rules(bridge: &str, subnet: Subnet) -> Vec<Rule> {
     let tag = Some(network_tag(bridge));
@@ -163,23 +293,7 @@ fn network_rules(bridge: &str, subnet: Subnet) -> Vec<Rule> {
     // With br_netfilter loaded, traffic bridged between two containers passes these
     // hooks too, with the bridge port as the output device: never masquerade it.
     let to_elsewhere = addr_cmp(16, CmpOp::Neq, subnet.network(), subnet.mask());
-    let ct_dnat = [
-        Expr::Ct {
-            key: CtKey::Status,
-            dreg: Reg::R1,
-        },
-        Expr::Bitwise {
-            sreg: Reg::R1,
-            dreg: Reg::R1,
-            mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        },
-        Expr::Cmp {
-            op: CmpOp::Neq,
-            sreg: Reg::R1,
-            data: vec![0; 4],
-        },
-    ];
+    let ct_dnat = ct_any(CtKey::Status, IPS_DST_NAT);
     let localhost = saddr_in(Ipv4Addr::new(127, 0, 0, 0), Ipv4Addr::new(255, 0, 0, 0));
     vec![
         rule(
@@ -277,7 +391,7 @@ fn publish_rule(tag: &str, address: Ipv4Addr, port: &PortMapping) -> Rule {
 }
 
 /// Makes the table and chains if missing and (re)places the jumps and the network's
-/// masquerading rules, in one transaction.
+/// filter and masquerading rules, in one transaction.
 pub fn setup(sock: &NftSocket, bridge: &str, subnet: Subnet) -> Result<(), NftError> {
     let existing = sock.list_rules(TABLE)?;
     let tag = network_tag(bridge);
@@ -294,7 +408,10 @@ pub fn setup(sock: &NftSocket, bridge: &str, subnet: Subnet) -> Result<(), NftEr
     }
     b.add_rule(&jump_if_local("prerouting"));
     b.add_rule(&jump_if_local("output"));
-    for r in network_rules(bridge, subnet) {
+    for r in filter_rules(bridge)
+        .into_iter()
+        .chain(network_rules(bridge, subnet))
+    {
         b.add_rule(&r);
     }
     b.commit(sock)

@@ -26,7 +26,9 @@
 //! MTU 1500, upstream DNS 8.8.8.8 and 8.8.4.4 when the host only has a loopback
 //! resolver. The host namespace gets `net.ipv4.ip_forward=1` (to route for the
 //! containers) and `net.ipv4.conf.<bridge>.route_localnet=1` (so that a port published
-//! on 127.0.0.1 can be DNATed out of the bridge).
+//! on 127.0.0.1 can be DNATed out of the bridge). Both open doors that the firewall's
+//! filter chains close again: nothing from the bridge reaches 127.0.0.0/8 (or the cloud
+//! metadata address), and only replies and published ports are forwarded into it.
 //!
 //! `--network host` shares the host's namespace (no `network` namespace in the bundle,
 //! nothing to attach); `none` gives the container a namespace with only `lo`, up

@@ -1,5 +1,5 @@
 //! nf_tables expressions and their attributes (`enum nft_<name>_attributes` in
-//! `linux/netfilter/nf_tables.h`): the ten Gantry's ruleset uses.
+//! `linux/netfilter/nf_tables.h`): the ones Gantry's ruleset uses.
 
 use super::{Attrs, NFPROTO_IPV4};
 
@@ -9,6 +9,9 @@ const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 /// `NFT_JUMP`.
 const NFT_JUMP: i32 = -3;
+/// `NF_DROP` and `NF_ACCEPT` (`linux/netfilter.h`), as verdict codes.
+const NF_DROP: u32 = 0;
+const NF_ACCEPT: u32 = 1;
 
 /// Netfilter hooks of the inet families (`enum nf_inet_hooks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,7 @@ pub enum Reg {
 /// `enum nft_meta_keys`, the ones we load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
+    IifName = 6,
     OifName = 7,
     L4Proto = 16,
 }
@@ -49,9 +53,11 @@ pub enum CmpOp {
     Neq = 1,
 }
 
-/// `enum nft_ct_keys`, the one we use.
+/// `enum nft_ct_keys`, the ones we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtKey {
+    /// `ct state`: a bit per `enum ip_conntrack_info` (see [`CT_STATE_ESTABLISHED`]).
+    State = 0,
     Status = 2,
 }
 
@@ -67,6 +73,10 @@ pub const FIB_F_DADDR: u32 = 1 << 1;
 pub const RTN_LOCAL: u32 = 2;
 /// `IPS_DST_NAT` in `enum ip_conntrack_status`: the connection was destination-NATed.
 pub const IPS_DST_NAT: u32 = 1 << 5;
+/// `NF_CT_STATE_BIT(IP_CT_ESTABLISHED)`, `ct state established` (host-endian u32).
+pub const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+/// `NF_CT_STATE_BIT(IP_CT_RELATED)`, `ct state related`.
+pub const CT_STATE_RELATED: u32 = 1 << 2;
 /// `NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED`.
 pub const NAT_RANGE_MAP_IPS_AND_PROTO: u32 = 0x1 | 0x2;
 
@@ -111,6 +121,10 @@ pub enum Expr {
     },
     /// Jumps to a chain of the same table.
     Jump(String),
+    /// The verdict `accept`.
+    Accept,
+    /// The verdict `drop`.
+    Drop,
     Counter,
     /// Destination NAT to the address in `addr` and the port in `port`.
     Dnat {
@@ -129,7 +143,7 @@ impl Expr {
             Expr::Cmp { .. } => "cmp",
             Expr::Ct { .. } => "ct",
             Expr::Fib { .. } => "fib",
-            Expr::Immediate { .. } | Expr::Jump(_) => "immediate",
+            Expr::Immediate { .. } | Expr::Jump(_) | Expr::Accept | Expr::Drop => "immediate",
             Expr::Counter => "counter",
             Expr::Dnat { .. } => "nat",
             Expr::Masquerade => "masq",
@@ -197,6 +211,17 @@ impl Expr {
                         v.u32(NFTA_VERDICT_CODE, NFT_JUMP as u32);
                         v.str(NFTA_VERDICT_CHAIN, chain);
                     })
+                });
+            }
+            Expr::Accept | Expr::Drop => {
+                let code = if *self == Expr::Accept {
+                    NF_ACCEPT
+                } else {
+                    NF_DROP
+                };
+                b.u32(1, Reg::Verdict as u32);
+                b.nested(2, |d| {
+                    d.nested(NFTA_DATA_VERDICT, |v| v.u32(NFTA_VERDICT_CODE, code))
                 });
             }
             Expr::Counter | Expr::Masquerade => {}

@@ -165,6 +165,23 @@ fn a_jump_is_an_immediate_verdict_naming_the_chain() {
 }
 
 #[test]
+fn accept_and_drop_are_immediate_verdicts_without_a_chain() {
+    for (e, code) in [(Expr::Accept, 1u8), (Expr::Drop, 0)] {
+        let mut a = Attrs::default();
+        e.encode_data(&mut a);
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            8, 0, 1, 0, 0, 0, 0, 0,              // NFTA_IMMEDIATE_DREG = NFT_REG_VERDICT
+            16, 0, 2, 0x80,                      // NFTA_IMMEDIATE_DATA: 4 + 12
+              12, 0, 2, 0x80,                    // NFTA_DATA_VERDICT: 4 + 8
+                8, 0, 1, 0, 0, 0, 0, code,       // NFTA_VERDICT_CODE = NF_ACCEPT / NF_DROP
+        ];
+        assert_eq!(a.0, want, "{e:?}");
+        assert_eq!(e.name(), "immediate");
+    }
+}
+
+#[test]
 fn a_listed_rule_is_parsed_with_its_handle_and_comment() {
     let mut a = Attrs::default();
     a.str(NFTA_RULE_TABLE, "gantry");
