@@ -303,6 +303,56 @@ fn probes_check_tcp_http_and_exec_inside_the_container_as_root() {
     assert!(!probe(&["tcp", "8081"]).0, "nothing listens on 8081");
     assert!(probe(&["exec", "--", "/bin/busybox", "test", "-f", "/ready"]).0);
     assert!(!probe(&["exec", "--", "/bin/busybox", "test", "-f", "/nope"]).0);
+    // A check that hangs is killed at its timeout, inside the container too.
+    let sleepers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c == b"/bin/busybox\0sleep\x0037\0")
+            })
+            .count()
+    };
+    let started = std::time::Instant::now();
+    assert!(!probe(&["exec", "--", "/bin/busybox", "sleep", "37"]).0);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the 2 s timeout held"
+    );
+    assert_eq!(sleepers(), 0, "the hung check's process is gone");
+    // A probe killed from outside (as PID 1 does at the deadline) takes it along too.
+    let mut hung = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "probe",
+            "--name",
+            "web-p",
+            "--state-root",
+            &st,
+            "--timeout-secs",
+            "60",
+        ])
+        .args(["exec", "--", "/bin/busybox", "sleep", "37"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sleepers() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    hung.kill().unwrap();
+    hung.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sleepers() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the check outlived its probe"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // The probe joined the container's network namespace, not the host's: nothing on the
     // host listens on 8080 for it to find.
     nix::sys::signal::kill(

@@ -171,7 +171,12 @@ fn run(cli: Cli) -> Result<i32> {
             return Ok(container::exit_code(waited?).unwrap_or(1));
         }
         Command::Exec { id, env, cwd, args } => {
-            let opts = container::ExecOptions { args, env, cwd };
+            let opts = container::ExecOptions {
+                args,
+                env,
+                cwd,
+                timeout: None,
+            };
             return Ok(container::exec(&states, &parse_id(&id)?, &opts)?);
         }
         Command::List => {

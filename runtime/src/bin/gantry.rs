@@ -558,6 +558,7 @@ fn probe(args: ProbeArgs) -> Result<bool> {
                 args,
                 env: Vec::new(),
                 cwd: None,
+                timeout: Some(timeout),
             };
             return Ok(container::exec(&states, &id, &opts)? == 0);
         }

@@ -23,6 +23,8 @@ pub struct ExecOptions {
     pub args: Vec<String>,
     pub env: Vec<String>,
     pub cwd: Option<std::path::PathBuf>,
+    /// Kill the process (SIGKILL) if it runs longer; its exit code is then 137.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Runs `opts.args` in the running container `id` and returns its wait status as an exit
@@ -111,6 +113,9 @@ pub fn exec(
         }
         ForkResult::Child => {
             init::harden_child();
+            // If the caller dies (a health check killed at its deadline), so does this
+            // helper, and with it (below) the process in the container.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
             // Into the container's cgroup first, while the host's cgroup tree is in view.
             if let Some(cg) = &stored.cgroup {
                 if let Err(e) = std::fs::write(cg.join("cgroup.procs"), "0") {
@@ -130,8 +135,12 @@ pub fn exec(
             // Now in the container's PID namespace for children: fork the real process.
             // SAFETY: still single-threaded (this is the forked child).
             match unsafe { fork() } {
-                Ok(ForkResult::Parent { child }) => exit(wait_code(child)),
+                Ok(ForkResult::Parent { child }) => exit(match opts.timeout {
+                    Some(limit) => wait_code_within(child, limit),
+                    None => wait_code(child),
+                }),
                 Ok(ForkResult::Child) => {
+                    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                     let err = init::exec_process(&process, &filters);
                     eprintln!("gantry-runtime exec: {err}");
                     exit(127);
@@ -150,6 +159,25 @@ fn wait_code(child: Pid) -> i32 {
         Ok(WaitStatus::Exited(_, code)) => code,
         Ok(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
         _ => 1,
+    }
+}
+
+/// Waits for `child` at most `limit`, then kills it; 137 when it had to be killed.
+fn wait_code_within(child: Pid, limit: std::time::Duration) -> i32 {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            _ => return 1,
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return 137;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
