@@ -469,6 +469,37 @@ pub fn from_fw_cfg(path: &Path) -> Result<Option<MachineConfig>, Vec<ConfigError
     MachineConfig::parse(&text, source_name).map(Some)
 }
 
+/// Helpers for the config tests of this module and its children.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// The first ```toml block of a module's `//!` docs, as TOML text.
+    pub(crate) fn doc_example(source: &str) -> String {
+        source
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| {
+                l.strip_prefix("//! ")
+                    .or(l.strip_prefix("//!"))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every expected message starts one of `got`, and `got` has nothing else.
+    pub(crate) fn assert_exactly(got: &[String], want: &[&str]) {
+        for w in want {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,18 +516,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let doc = include_str!("mod.rs")
-            .lines()
-            .skip_while(|l| !l.starts_with("//! ```toml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| {
-                l.strip_prefix("//! ")
-                    .or(l.strip_prefix("//!"))
-                    .unwrap_or(l)
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let doc = test_support::doc_example(include_str!("mod.rs"));
         let c = parse(&doc).expect("the example in the docs must be valid");
         assert_eq!(c.hostname.as_deref(), Some("edge-7"));
         assert_eq!(c.network.interfaces.len(), 2);
@@ -569,13 +589,7 @@ mod tests {
             "network.dns.servers: 4 servers given",
             "network.dns.search[0]: \"-bad\" is not a domain name",
         ];
-        for e in expect {
-            assert!(
-                text.iter().any(|t| t.starts_with(e)),
-                "missing {e:?} in {text:#?}"
-            );
-        }
-        assert_eq!(text.len(), expect.len(), "{text:#?}");
+        test_support::assert_exactly(&text, &expect);
     }
 
     #[test]
