@@ -305,21 +305,7 @@ fn setup(tag: &str) -> Fixture {
 
     let work = tempfile::tempdir().expect("tmp");
     let layout = work.path().join("layout");
-    std::fs::create_dir(&layout).expect("layout");
-    let checker_bytes = std::fs::read(checker()).expect("checker");
-    let mut layers = busybox_layers();
-    layers.push(layer_tar(&[Entry::File("checker", &checker_bytes, 0o755)]));
-    let d = add_image(
-        &layout,
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers,
-            comp: Comp::Gzip,
-            bad_diff_id: false,
-            cmd: &["/bin/sh"],
-        },
-    );
-    finish_layout(&layout, vec![("example.com/net:1", d)]);
+    checker_layout(&layout, &["/bin/sh"], "example.com/net:1");
     let store = work.path().join("store");
     let (ok, _, err) = gantry(
         &[

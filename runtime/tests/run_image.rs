@@ -14,21 +14,11 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
     );
     let work = tempfile::tempdir().expect("tmp");
     let layout = work.path().join("layout");
-    std::fs::create_dir(&layout).expect("layout");
-    let checker_bytes = std::fs::read(checker()).expect("checker");
-    let mut layers = busybox_layers();
-    layers.push(layer_tar(&[Entry::File("checker", &checker_bytes, 0o755)]));
-    let d = add_image(
+    checker_layout(
         &layout,
-        &ImageSpec {
-            arch: "amd64",
-            layers: &layers,
-            comp: Comp::Gzip,
-            bad_diff_id: false,
-            cmd: &["/checker", "--probe-seccomp"],
-        },
+        &["/checker", "--probe-seccomp"],
+        "example.com/checker:1",
     );
-    finish_layout(&layout, vec![("example.com/checker:1", d)]);
     let store = work.path().join("store");
     let state = work.path().join("run");
     let (s, st) = (

@@ -63,3 +63,23 @@ pub fn checker() -> &'static Path {
         target.join("x86_64-unknown-linux-gnu/release/gantry-checker")
     })
 }
+
+/// Writes, as the OCI layout `layout`, the standard busybox image plus `/checker`, with
+/// `cmd` as its command, tagged `tag`.
+pub fn checker_layout(layout: &Path, cmd: &[&str], tag: &str) {
+    std::fs::create_dir_all(layout).expect("layout");
+    let checker_bytes = std::fs::read(checker()).expect("checker");
+    let mut layers = busybox_layers();
+    layers.push(layer_tar(&[Entry::File("checker", &checker_bytes, 0o755)]));
+    let d = add_image(
+        layout,
+        &ImageSpec {
+            arch: "amd64",
+            layers: &layers,
+            comp: Comp::Gzip,
+            bad_diff_id: false,
+            cmd,
+        },
+    );
+    finish_layout(layout, vec![(tag, d)]);
+}
