@@ -5,7 +5,11 @@
 //! script reads to pick a slot, count tries and fall back. Signed bundles, streaming
 //! install and the health-gated commit build on these.
 
+pub mod bundle;
 pub mod grubenv;
+mod hex;
+pub mod keys;
+pub mod verity;
 mod slot;
 
 pub use slot::{ParseSlotError, Slot, SlotState};
