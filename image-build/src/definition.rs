@@ -12,6 +12,12 @@ pub struct ImageDefinition {
     pub name: String,
     /// OS version, written to `/etc/os-release` and logged by PID 1.
     pub version: String,
+    /// Grows with every release: a machine refuses an update bundle with a lower index
+    /// than the image it runs.
+    pub rollback_index: u64,
+    /// The kind of machine the image is for; a bundle installs only on the same board.
+    #[serde(default = "default_board")]
+    pub board: String,
     /// Host name written to `/etc/hostname` (the machine config may override it).
     pub hostname: String,
     /// Every file in the image gets this time (seconds since the epoch), so that builds
@@ -25,6 +31,22 @@ pub struct ImageDefinition {
     /// Files from the repository, and where they go in the root.
     #[serde(default, rename = "file")]
     pub files: Vec<File>,
+    #[serde(default)]
+    pub update: Update,
+}
+
+fn default_board() -> String {
+    "generic".into()
+}
+
+/// Update keys: the public half of the key that signs the build's bundle is always
+/// trusted; these are trusted as well (a key being rotated in or out).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// Public key files (`gantry-ed25519 …`), relative to the definition's directory.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -129,6 +151,13 @@ impl ImageDefinition {
                 "must be [A-Za-z0-9._+-]+",
             ));
         }
+        if !simple(&self.board) {
+            return Err(invalid(
+                "board".into(),
+                &self.board,
+                "must be [A-Za-z0-9._+-]+",
+            ));
+        }
         if !simple(&self.version) {
             return Err(invalid(
                 "version".into(),
@@ -230,6 +259,7 @@ mod tests {
     const GOOD: &str = r#"
 name = "gantry"
 version = "0.1.0"
+rollback_index = 1
 hostname = "gantry"
 source_date_epoch = 1700000000
 [kernel]

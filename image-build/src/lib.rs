@@ -6,7 +6,9 @@
 //! 2. the workspace binaries, static ([`binaries`]);
 //! 3. the root file system as erofs ([`rootfs`]) with a dm-verity hash tree ([`verity`]);
 //! 4. the ESP with GRUB, the A/B boot script and `grubenv` ([`esp`], [`grub`]);
-//! 5. the GPT disk (ESP, ROOT-A, ROOT-B, DATA) as raw and qcow2 ([`disk`]).
+//! 5. the GPT disk (ESP, ROOT-A, ROOT-B, DATA) as raw and qcow2 ([`disk`]);
+//! 6. the signed update bundle of the same contents ([`gantry_updater::bundle`]), and the
+//!    update keys the image trusts ([`update_keys`]).
 //!
 //! Every UUID, the verity salt and every timestamp derive from the inputs ([`ids`]), so
 //! the same inputs give a byte-identical raw image. External tools run through
@@ -22,6 +24,7 @@ pub mod ids;
 pub mod kernel;
 pub mod rootfs;
 pub mod tool;
+pub mod update_keys;
 pub mod verity;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +56,10 @@ pub enum BuildError {
     Disk(#[from] disk::DiskError),
     #[error(transparent)]
     Io(#[from] fsio::PathError),
+    #[error("update keys: {0}")]
+    Keys(#[from] gantry_updater::keys::KeyError),
+    #[error("cannot write the update bundle: {0}")]
+    Bundle(#[from] gantry_updater::bundle::BundleError),
     #[error("cannot write the build manifest: {0}")]
     Manifest(#[from] serde_json::Error),
 }
@@ -63,6 +70,9 @@ pub struct BuildOptions {
     pub definition: PathBuf,
     pub out_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// The private key that signs the bundle; `None`: the development key in
+    /// `<cache_dir>/keys/dev.key`, made on first use.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -73,6 +83,7 @@ impl BuildOptions {
             definition: root.join("images/gantry.toml"),
             out_dir: root.join("target/gantry"),
             cache_dir: kernel::default_cache_dir(),
+            signing_key: None,
         }
     }
 }
@@ -84,6 +95,10 @@ pub struct BuildManifest {
     pub version: String,
     pub raw_image: PathBuf,
     pub qcow2_image: PathBuf,
+    /// The signed update bundle of the same version (slot A's kernel, command line, root).
+    pub bundle: PathBuf,
+    /// Id of the key that signed it.
+    pub signing_key_id: String,
     /// The kernel's `.config`, for `gantry-kernel-check`.
     pub kernel_config: PathBuf,
     pub kernel_cache_key: String,
@@ -146,6 +161,15 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         mode: f.mode,
     }));
 
+    // The update keys the image trusts: the signing key's public half, plus the listed ones.
+    let signing_key = update_keys::signing_key(opts)?;
+    entries.extend(update_keys::trusted_entries(
+        &signing_key,
+        &def.update.trusted_keys,
+        &def_dir,
+        &work.join("update-keys"),
+    )?);
+
     // Every identifier derives from everything that goes into the image.
     let mut inputs: Vec<Vec<u8>> = vec![def_text.into_bytes()];
     let kernel_digest = Sha256::of_file(&kernel.bzimage).at(&kernel.bzimage)?;
@@ -201,20 +225,13 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         ),
     ]);
 
-    let mut cmdline: Vec<String> = def
+    let base_args: Vec<String> = def
         .kernel
         .cmdline
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    cmdline.extend([
-        "root=/dev/dm-0".to_owned(),
-        "ro".to_owned(),
-        "rootfstype=erofs".to_owned(),
-        format!("dm-mod.waitfor=PARTUUID={root_a_uuid}"),
-        format!("dm-mod.create={}", verity.dm_create(&root_a_uuid)),
-        format!("gantry.slot={}", Slot::A),
-    ]);
+    let cmdline = verity.slot_args(&base_args, Slot::A, &root_a_uuid);
 
     progress("esp: GRUB, boot script, grubenv, slot A kernel");
     let esp_img = work.join("esp.img");
@@ -258,6 +275,25 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
     disk::to_qcow2(&raw, &qcow2_tmp)?;
     fsio::rename_synced(&qcow2_tmp, &qcow2).at(&qcow2)?;
 
+    progress("bundle: signed update bundle of slot A's contents");
+    let bundle = opts
+        .out_dir
+        .join(format!("{}-{}.bundle", def.name, def.version));
+    gantry_updater::bundle::write(
+        &bundle,
+        &gantry_updater::bundle::BundleMeta {
+            os_version: def.version.clone(),
+            rollback_index: def.rollback_index,
+            arch: gantry_updater::bundle::ARCH.to_owned(),
+            board: def.board.clone(),
+            verity: verity.clone(),
+        },
+        &kernel.bzimage,
+        &base_args,
+        &root_a,
+        &[&signing_key],
+    )?;
+
     let kernel_config = opts.out_dir.join("kernel.config");
     std::fs::copy(&kernel.config, &kernel_config).at(&kernel.config)?;
 
@@ -268,6 +304,8 @@ pub fn build(opts: &BuildOptions, progress: &dyn Fn(&str)) -> Result<BuildManife
         raw_sha256: Sha256::of_file(&raw).at(&raw)?.hex(),
         raw_image: raw,
         qcow2_image: qcow2.clone(),
+        bundle,
+        signing_key_id: signing_key.id().to_string(),
         kernel_config,
         kernel_cache_key: kernel.key.clone(),
         kernel_cached: kernel.cached,

@@ -19,6 +19,10 @@ struct Args {
     /// Cache for the kernel build. Default: $GANTRY_CACHE_DIR or ~/.cache/gantry.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Private key (Ed25519 PKCS#8) that signs the update bundle. Default: the development
+    /// key in the cache directory, made on first use.
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     if let Some(c) = args.cache_dir {
         opts.cache_dir = c;
     }
+    opts.signing_key = args.signing_key;
     match build(&opts, &|line| eprintln!("gantry-image-build: {line}")) {
         Ok(manifest) => {
             println!("{}", manifest.raw_image.display());

@@ -54,12 +54,13 @@ pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result
         std::fs::create_dir_all(&p).at(&p)?;
         set_mode(&p, *mode).at(&p)?;
     }
-    let os_release = format!(
-        "NAME=Gantry\nID=gantry\nPRETTY_NAME=\"Gantry {v}\"\nVERSION={v}\nVERSION_ID={v}\n\
-         IMAGE_ID={name}\nIMAGE_VERSION={v}\nHOME_URL=\"https://gantry.invalid/\"\n",
-        v = def.version,
-        name = def.name,
-    );
+    let os_release = gantry_updater::release::Release {
+        name: def.name.clone(),
+        version: def.version.clone(),
+        rollback_index: def.rollback_index,
+        board: def.board.clone(),
+    }
+    .os_release();
     for (path, text) in [
         ("etc/os-release", os_release),
         ("etc/hostname", format!("{}\n", def.hostname)),

@@ -1,5 +1,6 @@
-//! dm-verity: a hash tree over the root file system, appended to it in the slot's partition,
-//! and the `dm-mod.create=` table that makes the kernel open the root through it.
+//! dm-verity: a hash tree over the root file system, appended to it in the slot's partition.
+//! The parameters ([`Verity`]) and the kernel arguments made from them belong to the updater,
+//! which writes the same arguments when it installs a slot.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::path::Path;
 use crate::fsio::{AtPath, PathError};
 use crate::tool::{self, ToolError};
 
-pub const BLOCK: u64 = 4096;
+pub use gantry_updater::verity::{Verity, BLOCK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerityError {
@@ -17,37 +18,6 @@ pub enum VerityError {
     Io(#[from] PathError),
     #[error("veritysetup printed no root hash: {0:?}")]
     NoRootHash(String),
-}
-
-/// What the kernel needs to open a verified root.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Verity {
-    pub root_hash: String,
-    pub salt: String,
-    /// 4 KiB blocks of file system data at the start of the partition.
-    pub data_blocks: u64,
-    /// Block where the hash tree's superblock starts (right after the data).
-    pub hash_offset_blocks: u64,
-    /// Bytes of data + superblock + tree: what goes into the partition.
-    pub total_bytes: u64,
-}
-
-impl Verity {
-    /// The `dm-mod.create=` value opening `partuuid` as `/dev/dm-0`, read-only, restarting
-    /// the machine on a corrupted block so that the boot counter can fall back.
-    pub fn dm_create(&self, partuuid: &str) -> String {
-        let dev = format!("PARTUUID={partuuid}");
-        format!(
-            "vroot,,,ro,0 {sectors} verity 1 {dev} {dev} {BLOCK} {BLOCK} {blocks} {hash_start} \
-             sha256 {root} {salt} 1 restart_on_corruption",
-            sectors = self.data_blocks * BLOCK / 512,
-            blocks = self.data_blocks,
-            // The superblock takes the first hash block; the tree starts after it.
-            hash_start = self.hash_offset_blocks + 1,
-            root = self.root_hash,
-            salt = self.salt,
-        )
-    }
 }
 
 /// Formats the hash tree for `data` (padded to whole blocks) and writes data followed by
@@ -99,27 +69,6 @@ pub fn format(data: &Path, out: &Path, salt: &str, uuid: &str) -> Result<Verity,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dm_table_points_data_and_tree_at_the_same_partition() {
-        let v = Verity {
-            root_hash: "ab".repeat(32),
-            salt: "cd".repeat(32),
-            data_blocks: 100,
-            hash_offset_blocks: 100,
-            total_bytes: 0,
-        };
-        let table = v.dm_create("1111");
-        assert_eq!(
-            table,
-            format!(
-                "vroot,,,ro,0 800 verity 1 PARTUUID=1111 PARTUUID=1111 4096 4096 100 101 \
-                 sha256 {} {} 1 restart_on_corruption",
-                "ab".repeat(32),
-                "cd".repeat(32)
-            )
-        );
-    }
 
     #[test]
     fn formats_a_tree_that_veritysetup_verifies() {

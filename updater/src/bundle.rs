@@ -173,7 +173,7 @@ impl Manifest {
         let mut end = 0;
         for which in Payload::ALL {
             let p = self.payload(which);
-            if p.offset % ALIGN != 0 || p.offset < end {
+            if !p.offset.is_multiple_of(ALIGN) || p.offset < end {
                 return Err(format!(
                     "payload {which} at offset {} is not 4 KiB aligned after the previous one \
                      (ends at {end})",
@@ -660,4 +660,4 @@ fn hash_file(path: &Path) -> io::Result<(u64, String)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

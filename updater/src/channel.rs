@@ -1,0 +1,208 @@
+//! The channel document: what an update server publishes so that machines can find the
+//! newest bundle of a channel. It is signed like a bundle manifest (its own signature
+//! domain, the same trusted keys), so a server or a proxy cannot point machines at an
+//! older or foreign bundle; the bundle it names is verified again on its own.
+//!
+//! On the wire it is JSON: `{"document": "<base64 of the document's JSON>", "signatures":
+//! [...]}`. The signed bytes are the decoded document, exactly.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{
+    Domain, SignatureBlock, SignatureEntry, SignatureError, SigningKey, TrustedKeys,
+};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// The largest channel document accepted.
+pub const MAX_CHANNEL_BYTES: usize = 64 << 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub format: u32,
+    /// The channel's name (`stable`); a machine following another channel refuses it.
+    pub channel: String,
+    pub os_version: String,
+    pub rollback_index: u64,
+    pub arch: String,
+    pub board: String,
+    pub bundle: BundleRef,
+}
+
+/// Where the bundle is: a URL (absolute, or relative to the channel document's), its size
+/// and the SHA-256 of the whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef {
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    document: String,
+    signatures: Vec<SignatureEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("channel document {source_name}: {reason}")]
+    Format { source_name: String, reason: String },
+    #[error("channel document {source_name}: signature: {error}")]
+    Signature {
+        source_name: String,
+        error: SignatureError,
+    },
+}
+
+impl Channel {
+    /// The signed wire form.
+    pub fn sign(&self, keys: &[&SigningKey]) -> Result<Vec<u8>, serde_json::Error> {
+        let document = serde_json::to_vec(self)?;
+        let envelope = Envelope {
+            signatures: SignatureBlock::sign(Domain::Channel, &document, keys).signatures,
+            document: B64.encode(&document),
+        };
+        serde_json::to_vec_pretty(&envelope)
+    }
+
+    /// Parses and verifies the wire form; `source_name` (the URL) names it in errors.
+    pub fn verify(
+        bytes: &[u8],
+        keys: &TrustedKeys,
+        source_name: &str,
+    ) -> Result<Channel, ChannelError> {
+        let format = |reason: String| ChannelError::Format {
+            source_name: source_name.to_owned(),
+            reason,
+        };
+        if bytes.len() > MAX_CHANNEL_BYTES {
+            return Err(format(format!(
+                "{} bytes, more than {MAX_CHANNEL_BYTES}",
+                bytes.len()
+            )));
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| format(format!("envelope: {e}")))?;
+        let document = B64
+            .decode(&envelope.document)
+            .map_err(|e| format(format!("document is not base64: {e}")))?;
+        let block = SignatureBlock {
+            signatures: envelope.signatures,
+        };
+        keys.verify(Domain::Channel, &document, &block)
+            .map_err(|error| ChannelError::Signature {
+                source_name: source_name.to_owned(),
+                error,
+            })?;
+        let channel: Channel =
+            serde_json::from_slice(&document).map_err(|e| format(format!("document: {e}")))?;
+        channel.check().map_err(format)?;
+        Ok(channel)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.format != 1 {
+            return Err(format!("format {} is not 1", self.format));
+        }
+        if self.bundle.url.is_empty() || self.bundle.url.chars().any(char::is_control) {
+            return Err(format!("bundle.url {:?} is not a URL", self.bundle.url));
+        }
+        if !crate::hex::is_sha256(&self.bundle.sha256) {
+            return Err(format!(
+                "bundle.sha256 {:?} is not 64 lower-case hex digits",
+                self.bundle.sha256
+            ));
+        }
+        if self.bundle.size == 0 {
+            return Err("bundle.size is 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn key() -> SigningKey {
+        SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap(), Path::new("k")).unwrap()
+    }
+
+    fn channel() -> Channel {
+        Channel {
+            format: 1,
+            channel: "stable".into(),
+            os_version: "0.2.0".into(),
+            rollback_index: 2,
+            arch: "x86_64".into(),
+            board: "generic".into(),
+            bundle: BundleRef {
+                url: "gantry-0.2.0.bundle".into(),
+                size: 1000,
+                sha256: "ab".repeat(32),
+            },
+        }
+    }
+
+    #[test]
+    fn a_signed_channel_verifies_and_an_altered_one_does_not() {
+        let k = key();
+        let keys = TrustedKeys::new([k.public_key()]);
+        let wire = channel().sign(&[&k]).unwrap();
+        assert_eq!(Channel::verify(&wire, &keys, "u").unwrap(), channel());
+
+        // Point the document at another bundle, keeping the old signature.
+        let mut env: serde_json::Value = serde_json::from_slice(&wire).unwrap();
+        let mut other = channel();
+        other.rollback_index = 1;
+        env["document"] = B64.encode(serde_json::to_vec(&other).unwrap()).into();
+        let err = Channel::verify(&serde_json::to_vec(&env).unwrap(), &keys, "http://s/c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("channel document http://s/c: signature:")
+                && err.contains("does not verify"),
+            "{err}"
+        );
+        let stranger = TrustedKeys::new([key().public_key()]);
+        assert!(Channel::verify(&wire, &stranger, "u")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown key"));
+    }
+
+    #[test]
+    fn a_manifest_signature_does_not_pass_for_a_channel() {
+        let k = key();
+        let keys = TrustedKeys::new([k.public_key()]);
+        let document = serde_json::to_vec(&channel()).unwrap();
+        let envelope = Envelope {
+            signatures: SignatureBlock::sign(Domain::BundleManifest, &document, &[&k]).signatures,
+            document: B64.encode(&document),
+        };
+        let wire = serde_json::to_vec(&envelope).unwrap();
+        assert!(Channel::verify(&wire, &keys, "u").is_err());
+    }
+
+    #[test]
+    fn bad_documents_are_named() {
+        let k = key();
+        let keys = TrustedKeys::new([k.public_key()]);
+        let mut c = channel();
+        c.bundle.sha256 = "nope".into();
+        let err = Channel::verify(&c.sign(&[&k]).unwrap(), &keys, "u")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bundle.sha256 \"nope\""), "{err}");
+        assert!(Channel::verify(b"{}", &keys, "u")
+            .unwrap_err()
+            .to_string()
+            .contains("envelope"));
+        assert!(Channel::verify(&vec![b' '; MAX_CHANNEL_BYTES + 1], &keys, "u").is_err());
+    }
+}
