@@ -6,9 +6,11 @@
 //! install and the health-gated commit build on these.
 
 pub mod bundle;
+pub mod fetch;
 pub mod grubenv;
 mod hex;
 pub mod keys;
+pub mod policy;
 pub mod verity;
 mod slot;
 

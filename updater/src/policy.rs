@@ -1,0 +1,607 @@
+//! The update policy: the `[update]` section of the machine config.
+//!
+//! It says where the updater looks for new versions, how often, how many boots a new
+//! version gets to prove itself, and when the machine may reboot into it. Every key has a
+//! default, so a config without `[update]` is valid: no server (no automatic checks),
+//! reboot immediately after an install, 3 tries, 5 minutes for the health gate.
+//!
+//! ```toml
+//! [update]
+//! server = "https://updates.example.net/gantry/stable.json"  # the channel document
+//! channel = "stable"              # the channel the signed document must name
+//! check_interval_secs = 3600      # how often the server is asked (10 s to a week)
+//! reboot = "window"               # "immediately" (default), "off" or "window"
+//! tries = 3                       # boots a new version gets before GRUB falls back (1 to 9)
+//! health_timeout_secs = 300       # how long the health gate may take on a trial boot
+//! lease = "none"                  # reboot coordination; see below
+//!
+//! [update.window]                 # only with reboot = "window"; times are UTC
+//! days = ["sat", "sun"]           # mon tue wed thu fri sat sun; every day when left out
+//! start = "02:30"                 # HH:MM
+//! duration_mins = 120             # 1 minute to a week; a window may run past midnight
+//! ```
+//!
+//! - `server`: the `http://` or `https://` URL of the channel document, which names the
+//!   newest bundle. Plain HTTP is allowed because the document and the bundle are signed;
+//!   TLS adds privacy, not trust. A user or password in the URL is refused, since URLs are
+//!   logged. Without a server the machine installs only what it is handed.
+//! - `channel`: lower-case letters, digits and `-`, at most 63. The signed channel document
+//!   names its channel, and a document for another channel is refused, so a machine on
+//!   `stable` cannot be fed a `beta` document from the same server.
+//! - `reboot`: what happens once a new version is installed into the other slot.
+//!   `"immediately"` reboots into it at once; `"off"` installs and waits for the operator to
+//!   reboot; `"window"` reboots at the next opening of the maintenance window in
+//!   `[update.window]` (at once when the install finishes inside the window). A window
+//!   opens at `start` on each of its `days` and stays open `duration_mins`, so
+//!   `days = ["sun"], start = "23:00", duration_mins = 120` is open from Sunday 23:00
+//!   until Monday 01:00, across the week's end.
+//! - `tries`: the boot tries GRUB gives the new slot (see [`crate::grubenv`]); a kernel
+//!   panic, a hang caught by the watchdog, or a failed health gate each spend one.
+//! - `health_timeout_secs`: on a trial boot, how long PID 1 waits for the health gate (the
+//!   network has an address, every `required` container is running and healthy) before it
+//!   gives up and reboots.
+//! - `lease`: who must agree before the machine reboots into an update. Only `"none"`
+//!   (always granted) exists; the fleet work adds a shared lease (at most N machines of a
+//!   fleet rebooting at once) behind the [`RebootLease`] trait without changing the rest.
+//!
+//! Key paths in errors are relative to the section here; the machine config prefixes
+//! `update.`, e.g. `update.tries: 12 is more than 9`. Malformed values (a bad URL, day or
+//! time) are refused while parsing; out-of-range numbers and keys that contradict each
+//! other are found by [`UpdatePolicy::problems`], all at once.
+//!
+//! Times are unix seconds in UTC throughout ([`unix_secs`]): a machine's time zone is not
+//! configured, and UTC has no daylight-saving gaps that would skip or double a window.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use reqwest::Url;
+use serde::{Deserialize, Deserializer};
+
+use crate::grubenv::MAX_TRIES;
+
+/// The shortest and longest check intervals: 10 s (for tests) and a week.
+pub const CHECK_INTERVAL_SECS: std::ops::RangeInclusive<u64> = 10..=WEEK_SECS;
+/// The shortest and longest health gate: 10 s and a day.
+pub const HEALTH_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 10..=86_400;
+/// The longest maintenance window, in minutes: a week (always open).
+pub const MAX_WINDOW_MINS: u32 = 7 * 24 * 60;
+/// The longest channel name.
+pub const MAX_CHANNEL_LEN: usize = 63;
+
+const DAY_SECS: u64 = 86_400;
+const WEEK_SECS: u64 = 7 * DAY_SECS;
+
+/// The `[update]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdatePolicy {
+    /// The channel document's URL; `None`: no automatic checks.
+    #[serde(deserialize_with = "server_url")]
+    pub server: Option<Url>,
+    /// The channel the signed channel document must name.
+    pub channel: Channel,
+    /// Seconds between checks of the server.
+    pub check_interval_secs: u64,
+    /// When to reboot into an installed update.
+    pub reboot: RebootStrategy,
+    /// The maintenance window; present exactly when `reboot` is `window`.
+    pub window: Option<Window>,
+    /// Boot tries a new slot gets, 1 to [`MAX_TRIES`].
+    pub tries: u32,
+    /// Seconds the health gate may take on a trial boot.
+    pub health_timeout_secs: u64,
+    /// Who must agree to a reboot into an update.
+    pub lease: LeaseKind,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy {
+            server: None,
+            channel: Channel::default(),
+            check_interval_secs: 3600,
+            reboot: RebootStrategy::Immediately,
+            window: None,
+            tries: 3,
+            health_timeout_secs: 300,
+            lease: LeaseKind::None,
+        }
+    }
+}
+
+impl UpdatePolicy {
+    /// Every problem as (key path within the section, reason); empty when the policy is
+    /// usable.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut range = |key: &str, v: u64, r: &std::ops::RangeInclusive<u64>, max: &str| {
+            if v < *r.start() {
+                out.push((key.to_owned(), format!("{v} is less than {}", r.start())));
+            } else if v > *r.end() {
+                out.push((
+                    key.to_owned(),
+                    format!("{v} is more than {max} ({})", r.end()),
+                ));
+            }
+        };
+        range(
+            "check_interval_secs",
+            self.check_interval_secs,
+            &CHECK_INTERVAL_SECS,
+            "a week",
+        );
+        range(
+            "health_timeout_secs",
+            self.health_timeout_secs,
+            &HEALTH_TIMEOUT_SECS,
+            "a day",
+        );
+        if self.tries == 0 {
+            out.push((
+                "tries".to_owned(),
+                "0 would never boot the new version".to_owned(),
+            ));
+        } else if self.tries > u32::from(MAX_TRIES) {
+            out.push((
+                "tries".to_owned(),
+                format!("{} is more than {MAX_TRIES}", self.tries),
+            ));
+        }
+        match (&self.window, self.reboot) {
+            (None, RebootStrategy::Window) => out.push((
+                "reboot".to_owned(),
+                "\"window\" needs an [update.window] section".to_owned(),
+            )),
+            (Some(_), RebootStrategy::Immediately | RebootStrategy::Off) => out.push((
+                "window".to_owned(),
+                format!(
+                    "is given but reboot is \"{}\"; say reboot = \"window\" to use it",
+                    self.reboot
+                ),
+            )),
+            (Some(w), RebootStrategy::Window) => {
+                if w.duration_mins == 0 {
+                    out.push((
+                        "window.duration_mins".to_owned(),
+                        "0 would never open".to_owned(),
+                    ));
+                } else if w.duration_mins > MAX_WINDOW_MINS {
+                    out.push((
+                        "window.duration_mins".to_owned(),
+                        format!(
+                            "{} is more than a week ({MAX_WINDOW_MINS})",
+                            w.duration_mins
+                        ),
+                    ));
+                }
+            }
+            (None, _) => {}
+        }
+        out
+    }
+
+    /// The boot tries for a new slot, within 1 to [`MAX_TRIES`] whatever the field holds.
+    pub fn boot_tries(&self) -> u8 {
+        u8::try_from(self.tries.clamp(1, u32::from(MAX_TRIES))).unwrap_or(MAX_TRIES)
+    }
+
+    /// The time between checks of the server.
+    pub fn check_interval(&self) -> Duration {
+        Duration::from_secs(self.check_interval_secs)
+    }
+
+    /// The health gate's time limit.
+    pub fn health_timeout(&self) -> Duration {
+        Duration::from_secs(self.health_timeout_secs)
+    }
+
+    /// When the machine may reboot into an update installed by `now` (unix seconds).
+    /// A `window` strategy without a window (refused by [`Self::problems`]) never reboots.
+    pub fn reboot_at(&self, now: u64) -> RebootAt {
+        match (self.reboot, &self.window) {
+            (RebootStrategy::Immediately, _) => RebootAt::Now,
+            (RebootStrategy::Off, _) | (RebootStrategy::Window, None) => RebootAt::Manual,
+            (RebootStrategy::Window, Some(w)) if w.contains(now) => RebootAt::Now,
+            (RebootStrategy::Window, Some(w)) => RebootAt::At(w.next_start(now)),
+        }
+    }
+
+    /// The lease to take before a reboot into an update.
+    pub fn reboot_lease(&self) -> Box<dyn RebootLease + Send> {
+        match self.lease {
+            LeaseKind::None => Box::new(NoLease),
+        }
+    }
+}
+
+/// When a reboot into an installed update may happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootAt {
+    /// Now.
+    Now,
+    /// At this unix time (the next opening of the window).
+    At(u64),
+    /// Only when the operator asks (`reboot = "off"`).
+    Manual,
+}
+
+/// `reboot = "immediately" | "off" | "window"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RebootStrategy {
+    /// Reboot as soon as the update is installed.
+    #[default]
+    Immediately,
+    /// Install and wait for the operator.
+    Off,
+    /// Reboot in the maintenance window of `[update.window]`.
+    Window,
+}
+
+impl FromStr for RebootStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "immediately" => Ok(RebootStrategy::Immediately),
+            "off" => Ok(RebootStrategy::Off),
+            "window" => Ok(RebootStrategy::Window),
+            _ => Err(format!(
+                "{s:?} is not a reboot strategy (immediately, off, window)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RebootStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RebootStrategy::Immediately => "immediately",
+            RebootStrategy::Off => "off",
+            RebootStrategy::Window => "window",
+        })
+    }
+}
+
+/// A channel name: `[a-z0-9-]+`, at most [`MAX_CHANNEL_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Channel(String);
+
+impl Channel {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Channel("stable".to_owned())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_CHANNEL_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Channel(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a channel name (1 to {MAX_CHANNEL_LEN} of a-z, 0-9 and '-')"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `lease = "none"`: the hook point for fleet-wide reboot coordination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LeaseKind {
+    /// No coordination: the lease is always granted ([`NoLease`]).
+    #[default]
+    None,
+}
+
+impl FromStr for LeaseKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(LeaseKind::None),
+            _ => Err(format!("{s:?} is not a lease kind (only \"none\" so far)")),
+        }
+    }
+}
+
+/// The right to reboot into an update, shared by a fleet.
+///
+/// The updater calls [`acquire`](Self::acquire) when an installed update is due to reboot
+/// (by [`UpdatePolicy::reboot_at`]) and reboots only on `Ok(true)`; on `Ok(false)` it asks
+/// again later. The lease must outlive the reboot (it is held by the machine, not by a
+/// connection): the next boot calls [`release`](Self::release) once the new version is
+/// marked good, or after a rollback to the old one.
+pub trait RebootLease: fmt::Debug {
+    /// Asks for the lease to reboot into `version`; `Ok(false)`: not now.
+    fn acquire(&mut self, version: &str) -> Result<bool, LeaseError>;
+    /// Gives the lease taken for `version` back.
+    fn release(&mut self, version: &str) -> Result<(), LeaseError>;
+}
+
+/// A lease that could not be asked for or given back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("reboot lease: {reason}")]
+pub struct LeaseError {
+    pub reason: String,
+}
+
+/// `lease = "none"`: always granted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoLease;
+
+impl RebootLease for NoLease {
+    fn acquire(&mut self, _version: &str) -> Result<bool, LeaseError> {
+        Ok(true)
+    }
+    fn release(&mut self, _version: &str) -> Result<(), LeaseError> {
+        Ok(())
+    }
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    /// Monday first, as ISO 8601 counts.
+    pub const ALL: [Weekday; 7] = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ];
+    const NAMES: [&'static str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+    /// 0 for Monday to 6 for Sunday.
+    pub fn index(self) -> u64 {
+        self as u64
+    }
+
+    /// The day of `t` (unix seconds, UTC); 1970-01-01 was a Thursday.
+    pub fn of(t: u64) -> Weekday {
+        let i = (t / DAY_SECS + 3) % 7;
+        Weekday::ALL[i as usize]
+    }
+}
+
+impl FromStr for Weekday {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Weekday::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Weekday::ALL[i])
+            .ok_or_else(|| format!("{s:?} is not a day (mon, tue, wed, thu, fri, sat, sun)"))
+    }
+}
+
+impl fmt::Display for Weekday {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Weekday::NAMES[*self as usize])
+    }
+}
+
+/// A set of weekdays; never empty.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DaySet(u8);
+
+impl DaySet {
+    pub const EVERY_DAY: DaySet = DaySet(0x7f);
+
+    /// The set of `days`; refused when empty or when a day is given twice (a typo, most
+    /// likely).
+    pub fn new(days: &[Weekday]) -> Result<DaySet, String> {
+        let mut bits = 0u8;
+        for d in days {
+            let bit = 1 << d.index();
+            if bits & bit != 0 {
+                return Err(format!("\"{d}\" is given twice"));
+            }
+            bits |= bit;
+        }
+        if bits == 0 {
+            return Err("is empty; leave days out for every day".to_owned());
+        }
+        Ok(DaySet(bits))
+    }
+
+    pub fn contains(self, day: Weekday) -> bool {
+        self.0 & (1 << day.index()) != 0
+    }
+
+    /// The days in the set, Monday first.
+    pub fn iter(self) -> impl Iterator<Item = Weekday> {
+        Weekday::ALL.into_iter().filter(move |d| self.contains(*d))
+    }
+}
+
+impl Default for DaySet {
+    fn default() -> Self {
+        DaySet::EVERY_DAY
+    }
+}
+
+impl fmt::Debug for DaySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for DaySet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let days = Vec::<Weekday>::deserialize(d)?;
+        DaySet::new(&days).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A time of day, `HH:MM` (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeOfDay {
+    minutes: u16,
+}
+
+impl TimeOfDay {
+    /// `None` unless `hour` < 24 and `minute` < 60.
+    pub fn new(hour: u8, minute: u8) -> Option<TimeOfDay> {
+        (hour < 24 && minute < 60).then(|| TimeOfDay {
+            minutes: u16::from(hour) * 60 + u16::from(minute),
+        })
+    }
+
+    /// Seconds since midnight.
+    pub fn secs(self) -> u64 {
+        u64::from(self.minutes) * 60
+    }
+}
+
+impl FromStr for TimeOfDay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let two_digits = |p: &str| {
+            (p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u8>().ok())
+                .flatten()
+        };
+        s.split_once(':')
+            .and_then(|(h, m)| TimeOfDay::new(two_digits(h)?, two_digits(m)?))
+            .ok_or_else(|| format!("{s:?} is not a time of day HH:MM from 00:00 to 23:59"))
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.minutes / 60, self.minutes % 60)
+    }
+}
+
+/// `[update.window]`: a maintenance window that opens at `start` (UTC) on each of `days`
+/// and stays open for `duration_mins`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// The days the window opens; every day when left out.
+    #[serde(default)]
+    pub days: DaySet,
+    /// When it opens.
+    pub start: TimeOfDay,
+    /// How long it stays open, 1 to [`MAX_WINDOW_MINS`].
+    pub duration_mins: u32,
+}
+
+impl Window {
+    /// Whether the window is open at `t` (unix seconds): from a start, inclusive, to
+    /// `duration_mins` later, exclusive. A window opened late on Sunday is still open early
+    /// on Monday.
+    pub fn contains(&self, t: u64) -> bool {
+        let len = u64::from(self.duration_mins) * 60;
+        // Only the latest opening of each day can still be open: none lasts over a week
+        // (and one that does is always open).
+        len >= WEEK_SECS
+            || self
+                .days
+                .iter()
+                .any(|d| (week_offset(t) + WEEK_SECS - self.opening(d)) % WEEK_SECS < len)
+    }
+
+    /// The first opening at or after `t` (unix seconds).
+    pub fn next_start(&self, t: u64) -> u64 {
+        let wait = self
+            .days
+            .iter()
+            .map(|d| (self.opening(d) + WEEK_SECS - week_offset(t)) % WEEK_SECS)
+            .min()
+            .unwrap_or(0);
+        t.saturating_add(wait)
+    }
+
+    /// Seconds from Monday 00:00 to the opening on `day`.
+    fn opening(&self, day: Weekday) -> u64 {
+        day.index() * DAY_SECS + self.start.secs()
+    }
+}
+
+/// Seconds since the Monday 00:00 UTC before `t`.
+fn week_offset(t: u64) -> u64 {
+    Weekday::of(t).index() * DAY_SECS + t % DAY_SECS
+}
+
+/// `t` in unix seconds; 0 for a time before 1970.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses `server`: an absolute http(s) URL with a host and no user or password.
+pub fn parse_server_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{s:?} is not an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "the URL for {} has a user or password, which would be logged; not supported",
+            url.host_str().unwrap_or_default()
+        ));
+    }
+    Ok(url)
+}
+
+fn server_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_server_url(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+macro_rules! deserialize_from_str {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                from_str(d)
+            }
+        }
+    )*};
+}
+deserialize_from_str!(Channel, RebootStrategy, LeaseKind, Weekday, TimeOfDay);
+
+#[cfg(test)]
+mod tests;
