@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// One of the two root slots: partitions ROOT-A and ROOT-B, and their kernels on the ESP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Slot {
     A,
     B,

@@ -1,0 +1,277 @@
+//! The updater on a running Gantry machine: finds the slots, installs a bundle from a file
+//! or from the update server into the inactive one, and remembers it as pending.
+//!
+//! One install at a time: PID 1's update agent and `gantry-update install` take
+//! [`LOCK`] (flock) for the whole install.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::bundle::ARCH;
+use crate::channel::{Channel, MAX_CHANNEL_BYTES};
+use crate::disk::{BlockPaths, DiskError, SlotPartitions};
+use crate::esp::{Esp, MOUNTED_DIR};
+use crate::fetch::{FetchError, Fetcher, Progress, Url};
+use crate::install::{install, InstallError, Installed, Machine, Step, Target};
+use crate::keys::{KeyError, TrustedKeys, TRUSTED_KEYS_DIR};
+use crate::policy::UpdatePolicy;
+use crate::release::{Release, ReleaseError, OS_RELEASE};
+use crate::state::{Pending, StateError, UpdateState, STATE_DIR};
+use crate::verity::Verity;
+use crate::Slot;
+
+/// Held for the whole of an install.
+pub const LOCK: &str = "/run/gantry/update.lock";
+/// Where a downloaded bundle is staged (a partial one is resumed).
+pub const STAGED_BUNDLE: &str = "/var/lib/gantry/update/download.bundle";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HereError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the kernel command line has no gantry.slot=: this system was not booted from a slot")]
+    NoSlot,
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    #[error("finding the slots: {0}")]
+    Disk(#[from] DiskError),
+    #[error("trusted keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("update state: {0}")]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error("channel document {url}: {reason}")]
+    ChannelRefused { url: String, reason: String },
+    #[error("bundle {url}: sha256 is {actual}, the channel document says {expected}")]
+    Digest {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// What this machine runs and where its slots are.
+#[derive(Debug, Clone)]
+pub struct Here {
+    pub booted: Slot,
+    pub release: Release,
+    pub root_hash: Option<String>,
+    pub slots: SlotPartitions,
+}
+
+impl Here {
+    pub fn discover() -> Result<Here, HereError> {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(|source| HereError::Io {
+            what: "/proc/cmdline".into(),
+            source,
+        })?;
+        let booted = booted_slot(&cmdline).ok_or(HereError::NoSlot)?;
+        let release = Release::read(Path::new(OS_RELEASE))?;
+        let dev = std::fs::metadata("/")
+            .map_err(|source| HereError::Io {
+                what: "stat /".into(),
+                source,
+            })?
+            .dev();
+        let root = (libc::major(dev) as u64, libc::minor(dev) as u64);
+        let slots = BlockPaths::host().slot_partitions(root)?;
+        Ok(Here {
+            booted,
+            release,
+            root_hash: Verity::root_hash_in(&cmdline).map(str::to_owned),
+            slots,
+        })
+    }
+}
+
+/// The slot named by `gantry.slot=` on a command line.
+pub fn booted_slot(cmdline: &str) -> Option<Slot> {
+    cmdline
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("gantry.slot="))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Installs the bundle at `path` into the inactive slot and records it as pending.
+pub fn install_file(
+    path: &Path,
+    tries: u8,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Installed, HereError> {
+    let _lock = lock()?;
+    let here = Here::discover()?;
+    let keys = TrustedKeys::load_dir(Path::new(TRUSTED_KEYS_DIR))?;
+    let state_dir = Path::new(STATE_DIR);
+    let mut state = UpdateState::load(state_dir)?;
+    let target_slot = here.booted.other();
+    let part = here.slots.slot(target_slot);
+    let machine = Machine {
+        running: here.booted,
+        min_rollback_index: here.release.rollback_index,
+        release: here.release.clone(),
+        running_root_hash: here.root_hash.clone(),
+    };
+    let target = Target {
+        slot: target_slot,
+        device: part.device.clone(),
+        size: part.size_bytes,
+        partuuid: part.part_uuid.clone(),
+    };
+    let esp = Esp::new(MOUNTED_DIR);
+    let installed = install(path, &keys, &machine, &target, &esp, tries, progress)?;
+    state.pending = Some(Pending {
+        version: installed.version.clone(),
+        rollback_index: installed.rollback_index,
+        slot: installed.slot,
+        from_version: here.release.version.clone(),
+        tries,
+        gate_failures: Vec::new(),
+    });
+    state.save(state_dir)?;
+    Ok(installed)
+}
+
+/// What one look at the update server found.
+#[derive(Debug)]
+pub enum Check {
+    /// The channel offers nothing newer than what runs.
+    UpToDate {
+        version: String,
+    },
+    /// The channel's version rolled back here before; it waits for a newer one.
+    FailedBefore {
+        version: String,
+        reason: String,
+    },
+    /// An update is already installed and waits for its reboot.
+    AlreadyPending {
+        version: String,
+    },
+    Installed(Installed),
+}
+
+/// Fetches the channel document, and when it names a newer version that did not fail
+/// here before, downloads the bundle (resuming), checks it against the document and
+/// installs it.
+pub fn check_server(
+    policy: &UpdatePolicy,
+    server: &Url,
+    fetcher: &Fetcher,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Check, HereError> {
+    let keys = TrustedKeys::load_dir(Path::new(TRUSTED_KEYS_DIR))?;
+    let release = Release::read(Path::new(OS_RELEASE))?;
+    let bytes = fetcher.fetch_small(server, MAX_CHANNEL_BYTES as u64)?;
+    let channel = Channel::verify(&bytes, &keys, server.as_str())?;
+    let refuse = |reason: String| HereError::ChannelRefused {
+        url: server.to_string(),
+        reason,
+    };
+    if channel.channel != policy.channel.as_str() {
+        return Err(refuse(format!(
+            "it is channel {:?}; this machine follows {:?}",
+            channel.channel,
+            policy.channel.as_str()
+        )));
+    }
+    if channel.arch != ARCH || channel.board != release.board {
+        return Err(refuse(format!(
+            "it is for {}/{}; this machine is {ARCH}/{}",
+            channel.arch, channel.board, release.board
+        )));
+    }
+    if channel.os_version == release.version || channel.rollback_index < release.rollback_index {
+        return Ok(Check::UpToDate {
+            version: release.version,
+        });
+    }
+    let state = UpdateState::load(Path::new(STATE_DIR))?;
+    if let Some(f) = state.failed_before(&channel.os_version) {
+        return Ok(Check::FailedBefore {
+            version: f.version.clone(),
+            reason: f.reason.clone(),
+        });
+    }
+    if let Some(p) = state
+        .pending
+        .as_ref()
+        .filter(|p| p.version == channel.os_version)
+    {
+        return Ok(Check::AlreadyPending {
+            version: p.version.clone(),
+        });
+    }
+    let url = server
+        .join(&channel.bundle.url)
+        .map_err(|e| refuse(format!("bundle.url {:?}: {e}", channel.bundle.url)))?;
+    let staged = PathBuf::from(STAGED_BUNDLE);
+    fetcher.download(&url, &staged, channel.bundle.size, &mut |_: Progress| {})?;
+    let actual = file_sha256(&staged).map_err(|source| HereError::Io {
+        what: staged.display().to_string(),
+        source,
+    })?;
+    if actual != channel.bundle.sha256 {
+        // A bad download is not kept for resuming.
+        let _ = std::fs::remove_file(&staged);
+        return Err(HereError::Digest {
+            url: url.to_string(),
+            expected: channel.bundle.sha256,
+            actual,
+        });
+    }
+    let installed = install_file(&staged, policy.boot_tries(), progress)?;
+    let _ = std::fs::remove_file(&staged);
+    Ok(Check::Installed(installed))
+}
+
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(crate::hex::encode(ctx.finish().as_ref()))
+}
+
+/// The install lock, held until dropped.
+fn lock() -> Result<File, HereError> {
+    let io = |source| HereError::Io {
+        what: LOCK.into(),
+        source,
+    };
+    if let Some(dir) = Path::new(LOCK).parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let f = File::create(LOCK).map_err(io)?;
+    // SAFETY: flock only reads its integer arguments; the fd is open.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_booted_slot_comes_from_the_command_line() {
+        assert_eq!(booted_slot("ro gantry.slot=B panic=10"), Some(Slot::B));
+        assert_eq!(booted_slot("ro gantry.slot=C"), None);
+        assert_eq!(booted_slot("ro"), None);
+    }
+}
