@@ -1,14 +1,18 @@
 //! The EFI system partition: GRUB as `EFI/BOOT/BOOTX64.EFI`, the boot script, `grubenv`,
 //! and slot A's kernel and command line. Made with `mkfs.vfat` and mtools on a plain file,
-//! with a fixed volume id and every timestamp at the build's epoch.
+//! with a fixed volume id and every timestamp at the build's epoch. Slot A's files are
+//! named and written as the updater's installer names and writes a slot's
+//! ([`gantry_updater::esp`]): `A/vmlinuz-<16 hex of its sha256>` and `A/boot.cfg`.
 
 use std::path::{Path, PathBuf};
 
+use gantry_updater::esp::{kernel_file_name, slot_config, BOOT_CFG, GRUBENV};
 use gantry_updater::grubenv::GrubEnv;
 use gantry_updater::Slot;
 
 use crate::fsio::{AtPath, PathError};
 use crate::grub;
+use crate::ids::Sha256;
 use crate::tool::{self, Invocation, ToolError};
 
 const GRUB_MODULE_DIR: &str = "/usr/lib/grub/x86_64-efi";
@@ -78,20 +82,22 @@ pub fn build(c: &EspContents<'_>, work: &Path, out: &Path) -> Result<(), EspErro
         .arg(&efi)
         .args(grub::MODULES)
         .run()?;
+    let kernel_file = kernel_file_name(&Sha256::of_file(c.kernel).at(c.kernel)?.0);
+    let slot_a = format!("{}/{}", grub::PREFIX, Slot::A);
     let files: Vec<(PathBuf, String)> = vec![
         (efi, "/EFI/BOOT/BOOTX64.EFI".into()),
         (
-            write(work, "grubenv", &GrubEnv::initial(Slot::A).to_block()?)?,
-            format!("{}/grubenv", grub::PREFIX),
+            write(work, GRUBENV, &GrubEnv::initial(Slot::A).to_block()?)?,
+            format!("{}/{GRUBENV}", grub::PREFIX),
         ),
-        (c.kernel.to_owned(), format!("{}/A/vmlinuz", grub::PREFIX)),
+        (c.kernel.to_owned(), format!("{slot_a}/{kernel_file}")),
         (
             write(
                 work,
                 "boot-A.cfg",
-                grub::slot_config(Slot::A, c.version, c.slot_a_args).as_bytes(),
+                slot_config(Slot::A, c.version, &kernel_file, c.slot_a_args).as_bytes(),
             )?,
-            format!("{}/A/boot.cfg", grub::PREFIX),
+            format!("{slot_a}/{BOOT_CFG}"),
         ),
     ];
 

@@ -14,11 +14,9 @@
 
 use std::fmt::Write as _;
 
+pub use gantry_updater::esp::PREFIX;
 use gantry_updater::grubenv::MAX_TRIES;
 use gantry_updater::Slot;
-
-/// Where Gantry's boot files live on the ESP (GRUB's `$prefix`).
-pub const PREFIX: &str = "/EFI/gantry";
 
 /// GRUB modules built into `BOOTX64.EFI`.
 pub const MODULES: &[&str] = &[
@@ -161,31 +159,10 @@ pub fn boot_script() -> String {
     s
 }
 
-/// A slot's `boot.cfg`: its kernel and command line. Each parameter with anything but
-/// `[A-Za-z0-9_.,=:/+-]` in it is single-quoted, so GRUB passes it on to the kernel as one
-/// word and expands nothing in it.
-pub fn slot_config(slot: Slot, version: &str, args: &[String]) -> String {
-    let quoted: Vec<String> = args.iter().map(|a| grub_quote(a)).collect();
-    format!(
-        "# Slot {slot}: Gantry {version}.\nlinux {PREFIX}/{slot}/vmlinuz {}\n",
-        quoted.join(" ")
-    )
-}
-
-fn grub_quote(arg: &str) -> String {
-    if !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.,=:/+-".contains(&b))
-    {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use gantry_updater::esp::{kernel_file_name, slot_config};
+
     use super::*;
 
     #[test]
@@ -228,7 +205,12 @@ mod tests {
             ("grub.cfg", boot_script()),
             (
                 "boot.cfg",
-                slot_config(Slot::A, "1", &["ro".into(), "a=b c".into()]),
+                slot_config(
+                    Slot::A,
+                    "1",
+                    &kernel_file_name(&[7; 32]),
+                    &["ro".into(), "a=b c".into(), "it's".into()],
+                ),
             ),
         ] {
             let path = dir.path().join(name);
@@ -239,20 +221,5 @@ mod tests {
                 .run()
                 .unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
         }
-    }
-
-    #[test]
-    fn slot_config_quotes_parameters_with_spaces() {
-        let cfg = slot_config(
-            Slot::B,
-            "1.2",
-            &["ro".into(), "dm-mod.create=v,,,ro,0 8 verity".into()],
-        );
-        assert_eq!(
-            cfg,
-            "# Slot B: Gantry 1.2.\nlinux /EFI/gantry/B/vmlinuz ro 'dm-mod.create=v,,,ro,0 8 verity'\n"
-        );
-        assert_eq!(grub_quote("a;reboot"), "'a;reboot'");
-        assert_eq!(grub_quote("it's $x"), r"'it'\''s $x'");
     }
 }
