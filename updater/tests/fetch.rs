@@ -6,6 +6,9 @@
 //! says 416, sends the wrong range, too many bytes, or stalls) are canned replies written
 //! by a small `TcpListener` server below.
 
+// The helpers below are test code too: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
