@@ -6,6 +6,7 @@
 //! install and the health-gated commit build on these.
 
 pub mod bundle;
+pub mod disk;
 pub mod esp;
 pub mod fetch;
 pub mod grubenv;
