@@ -1,44 +1,20 @@
-//! Finds the DATA partition through sysfs: the partition whose GPT name (`PARTNAME=` in
-//! its `uevent`) is `DATA`, on the disk that holds the booted root.
-//!
-//! The root is usually a dm-verity device (`dm-0`): its `slaves/` lead to the partition
-//! under it (`vda2`, `nvme0n1p2`), whose parent in `/sys/devices` is the disk. A
-//! partition's sysfs directory is a child of its disk's, so the disk's subdirectories with
-//! a `partition` file are exactly its partitions: no name arithmetic (`vda` + `4` against
-//! `nvme0n1` + `p4`) is needed.
+//! Finds the DATA partition: the partition whose GPT name is `DATA`, on the disk that
+//! holds the booted root. The sysfs walk (root device, through device-mapper slaves, to its
+//! partition and disk) is the updater's, which finds the slots the same way
+//! ([`gantry_updater::disk`]).
 
 use std::path::{Path, PathBuf};
 
-use super::gpt_grow::DATA_NAME;
+use gantry_updater::disk::{self, DiskError};
 
-/// How many stacked devices (dm on dm on …) are followed down from the root.
-const MAX_DEPTH: usize = 8;
+use super::gpt_grow::DATA_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the root device {0} does not lie on a disk partition")]
-    NotOnPartition(String),
-    #[error("the root device {device} sits on {count} devices; cannot tell which disk holds it")]
-    ManySlaves { device: String, count: usize },
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("no partition named {DATA_NAME} on {disk}")]
     NotFound { disk: String },
-    #[error("partitions {first} and {second} on {disk} are both named {DATA_NAME}")]
-    Ambiguous {
-        disk: String,
-        first: String,
-        second: String,
-    },
-    #[error("{path}: cannot read {what} from {content:?}")]
-    Malformed {
-        path: PathBuf,
-        what: &'static str,
-        content: String,
-    },
 }
 
 /// The DATA partition and the disk it is on, as the kernel sees them now.
@@ -63,134 +39,27 @@ impl DataPartition {
         Path::new("/dev").join(&self.disk)
     }
 
-    /// Its length in bytes as the kernel has it now (`size` counts 512-byte sectors
-    /// whatever the disk's block size).
+    /// Its length in bytes as the kernel has it now.
     pub fn length(&self) -> Result<u64, LocateError> {
-        let path = self.sys_dir.join("size");
-        let text = read(&path)?;
-        text.trim()
-            .parse::<u64>()
-            .ok()
-            .and_then(|s| s.checked_mul(512))
-            .ok_or(LocateError::Malformed {
-                path,
-                what: "a sector count",
-                content: text,
-            })
+        Ok(disk::size_bytes(&self.sys_dir)?)
     }
 }
 
 /// Finds DATA next to the root, whose device number is `root` (`stat("/").st_dev`), in
 /// the sysfs mounted at `sys`.
 pub fn locate(sys: &Path, root: (u64, u64)) -> Result<DataPartition, LocateError> {
-    let start = sys.join(format!("dev/block/{}:{}", root.0, root.1));
-    let mut dir = canonical(&start)?;
-    let mut depth = 0;
-    let partition_dir = loop {
-        if dir.join("partition").is_file() {
-            break dir;
-        }
-        let slaves = list(&dir.join("slaves")).unwrap_or_default();
-        let [slave] = slaves.as_slice() else {
-            let device = file_name(&dir);
-            return Err(if slaves.is_empty() || depth >= MAX_DEPTH {
-                LocateError::NotOnPartition(device)
-            } else {
-                LocateError::ManySlaves {
-                    device,
-                    count: slaves.len(),
-                }
-            });
-        };
-        dir = canonical(slave)?;
-        depth += 1;
-        if depth > MAX_DEPTH {
-            return Err(LocateError::NotOnPartition(file_name(&dir)));
-        }
-    };
-    let disk_dir = partition_dir
-        .parent()
-        .ok_or_else(|| LocateError::NotOnPartition(file_name(&partition_dir)))?
-        .to_owned();
-    let disk = file_name(&disk_dir);
-    let mut found: Option<DataPartition> = None;
-    for child in list(&disk_dir)? {
-        let number_file = child.join("partition");
-        if !number_file.is_file() {
-            continue;
-        }
-        let uevent = read(&child.join("uevent"))?;
-        if partname(&uevent) != Some(DATA_NAME) {
-            continue;
-        }
-        let text = read(&number_file)?;
-        let number = text
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| LocateError::Malformed {
-                path: number_file.clone(),
-                what: "a partition number",
-                content: text.clone(),
-            })?;
-        let name = devname(&uevent).map_or_else(|| file_name(&child), str::to_owned);
-        if let Some(first) = &found {
-            return Err(LocateError::Ambiguous {
-                disk,
-                first: first.name.clone(),
-                second: name,
-            });
-        }
-        found = Some(DataPartition {
-            name,
-            disk: disk.clone(),
-            number,
-            sys_dir: child,
-        });
-    }
-    found.ok_or(LocateError::NotFound { disk })
-}
-
-fn partname(uevent: &str) -> Option<&str> {
-    uevent.lines().find_map(|l| l.strip_prefix("PARTNAME="))
-}
-
-fn devname(uevent: &str) -> Option<&str> {
-    uevent
-        .lines()
-        .find_map(|l| l.strip_prefix("DEVNAME="))
-        .filter(|n| !n.is_empty() && !n.contains('/'))
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn read(path: &Path) -> Result<String, LocateError> {
-    std::fs::read_to_string(path).map_err(|source| LocateError::Read {
-        path: path.to_owned(),
-        source,
+    let disk = disk::root_partition(sys, root)?.disk()?;
+    let data = disk
+        .partition_named(DATA_NAME)?
+        .ok_or_else(|| LocateError::NotFound {
+            disk: disk.name.clone(),
+        })?;
+    Ok(DataPartition {
+        name: data.name,
+        disk: disk.name,
+        number: data.number,
+        sys_dir: data.sys_dir,
     })
-}
-
-fn canonical(path: &Path) -> Result<PathBuf, LocateError> {
-    path.canonicalize().map_err(|source| LocateError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The entries of a directory, sorted (so that the result does not depend on the order
-/// the kernel lists them in).
-fn list(dir: &Path) -> Result<Vec<PathBuf>, LocateError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LocateError::Read {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let mut out: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -279,7 +148,7 @@ mod tests {
         let sys = fake_sys(dir.path(), "vda", &two, true);
         assert!(matches!(
             locate(&sys, (253, 0)),
-            Err(LocateError::Ambiguous { .. })
+            Err(LocateError::Disk(DiskError::Ambiguous { .. }))
         ));
     }
 
@@ -293,11 +162,11 @@ mod tests {
         symlink(&ram, sys.join("dev/block/1:0")).unwrap();
         assert!(matches!(
             locate(&sys, (1, 0)),
-            Err(LocateError::NotOnPartition(d)) if d == "ram0"
+            Err(LocateError::Disk(DiskError::NotOnPartition(d))) if d == "ram0"
         ));
         assert!(matches!(
             locate(&sys, (9, 9)),
-            Err(LocateError::Read { .. })
+            Err(LocateError::Disk(DiskError::Read { .. }))
         ));
     }
 }
