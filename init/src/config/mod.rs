@@ -2,7 +2,8 @@
 //!
 //! This module owns the schema: the format `version`, the `hostname`, the `[network]`
 //! section, and the `[registries]` and `[containers.<name>]` sections ([`containers`]).
-//! Update policy and API access come with the update and API work.
+//! The `[update]` section is the updater's [`UpdatePolicy`], documented with an example of
+//! every key in `updater/src/policy.rs`. API access comes with the API work.
 //! Unknown keys are refused, and every error names the key path and the reason, e.g.
 //! `network.interfaces[0].mtu: 20 is below the IPv4 minimum of 68`.
 //!
@@ -29,6 +30,13 @@
 //! [network.dns]
 //! servers = ["192.0.2.53"]        # used before any the DHCP server gives
 //! search = ["example.net"]
+//!
+//! [update]                        # every key optional; see gantry_updater::policy
+//! server = "https://updates.example.net/gantry/stable.json"
+//! channel = "stable"
+//! reboot = "window"               # immediately (default), off, or window
+//! window = { days = ["sat", "sun"], start = "02:30", duration_mins = 120 }   # UTC
+//! tries = 3
 //! ```
 //!
 //! With no `[[network.interfaces]]` at all, every physical NIC (one with a device behind it
@@ -45,6 +53,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::str::FromStr;
 
+use gantry_updater::policy::UpdatePolicy;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
@@ -83,6 +92,9 @@ pub struct MachineConfig {
     /// The containers to run, by name.
     #[serde(default)]
     pub containers: BTreeMap<String, ContainerSpec>,
+    /// Update server, channel, reboot strategy, boot tries and health gate time.
+    #[serde(default)]
+    pub update: UpdatePolicy,
 }
 
 /// The `[network]` section.
@@ -309,6 +321,12 @@ impl MachineConfig {
         }
         self.network.problems(&mut out);
         containers::problems(&self.containers, &self.registries, &mut out);
+        out.extend(
+            self.update
+                .problems()
+                .into_iter()
+                .map(|(key, reason)| (format!("update.{key}"), reason)),
+        );
         out
     }
 }
@@ -503,6 +521,7 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gantry_updater::policy::RebootStrategy;
 
     fn parse(text: &str) -> Result<MachineConfig, Vec<ConfigError>> {
         MachineConfig::parse(text, "test")
@@ -529,6 +548,89 @@ mod tests {
         assert_eq!(
             c.network.interfaces[1].routes[0].via.to_string(),
             "192.0.2.254"
+        );
+        assert_eq!(c.update.channel.as_str(), "stable");
+        assert_eq!(c.update.reboot, RebootStrategy::Window);
+        assert_eq!(c.update.window.map(|w| w.duration_mins), Some(120));
+    }
+
+    #[test]
+    fn the_update_policy_example_parses_in_a_machine_config() {
+        let doc = test_support::doc_example(include_str!("../../../updater/src/policy.rs"));
+        let c = parse(&format!("version = 1\n{doc}")).expect("the update example is valid");
+        assert!(c.update.server.is_some());
+        assert_eq!(c.update.boot_tries(), 3);
+    }
+
+    #[test]
+    fn without_an_update_section_the_policy_is_the_default() {
+        let c = parse("version = 1").unwrap();
+        assert_eq!(c.update, UpdatePolicy::default());
+        assert_eq!(c.update.server, None);
+    }
+
+    #[test]
+    fn bad_update_values_name_the_key_and_the_reason() {
+        for (text, want) in [
+            (
+                "[update]\nserver = \"ftp://updates.example.net/c\"\n",
+                "test: update.server: \"ftp://updates.example.net/c\" is not an http:// or https:// URL (line 3)",
+            ),
+            (
+                "[update]\nchannel = \"Beta\"\n",
+                "test: update.channel: \"Beta\" is not a channel name",
+            ),
+            (
+                "[update]\nreboot = \"sometimes\"\n",
+                "test: update.reboot: \"sometimes\" is not a reboot strategy",
+            ),
+            (
+                "[update]\nlease = \"etcd\"\n",
+                "test: update.lease: \"etcd\" is not a lease kind",
+            ),
+            (
+                "[update]\nreboot = \"window\"\n[update.window]\ndays = [\"sat\", \"sunday\"]\nstart = \"02:00\"\nduration_mins = 60\n",
+                "test: update.window.days[1]: \"sunday\" is not a day",
+            ),
+            (
+                "[update]\nreboot = \"window\"\n[update.window]\nstart = \"25:00\"\nduration_mins = 60\n",
+                "test: update.window.start: \"25:00\" is not a time of day",
+            ),
+            (
+                "[update]\nintervall = 60\n",
+                "test: update.intervall: unknown field `intervall`",
+            ),
+        ] {
+            let e = only_error(&format!("version = 1\n{text}"));
+            assert!(e.starts_with(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn update_values_out_of_range_are_all_reported() {
+        let errors = parse(
+            "version = 1\n[update]\ncheck_interval_secs = 5\ntries = 12\n\
+             health_timeout_secs = 0\nreboot = \"off\"\n\
+             [update.window]\nstart = \"02:00\"\nduration_mins = 0\n",
+        )
+        .expect_err("must be refused");
+        let text: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.key, e.reason))
+            .collect();
+        test_support::assert_exactly(
+            &text,
+            &[
+                "update.check_interval_secs: 5 is less than 10",
+                "update.tries: 12 is more than 9",
+                "update.health_timeout_secs: 0 is less than 10",
+                "update.window: is given but reboot is \"off\"",
+            ],
+        );
+        let e = only_error("version = 1\n[update]\nreboot = \"window\"\n");
+        assert_eq!(
+            e,
+            "test: update.reboot: \"window\" needs an [update.window] section"
         );
     }
 
