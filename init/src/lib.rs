@@ -35,6 +35,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod store_check;
 pub mod supervisor;
+pub mod update;
 pub mod var;
 
 /// The line PID 1 logs once the machine is up; tests and operators wait for it. It is

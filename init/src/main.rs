@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gantry_init::cmdline::{valid_hostname, BootParams};
@@ -16,11 +17,13 @@ use gantry_init::shutdown::{self, Action};
 use gantry_init::signals::{self, Signals};
 use gantry_init::store_check::{self, StoreCheck};
 use gantry_init::supervisor::Containers;
+use gantry_init::update::{GateInputs, Updates};
 use gantry_init::var;
 use gantry_init::{
     console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
     SHUTDOWN_REQUESTED, VERSION,
 };
+use gantry_updater::release::{Release, OS_RELEASE};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{error, info, warn};
 
@@ -87,6 +90,8 @@ fn main() {
     let config_handle = boot_config.handle();
     // Started once the config has settled (at once, unless the metadata service is asked).
     let mut containers: Option<Containers> = None;
+    // Started with the containers: the policy is in the settled config.
+    let mut updates: Option<Updates> = None;
     let (hostname, chosen) = set_hostname(&params, config.as_ref());
     let network_config = config.map(|c| c.network).unwrap_or_default();
     let mut network = Some(Network::start(net::Options::for_pid1(
@@ -100,8 +105,16 @@ fn main() {
     }
     let mut buttons = open_power_buttons();
     let slot = params.slot.map_or("none", |s| s.as_str());
+    // The release of the running root (its own, dm-verity-protected /etc/os-release).
+    let os_version = Release::read(Path::new(OS_RELEASE))
+        .map(|r| r.version)
+        .unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the release file");
+            VERSION.to_owned()
+        });
     info!(
         version = VERSION,
+        os_version = %os_version,
         slot,
         boot_ms = console::boot_ms(),
         "{READY_MARKER}"
@@ -115,12 +128,21 @@ fn main() {
             if containers.is_none() && store_check.done() {
                 if let Some(settled) = config_handle.get() {
                     containers = Some(Containers::start(settled.config()));
+                    let policy = settled
+                        .config()
+                        .map(|c| c.update.clone())
+                        .unwrap_or_default();
+                    updates = Some(Updates::at_boot(params.slot, policy, &os_version));
                 }
             }
-            let timeout = match (
-                &containers,
+            let deadline = [
                 containers.as_ref().and_then(Containers::deadline),
-            ) {
+                updates.as_ref().and_then(Updates::deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = match (&containers, deadline) {
                 (None, _) => Some(CONFIG_POLL),
                 (Some(_), Some(at)) => Some(at.saturating_duration_since(Instant::now())),
                 (Some(_), None) => None,
@@ -136,6 +158,21 @@ fn main() {
             store_check.tick(Instant::now(), &mut checks);
             if let Some(c) = containers.as_mut() {
                 c.tick();
+            }
+            if let Some(u) = updates.as_mut() {
+                let inputs = GateInputs {
+                    config_loaded: config_handle
+                        .get()
+                        .is_some_and(|settled| settled.config().is_some()),
+                    has_address: network.as_ref().is_some_and(|n| n.status().has_address()),
+                    required_not_ready: containers
+                        .as_ref()
+                        .map(Containers::required_not_ready)
+                        .unwrap_or_default(),
+                };
+                if let Some(action) = u.tick(Instant::now(), &inputs) {
+                    pending.get_or_insert(action);
+                }
             }
         }));
         if event.is_err() {

@@ -675,6 +675,11 @@ impl Containers {
         self.supervisor.deadline()
     }
 
+    /// The required containers that are not running and healthy (for the health gate).
+    pub fn required_not_ready(&self) -> Vec<String> {
+        self.supervisor.required_not_ready()
+    }
+
     /// A child exited; true if it was one of the supervisor's.
     pub fn on_exit(&mut self, pid: u32, code: i32) -> bool {
         let ours = self

@@ -1,0 +1,441 @@
+//! Updates in PID 1: what the boot loader did, the health gate, and the update agent.
+//!
+//! - **At boot** the ESP is mounted at `/run/gantry/esp` and `grubenv` read. A booted slot
+//!   that is not marked good is **on trial**: the health gate runs. A good slot while the
+//!   update state names another slot as pending means GRUB gave up on that slot: the
+//!   update **rolled back**, and PID 1 says which version failed and why (the reasons the
+//!   health gate recorded on each trial boot, or, when none reached it, that the slot
+//!   never got that far: a kernel panic, a hang, a boot failure). That version is not
+//!   installed again until the channel offers a newer one.
+//! - **The health gate** passes when the config loaded, the network has an address, and
+//!   every container marked `required` runs and is healthy. Then the slot is marked good
+//!   in `grubenv` (an atomic rename on the ESP). If it has not passed within
+//!   `update.health_timeout_secs`, PID 1 records the reason and reboots; GRUB's counter
+//!   does the rest.
+//! - **The agent** (a thread, only once the running slot is good and `update.server` is
+//!   set) looks at the channel every `check_interval_secs`, downloads and installs a newer
+//!   bundle into the inactive slot, and asks for a reboot as `update.reboot` says.
+//!
+//! Every line starts with [`UPDATE_LINE`].
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::{Duration, Instant, SystemTime};
+
+use gantry_updater::esp::{Esp, MOUNTED_DIR};
+use gantry_updater::fetch::{FetchOptions, Fetcher};
+use gantry_updater::grubenv::GrubEnv;
+use gantry_updater::here::{check_server, Check};
+use gantry_updater::policy::{RebootAt, RebootLease, UpdatePolicy};
+use gantry_updater::state::{UpdateState, STATE_DIR};
+use gantry_updater::{Slot, SlotState};
+use tracing::{error, info, warn};
+
+use crate::shutdown::Action;
+
+pub const UPDATE_LINE: &str = "gantry-init: update";
+/// Where the ESP is mounted; `grubenv` and the slots' kernels are under `EFI/gantry`.
+pub const ESP_MOUNT: &str = "/run/gantry/esp";
+/// How often the event loop looks at the gate and the agent while either is active.
+const POLL: Duration = Duration::from_secs(1);
+/// The first look at the server after the slot is good.
+const FIRST_CHECK: Duration = Duration::from_secs(2);
+
+/// What the health gate looks at, from the rest of PID 1.
+#[derive(Debug, Clone, Default)]
+pub struct GateInputs {
+    pub config_loaded: bool,
+    pub has_address: bool,
+    pub required_not_ready: Vec<String>,
+}
+
+impl GateInputs {
+    /// Why the gate does not pass yet; empty when it does.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.config_loaded {
+            out.push("no machine config loaded".to_owned());
+        }
+        if !self.has_address {
+            out.push("the network has no address".to_owned());
+        }
+        if !self.required_not_ready.is_empty() {
+            out.push(format!(
+                "required containers not running and healthy: {}",
+                self.required_not_ready.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Trial {
+    deadline: Instant,
+    version: String,
+}
+
+#[derive(Debug)]
+enum AgentEvent {
+    Installed { version: String, slot: Slot },
+}
+
+/// PID 1's update state; inert when the machine was not booted from a slot.
+#[derive(Debug)]
+pub struct Updates {
+    booted: Option<Slot>,
+    esp: Option<Esp>,
+    policy: UpdatePolicy,
+    trial: Option<Trial>,
+    agent: Option<Receiver<AgentEvent>>,
+    /// An installed update waits for this time (unix seconds) to reboot.
+    reboot_at: Option<(u64, String)>,
+    lease: Box<dyn RebootLease + Send>,
+}
+
+impl Updates {
+    /// Looks at what GRUB did and starts the gate or the agent. `version` is the running
+    /// release's.
+    pub fn at_boot(booted: Option<Slot>, policy: UpdatePolicy, version: &str) -> Updates {
+        let lease = policy.reboot_lease();
+        let mut u = Updates {
+            booted,
+            esp: None,
+            policy,
+            trial: None,
+            agent: None,
+            reboot_at: None,
+            lease,
+        };
+        let Some(slot) = booted else {
+            info!("{UPDATE_LINE} off: not booted from a slot");
+            return u;
+        };
+        match mount_esp() {
+            Ok(()) => u.esp = Some(Esp::new(MOUNTED_DIR)),
+            Err(e) => {
+                error!(error = %e, "{UPDATE_LINE} cannot mount the ESP; this boot cannot be marked good");
+            }
+        }
+        let state_dir = Path::new(STATE_DIR);
+        let mut state = UpdateState::load(state_dir).unwrap_or_else(|e| {
+            warn!(error = %e, "{UPDATE_LINE} state unreadable; starting afresh");
+            UpdateState::default()
+        });
+        let Some(esp) = u.esp.clone() else {
+            return u;
+        };
+        let env = match esp.read_env() {
+            Ok(env) => env,
+            Err(e) => {
+                // GRUB booted us with its defaults. This slot runs: make it the good one.
+                error!(error = %e, slot = %slot, "{UPDATE_LINE} grubenv unusable; rewriting it with this slot good");
+                let env = GrubEnv::initial(slot);
+                if let Err(e) = esp.write_env(&env) {
+                    error!(error = %e, "{UPDATE_LINE} cannot rewrite grubenv");
+                }
+                env
+            }
+        };
+        let here = env.slot(slot).unwrap_or(SlotState::EMPTY);
+        if !here.good {
+            let timeout = u.policy.health_timeout();
+            info!(
+                slot = %slot,
+                version,
+                tries_left = here.tries,
+                health_timeout_secs = timeout.as_secs(),
+                "{UPDATE_LINE} trial boot: waiting for the health gate"
+            );
+            u.trial = Some(Trial {
+                deadline: Instant::now() + timeout,
+                version: version.to_owned(),
+            });
+            return u;
+        }
+        match state.pending.clone() {
+            Some(p) if p.slot != slot => {
+                let reason = rollback_reason(&p.gate_failures, p.tries, p.slot);
+                error!(
+                    version = %p.version,
+                    slot = %p.slot,
+                    running_version = version,
+                    running_slot = %slot,
+                    reason = %reason,
+                    "{UPDATE_LINE} rolled back"
+                );
+                state.roll_back(reason);
+                save(&state);
+                let mut env = env;
+                env.set_order(&[slot, slot.other()]);
+                env.set_slot(slot.other(), SlotState::EMPTY);
+                if let Err(e) = esp.write_env(&env) {
+                    error!(error = %e, "{UPDATE_LINE} cannot rewrite grubenv");
+                }
+            }
+            Some(p) => {
+                // Marked good, then the power went before the state said so.
+                info!(version = %p.version, slot = %slot, "{UPDATE_LINE} committed");
+                state.pending = None;
+                save(&state);
+            }
+            None => {}
+        }
+        u.start_agent();
+        u
+    }
+
+    /// When [`Updates::tick`] is next due.
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.trial.is_some() || self.agent.is_some() || self.reboot_at.is_some())
+            .then(|| Instant::now() + POLL)
+    }
+
+    /// Whether a trial boot waits for the health gate.
+    pub fn on_trial(&self) -> bool {
+        self.trial.is_some()
+    }
+
+    /// Runs the gate and the agent's requests; `Some` asks PID 1 to reboot.
+    pub fn tick(&mut self, now: Instant, inputs: &GateInputs) -> Option<Action> {
+        if let Some(trial) = &self.trial {
+            let problems = inputs.problems();
+            if problems.is_empty() {
+                let version = trial.version.clone();
+                self.trial = None;
+                self.mark_good(&version);
+                self.start_agent();
+            } else if now >= trial.deadline {
+                let reason = problems.join("; ");
+                let slot = self.booted.map_or("none", Slot::as_str);
+                error!(slot, reason = %reason, "{UPDATE_LINE} health gate failed; rebooting");
+                let mut state = UpdateState::load(Path::new(STATE_DIR)).unwrap_or_default();
+                if let Some(p) = state.pending.as_mut() {
+                    p.gate_failures.push(reason);
+                }
+                save(&state);
+                self.trial = None;
+                return Some(Action::Reboot);
+            }
+            return None;
+        }
+        if let Some(rx) = &self.agent {
+            match rx.try_recv() {
+                Ok(AgentEvent::Installed { version, slot }) => {
+                    self.agent = None;
+                    match self.policy.reboot_at(unix_now()) {
+                        RebootAt::Now => return self.reboot_into(&version, slot),
+                        RebootAt::At(t) => {
+                            info!(version = %version, slot = %slot, reboot_at_unix = t, "{UPDATE_LINE} installed; rebooting in the maintenance window");
+                            self.reboot_at = Some((t, version));
+                        }
+                        RebootAt::Manual => {
+                            info!(version = %version, slot = %slot, "{UPDATE_LINE} installed; reboot to apply (update.reboot = \"off\")");
+                        }
+                    }
+                }
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => self.agent = None,
+            }
+        }
+        if let Some((t, version)) = self.reboot_at.clone() {
+            if unix_now() >= t {
+                self.reboot_at = None;
+                let slot = self.booted.map_or(Slot::B, Slot::other);
+                return self.reboot_into(&version, slot);
+            }
+        }
+        None
+    }
+
+    fn reboot_into(&mut self, version: &str, slot: Slot) -> Option<Action> {
+        match self.lease.acquire(version) {
+            Ok(true) => {
+                info!(version, slot = %slot, "{UPDATE_LINE} installed; rebooting into it");
+                Some(Action::Reboot)
+            }
+            Ok(false) => {
+                info!(
+                    version,
+                    "{UPDATE_LINE} reboot lease not granted; trying again later"
+                );
+                self.reboot_at = Some((unix_now() + 60, version.to_owned()));
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "{UPDATE_LINE} reboot lease failed; trying again later");
+                self.reboot_at = Some((unix_now() + 60, version.to_owned()));
+                None
+            }
+        }
+    }
+
+    fn mark_good(&mut self, version: &str) {
+        let (Some(slot), Some(esp)) = (self.booted, &self.esp) else {
+            return;
+        };
+        let marked = esp.read_env().and_then(|mut env| {
+            env.set_slot(slot, SlotState::GOOD);
+            env.set_order(&[slot, slot.other()]);
+            esp.write_env(&env)
+        });
+        if let Err(e) = marked {
+            error!(error = %e, "{UPDATE_LINE} cannot mark slot {slot} good");
+            return;
+        }
+        info!(slot = %slot, version, "{UPDATE_LINE} health gate passed; slot marked good");
+        let mut state = UpdateState::load(Path::new(STATE_DIR)).unwrap_or_default();
+        if state.pending.as_ref().is_some_and(|p| p.slot == slot) {
+            state.pending = None;
+            save(&state);
+        }
+    }
+
+    fn start_agent(&mut self) {
+        let Some(server) = self.policy.server.clone() else {
+            return;
+        };
+        if self.esp.is_none() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let policy = self.policy.clone();
+        let spawned = std::thread::Builder::new()
+            .name("update-agent".into())
+            .spawn(move || {
+                let fetcher = Fetcher::new(FetchOptions::default());
+                std::thread::sleep(FIRST_CHECK);
+                loop {
+                    info!(server = %server, "{UPDATE_LINE} checking");
+                    match check_server(&policy, &server, &fetcher, &mut |_| {}) {
+                        Ok(Check::Installed(i)) => {
+                            info!(
+                                version = %i.version,
+                                slot = %i.slot,
+                                verify_ms = i.verify.as_millis() as u64,
+                                stream_ms = i.stream.as_millis() as u64,
+                                read_back_ms = i.read_back.as_millis() as u64,
+                                total_ms = i.total.as_millis() as u64,
+                                "{UPDATE_LINE} bundle installed"
+                            );
+                            let _ = tx.send(AgentEvent::Installed {
+                                version: i.version,
+                                slot: i.slot,
+                            });
+                            return;
+                        }
+                        Ok(Check::UpToDate { version }) => {
+                            info!(version = %version, "{UPDATE_LINE} up to date")
+                        }
+                        Ok(Check::FailedBefore { version, reason }) => {
+                            info!(version = %version, reason = %reason, "{UPDATE_LINE} not retrying a version that rolled back")
+                        }
+                        Ok(Check::AlreadyPending { version }) => {
+                            info!(version = %version, "{UPDATE_LINE} installed already; waiting for the reboot")
+                        }
+                        Err(e) => warn!(error = %e, "{UPDATE_LINE} check failed"),
+                    }
+                    std::thread::sleep(policy.check_interval());
+                }
+            });
+        match spawned {
+            Ok(_) => self.agent = Some(rx),
+            Err(e) => error!(error = %e, "{UPDATE_LINE} cannot start the agent"),
+        }
+    }
+}
+
+/// Why a pending update's slot ended up not booted.
+fn rollback_reason(gate_failures: &[String], tries: u8, slot: Slot) -> String {
+    let early = usize::from(tries).saturating_sub(gate_failures.len());
+    match gate_failures.last() {
+        Some(last) if early == 0 => format!("health gate failed on every trial boot: {last}"),
+        Some(last) => format!(
+            "health gate failed ({last}); {early} of {tries} trial boots of slot {slot} ended \
+             before it (kernel panic, hang or boot failure)"
+        ),
+        None => format!(
+            "slot {slot} never reached the health gate in {tries} trial boots (kernel panic, \
+             hang or boot failure)"
+        ),
+    }
+}
+
+fn save(state: &UpdateState) {
+    if let Err(e) = state.save(Path::new(STATE_DIR)) {
+        error!(error = %e, "{UPDATE_LINE} cannot save the update state");
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Mounts the ESP of the booted disk at [`ESP_MOUNT`] (vfat; no exec, suid or devices).
+fn mount_esp() -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/")
+        .map_err(|e| format!("stat /: {e}"))?
+        .dev();
+    let root = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let slots = gantry_updater::disk::BlockPaths::host()
+        .slot_partitions(root)
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(ESP_MOUNT).map_err(|e| format!("{ESP_MOUNT}: {e}"))?;
+    mount(
+        Some(&slots.esp.device),
+        ESP_MOUNT,
+        Some("vfat"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("umask=0077,shortname=mixed,errors=remount-ro"),
+    )
+    .map_err(|e| format!("mount {} on {ESP_MOUNT}: {e}", slots.esp.device.display()))?;
+    info!(device = %slots.esp.device.display(), "{UPDATE_LINE} ESP mounted at {ESP_MOUNT}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_names_every_unmet_condition() {
+        let all_bad = GateInputs {
+            config_loaded: false,
+            has_address: false,
+            required_not_ready: vec!["web".into(), "db".into()],
+        };
+        assert_eq!(
+            all_bad.problems(),
+            [
+                "no machine config loaded",
+                "the network has no address",
+                "required containers not running and healthy: web, db"
+            ]
+        );
+        let good = GateInputs {
+            config_loaded: true,
+            has_address: true,
+            required_not_ready: vec![],
+        };
+        assert!(good.problems().is_empty());
+    }
+
+    #[test]
+    fn rollback_reasons_tell_gate_failures_from_early_deaths() {
+        assert_eq!(
+            rollback_reason(&[], 3, Slot::B),
+            "slot B never reached the health gate in 3 trial boots (kernel panic, hang or boot failure)"
+        );
+        let r = rollback_reason(&["x".into(), "x".into()], 2, Slot::B);
+        assert_eq!(r, "health gate failed on every trial boot: x");
+        let r = rollback_reason(&["x".into()], 3, Slot::A);
+        assert!(
+            r.contains("2 of 3 trial boots of slot A ended before it"),
+            "{r}"
+        );
+    }
+}
