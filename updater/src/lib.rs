@@ -1,18 +1,23 @@
-//! Gantry's A/B updater.
-//!
-//! This first version holds what the image build and the boot loader already share: the
-//! [`Slot`] type and the GRUB environment block ([`grubenv`]) whose variables the GRUB
-//! script reads to pick a slot, count tries and fall back. Signed bundles, streaming
-//! install and the health-gated commit build on these.
+//! Gantry's A/B updater: signed bundles ([`bundle`], [`keys`], [`channel`]), the install
+//! into the inactive slot ([`install`], [`here`] on a running machine), the boot state GRUB
+//! keeps ([`grubenv`], [`esp`]), the slots on disk ([`disk`]), what the running image is
+//! ([`release`]), what the updater remembers ([`state`]), the update policy ([`policy`])
+//! and downloads ([`fetch`]). PID 1 (the init crate) runs the health gate and the agent.
 
 pub mod bundle;
+pub mod channel;
 pub mod disk;
+mod durable;
 pub mod esp;
 pub mod fetch;
 pub mod grubenv;
+pub mod here;
+pub mod install;
 mod hex;
 pub mod keys;
 pub mod policy;
+pub mod release;
+pub mod state;
 pub mod verity;
 mod slot;
 
