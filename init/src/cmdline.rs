@@ -3,6 +3,7 @@
 use gantry_updater::Slot;
 
 use crate::config::imds::ImdsSetting;
+use crate::watchdog::WatchdogSetting;
 
 /// What PID 1 takes from the kernel command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub struct BootParams {
     /// Whether and where to ask the instance metadata service (`gantry.imds=host[:port]`
     /// or `gantry.imds=off`); the config cannot say, since IMDS is where it may come from.
     pub imds: ImdsSetting,
+    /// The hardware watchdog's timeout, or off (`gantry.watchdog=<secs>`, `0` = off).
+    pub watchdog: WatchdogSetting,
     /// Parameters that start with `gantry.` but mean nothing to this version, or carry a
     /// value it cannot use: logged, never fatal.
     pub ignored: Vec<String>,
@@ -38,6 +41,10 @@ impl BootParams {
                 "gantry.config" => params.config = Some(value.to_owned()),
                 "gantry.imds" => match value.parse() {
                     Ok(imds) => params.imds = imds,
+                    Err(_) => params.ignored.push(word),
+                },
+                "gantry.watchdog" => match value.parse() {
+                    Ok(setting) => params.watchdog = setting,
                     Err(_) => params.ignored.push(word),
                 },
                 k if k.starts_with("gantry.") => params.ignored.push(word),
@@ -112,6 +119,31 @@ mod tests {
         let bad = BootParams::parse("gantry.imds=a:b:c");
         assert_eq!(bad.imds, ImdsSetting::default());
         assert_eq!(bad.ignored, vec!["gantry.imds=a:b:c".to_owned()]);
+    }
+
+    #[test]
+    fn reads_the_watchdog_timeout_and_ignores_one_out_of_range() {
+        assert_eq!(
+            BootParams::parse("").watchdog,
+            WatchdogSetting::Timeout(crate::watchdog::DEFAULT_TIMEOUT_SECS)
+        );
+        assert_eq!(
+            BootParams::parse("gantry.watchdog=30").watchdog,
+            WatchdogSetting::Timeout(30)
+        );
+        assert_eq!(
+            BootParams::parse("gantry.watchdog=0").watchdog,
+            WatchdogSetting::Off
+        );
+        for bad in [
+            "gantry.watchdog=4",
+            "gantry.watchdog=601",
+            "gantry.watchdog=x",
+        ] {
+            let p = BootParams::parse(bad);
+            assert_eq!(p.watchdog, WatchdogSetting::default(), "{bad}");
+            assert_eq!(p.ignored, vec![bad.to_owned()]);
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod store_check;
 pub mod supervisor;
 pub mod update;
 pub mod var;
+pub mod watchdog;
 
 /// The line PID 1 logs once the machine is up; tests and operators wait for it. It is
 /// followed by `version=… slot=… boot_ms=…` (milliseconds since the kernel started).
@@ -62,6 +63,13 @@ pub const CONFIG_LOADED: &str = "gantry-init: config loaded";
 
 /// Logged once per reason when a machine config is refused, with `error=`.
 pub const CONFIG_REFUSED: &str = "gantry-init: config refused";
+
+/// Logged once the hardware watchdog runs, with `device=` and `timeout_secs=` (what the
+/// driver set); see [`watchdog`].
+pub const WATCHDOG_LINE: &str = "gantry-init: watchdog armed";
+
+/// Logged when the machine has no watchdog device, with `device=`.
+pub const NO_WATCHDOG_LINE: &str = "gantry-init: no watchdog";
 
 /// Gantry's version, as the image and its `/etc/os-release` carry it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

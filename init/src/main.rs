@@ -19,6 +19,7 @@ use gantry_init::store_check::{self, StoreCheck};
 use gantry_init::supervisor::Containers;
 use gantry_init::update::{GateInputs, Updates};
 use gantry_init::var;
+use gantry_init::watchdog::{self, Watchdog};
 use gantry_init::{
     console, power_button, MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
     SHUTDOWN_REQUESTED, VERSION,
@@ -47,6 +48,10 @@ fn main() {
     let console_result = console::attach();
     console::init_logging();
     let (signals, signal_errors) = Signals::open(blocked);
+    // As soon as there is a console to say so: from here on a hang resets the machine.
+    let params = BootParams::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let watchdog = watchdog::open(params.watchdog);
+    let pet_every = watchdog.as_ref().map(Watchdog::pet_interval);
     if let Err(e) = console_result {
         warn!(error = %e, "cannot open /dev/console");
     }
@@ -81,7 +86,6 @@ fn main() {
         StoreCheck::skipped(Instant::now())
     });
 
-    let params = BootParams::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     for p in &params.ignored {
         warn!(parameter = %p, "ignoring unknown or invalid boot parameter");
     }
@@ -123,6 +127,11 @@ fn main() {
     // Kept outside the panic boundary: a request read just before a panic still counts.
     let mut pending: Option<Action> = None;
     loop {
+        // The watchdog is petted here and in the shutdown's waits, never from another
+        // thread: if this loop hangs, the machine resets.
+        if let Some(w) = &watchdog {
+            w.pet();
+        }
         // A bug in one event must not take the machine down with it.
         let event = catch_unwind(AssertUnwindSafe(|| {
             if containers.is_none() && store_check.done() {
@@ -147,6 +156,7 @@ fn main() {
                 (Some(_), Some(at)) => Some(at.saturating_duration_since(Instant::now())),
                 (Some(_), None) => None,
             };
+            let timeout = watchdog::bound(timeout, pet_every);
             for (pid, code) in wait_for_event(&signals, &mut buttons, &mut pending, timeout) {
                 let ours = store_check.on_exit(pid, code, Instant::now(), &mut checks)
                     || containers.as_mut().is_some_and(|c| c.on_exit(pid, code));
@@ -182,7 +192,10 @@ fn main() {
             if let Some(mut c) = containers.take() {
                 // Containers first, in reverse dependency order, while the network is up.
                 let _ = catch_unwind(AssertUnwindSafe(|| {
-                    c.stop(|left| wait_readable(&signals, left), reaped)
+                    c.stop(
+                        |left| pet_and_wait(&signals, watchdog.as_ref(), left),
+                        reaped,
+                    )
                 }));
             }
             if let Some(n) = network.take() {
@@ -191,13 +204,13 @@ fn main() {
             }
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 let mut host = shutdown::Host {
-                    wait: |left| wait_readable(&signals, left),
+                    wait: |left| pet_and_wait(&signals, watchdog.as_ref(), left),
                 };
-                shutdown::shutdown(action, &mut host)
+                shutdown::shutdown(action, &mut host, watchdog.as_ref())
             }));
             // shutdown() never returns: only a panic gets here. End the machine anyway.
             error!("gantry-init: panic during shutdown; syncing and ending now");
-            shutdown::end(action);
+            shutdown::end(action, watchdog.as_ref());
         }
     }
 }
@@ -265,6 +278,19 @@ fn wait_for_event(
         true
     });
     reaped()
+}
+
+/// A wait of the shutdown, which the event loop runs: pets the watchdog and wakes in time to
+/// pet it again, so a long but progressing stop is not reset, and a hung one is.
+fn pet_and_wait(signals: &Signals, watchdog: Option<&Watchdog>, left: Duration) {
+    if let Some(w) = watchdog {
+        w.pet();
+    }
+    let pet_every = watchdog.map(Watchdog::pet_interval);
+    wait_readable(
+        signals,
+        watchdog::bound(Some(left), pet_every).unwrap_or(left),
+    );
 }
 
 /// Waits until a signal arrives (a child exited) or `left` passes.

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::mounts::{parse_mountinfo, MountEntry};
 use crate::reaper::reap;
+use crate::watchdog::Watchdog;
 
 /// What the machine does at the end of a shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +114,8 @@ impl<W: FnMut(Duration)> ShutdownOps for Host<W> {
     }
 }
 
-/// Runs the whole shutdown and ends the machine.
-pub fn shutdown(action: Action, ops: &mut impl ShutdownOps) -> ! {
+/// Runs the whole shutdown and ends the machine, disarming `watchdog` last.
+pub fn shutdown(action: Action, ops: &mut impl ShutdownOps, watchdog: Option<&Watchdog>) -> ! {
     info!(?action, "gantry-init: shutting down");
     stop_processes(ops, GRACE);
     ops.sync();
@@ -123,7 +124,7 @@ pub fn shutdown(action: Action, ops: &mut impl ShutdownOps) -> ! {
         unmount(ops, &target);
     }
     info!(?action, "{}", crate::SHUTDOWN_MARKER);
-    end(action)
+    end(action, watchdog)
 }
 
 /// Unmounts `target`; when it is busy, makes it read-only (which flushes it) and detaches
@@ -139,10 +140,14 @@ fn unmount(ops: &mut impl ShutdownOps, target: &str) {
     }
 }
 
-/// The last step of every shutdown: sync and `reboot(2)`. Used alone when the orderly path
-/// itself failed.
-pub fn end(action: Action) -> ! {
+/// The last step of every shutdown: sync, disarm the watchdog (magic close) and
+/// `reboot(2)`. Used alone when the orderly path itself failed. The watchdog stays armed
+/// through the sync, so a sync that hangs still resets the machine.
+pub fn end(action: Action, watchdog: Option<&Watchdog>) -> ! {
     nix::unistd::sync();
+    if let Some(w) = watchdog {
+        w.disarm();
+    }
     match reboot(action.mode()) {
         Ok(never) => match never {},
         Err(e) => {
