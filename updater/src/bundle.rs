@@ -222,46 +222,18 @@ pub struct Bundle {
 impl Bundle {
     /// Opens `path` and checks everything but the payloads' contents.
     pub fn open(path: &Path, keys: &TrustedKeys) -> Result<Bundle, BundleError> {
-        let io = |source| BundleError::Io {
-            path: path.to_owned(),
-            source,
-        };
         let format_err = |reason: String| BundleError::Format {
             path: path.to_owned(),
             reason,
         };
-        let mut file = File::open(path).map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len();
-        let mut header = [0u8; HEADER_LEN as usize];
-        read_exact_or(&mut file, &mut header, file_len, path)?;
-        if &header[..8] != MAGIC {
-            return Err(format_err("not a Gantry bundle (bad magic)".into()));
-        }
-        let word =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let (format, manifest_len, sig_len, reserved) = (word(8), word(12), word(16), word(20));
-        if format != FORMAT {
-            return Err(format_err(format!("format {format} is not {FORMAT}")));
-        }
-        if manifest_len == 0 || manifest_len > MAX_MANIFEST {
-            return Err(format_err(format!(
-                "manifest length {manifest_len} is not 1 to {MAX_MANIFEST}"
-            )));
-        }
-        if sig_len == 0 || sig_len > MAX_SIGNATURES {
-            return Err(format_err(format!(
-                "signature block length {sig_len} is not 1 to {MAX_SIGNATURES}"
-            )));
-        }
-        if reserved != 0 {
-            return Err(format_err("reserved header field is not 0".into()));
-        }
-        let mut manifest_bytes = vec![0u8; manifest_len as usize];
-        read_exact_or(&mut file, &mut manifest_bytes, file_len, path)?;
-        let mut sig_bytes = vec![0u8; sig_len as usize];
-        read_exact_or(&mut file, &mut sig_bytes, file_len, path)?;
-        let block: SignatureBlock = serde_json::from_slice(&sig_bytes)
-            .map_err(|e| format_err(format!("signature block: {e}")))?;
+        let Head {
+            file,
+            file_len,
+            manifest_len,
+            sig_len,
+            manifest_bytes,
+            block,
+        } = Head::read(path)?;
         // The signature first: the manifest is parsed only once it is known to be ours.
         let signed_by = keys
             .verify(Domain::BundleManifest, &manifest_bytes, &block)
@@ -475,6 +447,88 @@ impl PayloadReader {
     }
 }
 
+/// The header, the manifest's bytes and the signature block, as the file has them.
+struct Head {
+    file: File,
+    file_len: u64,
+    manifest_len: u32,
+    sig_len: u32,
+    manifest_bytes: Vec<u8>,
+    block: SignatureBlock,
+}
+
+impl Head {
+    fn read(path: &Path) -> Result<Head, BundleError> {
+        let io = |source| BundleError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let format_err = |reason: String| BundleError::Format {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut header = [0u8; HEADER_LEN as usize];
+        read_exact_or(&mut file, &mut header, file_len, path)?;
+        if &header[..8] != MAGIC {
+            return Err(format_err("not a Gantry bundle (bad magic)".into()));
+        }
+        let word =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let (format, manifest_len, sig_len, reserved) = (word(8), word(12), word(16), word(20));
+        if format != FORMAT {
+            return Err(format_err(format!("format {format} is not {FORMAT}")));
+        }
+        if manifest_len == 0 || manifest_len > MAX_MANIFEST {
+            return Err(format_err(format!(
+                "manifest length {manifest_len} is not 1 to {MAX_MANIFEST}"
+            )));
+        }
+        if sig_len == 0 || sig_len > MAX_SIGNATURES {
+            return Err(format_err(format!(
+                "signature block length {sig_len} is not 1 to {MAX_SIGNATURES}"
+            )));
+        }
+        if reserved != 0 {
+            return Err(format_err("reserved header field is not 0".into()));
+        }
+        let mut manifest_bytes = vec![0u8; manifest_len as usize];
+        read_exact_or(&mut file, &mut manifest_bytes, file_len, path)?;
+        let mut sig_bytes = vec![0u8; sig_len as usize];
+        read_exact_or(&mut file, &mut sig_bytes, file_len, path)?;
+        let block: SignatureBlock = serde_json::from_slice(&sig_bytes)
+            .map_err(|e| format_err(format!("signature block: {e}")))?;
+        Ok(Head {
+            file,
+            file_len,
+            manifest_len,
+            sig_len,
+            manifest_bytes,
+            block,
+        })
+    }
+}
+
+/// The manifest and the key ids the signature block names, read WITHOUT checking any
+/// signature or payload: for showing a bundle (`gantry-update inspect`), never for acting
+/// on it.
+pub fn read_unverified(path: &Path) -> Result<(Manifest, Vec<String>), BundleError> {
+    let head = Head::read(path)?;
+    let manifest =
+        serde_json::from_slice(&head.manifest_bytes).map_err(|e| BundleError::Manifest {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let ids = head
+        .block
+        .signatures
+        .into_iter()
+        .map(|s| s.key_id)
+        .collect();
+    Ok((manifest, ids))
+}
+
 fn read_exact_or(
     file: &mut File,
     buf: &mut [u8],
@@ -643,7 +697,8 @@ pub fn write(
     Ok(manifest)
 }
 
-fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+/// The size and SHA-256 (hex) of a whole file.
+pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     let mut f = File::open(path)?;
     let mut ctx = Context::new(&SHA256);
     let mut buf = vec![0u8; 1 << 20];

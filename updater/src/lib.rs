@@ -7,7 +7,7 @@
 pub mod bundle;
 pub mod channel;
 pub mod disk;
-mod durable;
+pub mod durable;
 pub mod esp;
 pub mod fetch;
 pub mod grubenv;

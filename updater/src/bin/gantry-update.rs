@@ -1,0 +1,647 @@
+//! `gantry-update`: makes, checks and installs Gantry update bundles.
+//!
+//! On the build host: `keygen`, `sign`, `verify`, `inspect` and `channel`. On a running
+//! Gantry machine (as root, in the image at `/usr/bin/gantry-update`): `install` and
+//! `status`.
+//!
+//! Results go to stdout, one line or one JSON document, so scripts can use them; progress
+//! and notes go to stderr. A failure prints `error: ` and the whole cause chain once, and
+//! exits 1.
+//!
+//! Choices:
+//! - `keygen` refuses to replace an existing `NAME.key` or `NAME.pub`: losing a release
+//!   key to a typo would leave a fleet that trusts only a key nobody has.
+//! - `channel` verifies the bundle it publishes (signature against the public halves of
+//!   the signing keys, every payload's digest) and then the channel document it wrote, so
+//!   a channel never points a fleet at a bundle the fleet would refuse.
+//! - `inspect` trusts nothing and says so on stderr; `verify` is the check.
+//! - Progress of `install` is a plain line per step on stderr (one per 64 MiB of root):
+//!   it runs on a serial console as often as on a terminal.
+
+use std::error::Error;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use gantry_updater::bundle::{self, Bundle, BundleMeta};
+use gantry_updater::channel::{BundleRef, Channel};
+use gantry_updater::esp::{Esp, MOUNTED_DIR};
+use gantry_updater::fetch::Url;
+use gantry_updater::grubenv::MAX_TRIES;
+use gantry_updater::install::{Installed, Step};
+use gantry_updater::keys::{self, KeyError, PublicKey, SigningKey, TrustedKeys};
+use gantry_updater::policy::UpdatePolicy;
+use gantry_updater::release::{Release, OS_RELEASE};
+use gantry_updater::state::{UpdateState, STATE_DIR};
+use gantry_updater::verity::Verity;
+use gantry_updater::{durable, here, Slot};
+
+/// Make, check and install Gantry update bundles.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a signing key: NAME.key (private, mode 0600; keep it off the image) and
+    /// NAME.pub (for the image's trusted keys). Prints the key id.
+    Keygen(KeygenArgs),
+    /// Write a signed bundle of a kernel, its command line and a root image.
+    Sign(SignArgs),
+    /// Check a bundle's signature and every payload; prints
+    /// `ok <version> rollback_index=<n> signed_by=<key ids>`.
+    Verify(VerifyArgs),
+    /// Print a bundle's manifest and signer key ids as JSON, without verifying anything.
+    Inspect {
+        /// The bundle file.
+        bundle: PathBuf,
+    },
+    /// Write the signed channel document that points machines at a bundle.
+    Channel(ChannelArgs),
+    /// Install a bundle into the inactive slot of this machine (root, on Gantry).
+    Install {
+        /// The bundle file.
+        file: PathBuf,
+        /// Boots the new slot gets before GRUB falls back to this one.
+        #[arg(long, default_value_t = UpdatePolicy::default().boot_tries(),
+              value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_TRIES)))]
+        tries: u8,
+    },
+    /// Print this machine's slots, boot state and pending/failed updates as JSON.
+    Status,
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Path and stem of the two files: NAME.key and NAME.pub.
+    #[arg(long, value_name = "NAME")]
+    out: PathBuf,
+    /// Comment at the end of NAME.pub's line (who owns the key, since when).
+    #[arg(long, default_value = "")]
+    comment: String,
+}
+
+#[derive(Debug, Args)]
+struct SignArgs {
+    /// The kernel (bzImage).
+    #[arg(long, value_name = "FILE")]
+    kernel: PathBuf,
+    /// The image's own kernel arguments, without root=, dm-mod.*, gantry.slot= (the
+    /// installer adds those per slot); must include panic=N.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    cmdline: String,
+    /// The root image: erofs with its dm-verity tree appended.
+    #[arg(long, value_name = "FILE")]
+    root: PathBuf,
+    /// dm-verity parameters: image-build's gantry.json (its "verity") or a bare object.
+    #[arg(long, value_name = "FILE.json")]
+    verity: PathBuf,
+    /// The OS version the bundle installs.
+    #[arg(long, value_name = "V")]
+    version: String,
+    /// Must grow with every release; machines refuse a lower one than they run.
+    #[arg(long, value_name = "N")]
+    rollback_index: u64,
+    #[arg(long, default_value = "generic")]
+    board: String,
+    #[arg(long, default_value = "x86_64")]
+    arch: String,
+    /// A private key (PKCS#8); repeat to sign with several (key rotation).
+    #[arg(long = "key", value_name = "K.key", required = true)]
+    keys: Vec<PathBuf>,
+    /// The bundle to write.
+    #[arg(long, value_name = "B.bundle")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("trust").required(true).args(["keys_dir", "keys"])))]
+struct VerifyArgs {
+    /// The bundle file.
+    bundle: PathBuf,
+    /// Trust every *.pub file of DIR (as the image does with /etc/gantry/update-keys).
+    #[arg(long = "keys", value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
+    /// Trust this public key file; repeatable.
+    #[arg(long = "key", value_name = "F.pub")]
+    keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ChannelArgs {
+    /// The bundle the channel offers.
+    #[arg(long, value_name = "B.bundle")]
+    bundle: PathBuf,
+    /// Where machines fetch it: absolute, or relative to the channel document's URL.
+    #[arg(long)]
+    url: String,
+    /// The channel's name.
+    #[arg(long, default_value = "stable")]
+    channel: gantry_updater::policy::Channel,
+    /// A private key (PKCS#8); repeat to sign with several.
+    #[arg(long = "key", value_name = "K.key", required = true)]
+    keys: Vec<PathBuf>,
+    /// The channel document to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// What the command line itself can get wrong; the library's errors pass through as they
+/// are.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{path} already exists; refusing to overwrite it")]
+    Exists { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("--{arg} {value:?}: {reason}")]
+    Arg {
+        arg: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(a) => keygen(&a),
+        Command::Sign(a) => sign(&a),
+        Command::Verify(a) => verify(&a),
+        Command::Inspect { bundle } => inspect(&bundle),
+        Command::Channel(a) => channel(&a),
+        Command::Install { file, tries } => install(&file, tries),
+        Command::Status => status(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each once: many messages already include their source's
+/// text, so a cause already said is not repeated.
+fn chain(e: &(dyn Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+fn keygen(a: &KeygenArgs) -> Result<()> {
+    if let Some(c) = a.comment.chars().find(|c| c.is_control()) {
+        return Err(CliError::Arg {
+            arg: "comment",
+            value: a.comment.clone(),
+            reason: format!("holds the control character {c:?}"),
+        }
+        .into());
+    }
+    let key_path = with_suffix(&a.out, ".key");
+    let pub_path = with_suffix(&a.out, ".pub");
+    for path in [&key_path, &pub_path] {
+        if path.symlink_metadata().is_ok() {
+            return Err(CliError::Exists { path: path.clone() }.into());
+        }
+    }
+    let pkcs8 = SigningKey::generate_pkcs8()?;
+    let key = SigningKey::from_pkcs8(&pkcs8, &key_path)?;
+    let mut public = key.public_key();
+    public.comment = a.comment.trim().to_owned();
+    keys::write_private_key(&key_path, &pkcs8)?;
+    write_file(&pub_path, public.to_line().as_bytes())?;
+    eprintln!(
+        "wrote {} (private: keep it off the image) and {}",
+        key_path.display(),
+        pub_path.display()
+    );
+    println!("{}", key.id());
+    Ok(())
+}
+
+fn sign(a: &SignArgs) -> Result<()> {
+    let keys = load_signing_keys(&a.keys)?;
+    let verity = read_verity(&a.verity)?;
+    let meta = BundleMeta {
+        os_version: a.version.clone(),
+        rollback_index: a.rollback_index,
+        arch: a.arch.clone(),
+        board: a.board.clone(),
+        verity,
+    };
+    let args: Vec<String> = a.cmdline.split_whitespace().map(str::to_owned).collect();
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    let manifest = bundle::write(&a.out, &meta, &a.kernel, &args, &a.root, &refs)?;
+    println!(
+        "signed {} {} rollback_index={} signed_by={}",
+        a.out.display(),
+        manifest.os_version,
+        manifest.rollback_index,
+        join_ids(keys.iter().map(SigningKey::id))
+    );
+    Ok(())
+}
+
+fn verify(a: &VerifyArgs) -> Result<()> {
+    let trusted = match &a.keys_dir {
+        Some(dir) => TrustedKeys::load_dir(dir)?,
+        None => load_public_keys(&a.keys)?,
+    };
+    let mut b = Bundle::open(&a.bundle, &trusted)?;
+    b.verify_payloads()?;
+    b.cmdline_args()?;
+    let m = b.manifest();
+    println!(
+        "ok {} rollback_index={} signed_by={}",
+        m.os_version,
+        m.rollback_index,
+        join_ids(b.signed_by().iter().copied())
+    );
+    Ok(())
+}
+
+fn inspect(path: &Path) -> Result<()> {
+    let (manifest, key_ids) = bundle::read_unverified(path)?;
+    eprintln!(
+        "note: nothing was verified (not the signature, not the payloads); \
+         `gantry-update verify` is the check"
+    );
+    let out = serde_json::json!({ "manifest": manifest, "signature_key_ids": key_ids });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn channel(a: &ChannelArgs) -> Result<()> {
+    check_bundle_url(&a.url)?;
+    let keys = load_signing_keys(&a.keys)?;
+    let trusted = TrustedKeys::new(keys.iter().map(SigningKey::public_key));
+    let mut b = Bundle::open(&a.bundle, &trusted)?;
+    b.verify_payloads()?;
+    let m = b.manifest().clone();
+    let (size, sha256) = bundle::hash_file(&a.bundle).map_err(|source| CliError::Io {
+        action: "hash",
+        path: a.bundle.clone(),
+        source,
+    })?;
+    let doc = Channel {
+        format: 1,
+        channel: a.channel.to_string(),
+        os_version: m.os_version,
+        rollback_index: m.rollback_index,
+        arch: m.arch,
+        board: m.board,
+        bundle: BundleRef {
+            url: a.url.clone(),
+            size,
+            sha256,
+        },
+    };
+    let refs: Vec<&SigningKey> = keys.iter().collect();
+    let wire = doc.sign(&refs)?;
+    // What machines will check, checked before anything is published.
+    Channel::verify(&wire, &trusted, &a.out.display().to_string())?;
+    write_file(&a.out, &wire)?;
+    println!(
+        "channel {} {} rollback_index={} bundle={} size={} sha256={}",
+        doc.channel,
+        doc.os_version,
+        doc.rollback_index,
+        doc.bundle.url,
+        doc.bundle.size,
+        doc.bundle.sha256
+    );
+    Ok(())
+}
+
+fn install(file: &Path, tries: u8) -> Result<()> {
+    let installed = here::install_file(file, tries, &mut |step| {
+        eprintln!("gantry-update: {}", step_line(step));
+    })?;
+    print!("{}", installed_report(&installed, tries));
+    Ok(())
+}
+
+fn status() -> Result<()> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(|source| CliError::Io {
+        action: "read",
+        path: "/proc/cmdline".into(),
+        source,
+    })?;
+    let booted = here::booted_slot(&cmdline).ok_or(here::HereError::NoSlot)?;
+    let release = Release::read(Path::new(OS_RELEASE))?;
+    let env = Esp::new(MOUNTED_DIR).read_env()?;
+    let mut grubenv = serde_json::Map::new();
+    grubenv.insert("order".into(), serde_json::to_value(env.order()?)?);
+    for slot in Slot::ALL {
+        let s = env.slot(slot)?;
+        grubenv.insert(
+            slot.to_string(),
+            serde_json::json!({ "good": s.good, "tries": s.tries }),
+        );
+    }
+    let state = UpdateState::load(Path::new(STATE_DIR))?;
+    let out = serde_json::json!({
+        "booted": booted,
+        "version": release.version,
+        "rollback_index": release.rollback_index,
+        "board": release.board,
+        "grubenv": grubenv,
+        "pending": state.pending,
+        "failed": state.failed,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`release-2026` → `release-2026.key`;
+/// a dot in the name is kept, unlike `with_extension`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = OsString::from(path.as_os_str());
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Writes `bytes` to `path` through a temporary name, fsynced, then renamed.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let invalid = |reason: &str| CliError::Invalid {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| invalid("names no file"))?
+        .to_str()
+        .ok_or_else(|| invalid("file name is not UTF-8"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    durable::write_atomic(dir, name, bytes).map_err(|source| CliError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
+fn load_signing_keys(paths: &[PathBuf]) -> Result<Vec<SigningKey>> {
+    Ok(paths
+        .iter()
+        .map(|p| SigningKey::load(p))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+fn load_public_keys(paths: &[PathBuf]) -> Result<TrustedKeys> {
+    let mut keys = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        keys.push(PublicKey::parse(&text, path)?);
+    }
+    Ok(TrustedKeys::new(keys))
+}
+
+/// The verity parameters from image-build's manifest (its `verity` field) or a bare
+/// [`Verity`] object.
+fn read_verity(path: &Path) -> Result<Verity> {
+    let bytes = std::fs::read(path).map_err(|source| CliError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let invalid = |reason: String| CliError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let (value, what) = match value.get("verity") {
+        Some(v) => (v.clone(), "verity"),
+        None => (value, "dm-verity parameters"),
+    };
+    Ok(serde_json::from_value(value).map_err(|e| invalid(format!("{what}: {e}")))?)
+}
+
+/// A bundle URL resolves against any channel URL to an http(s) one, as
+/// [`here::check_server`] will resolve it.
+fn check_bundle_url(url: &str) -> Result<()> {
+    let bad = |reason: String| CliError::Arg {
+        arg: "url",
+        value: url.to_owned(),
+        reason,
+    };
+    if url.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("is empty or holds a space or control character".into()).into());
+    }
+    let base = Url::parse("https://channel.invalid/updates/channel.json")
+        .map_err(|e| bad(e.to_string()))?;
+    let joined = base.join(url).map_err(|e| bad(e.to_string()))?;
+    if !matches!(joined.scheme(), "http" | "https") {
+        return Err(bad(format!("scheme {} is not http or https", joined.scheme())).into());
+    }
+    Ok(())
+}
+
+fn join_ids(ids: impl Iterator<Item = keys::KeyId>) -> String {
+    ids.map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn step_line(step: Step) -> String {
+    match step {
+        Step::Verified => "bundle verified (signature, rules, every payload)".into(),
+        Step::SlotCleared => "target slot taken out of the boot order".into(),
+        Step::RootWritten { bytes, total } => {
+            format!(
+                "root: {} of {} MiB written",
+                bytes >> 20,
+                total.div_ceil(1 << 20)
+            )
+        }
+        Step::RootVerified => "root read back from the slot and verified".into(),
+        Step::BootFilesWritten => "kernel and command line written to the ESP".into(),
+        Step::Switched => "grubenv switched to the new slot".into(),
+    }
+}
+
+fn installed_report(i: &Installed, tries: u8) -> String {
+    let secs = |d: Duration| format!("{:.3}s", d.as_secs_f64());
+    format!(
+        "installed {} (rollback_index={}) into slot {}: {} bytes of root\n\
+         verify {} stream {} read_back {} total {}\n\
+         reboot to try it: slot {} gets {tries} boot(s) to pass the health gate\n",
+        i.version,
+        i.rollback_index,
+        i.slot,
+        i.root_bytes,
+        secs(i.verify),
+        secs(i.stream),
+        secs(i.read_back),
+        secs(i.total),
+        i.slot,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("gantry-update").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn install_takes_a_file_and_tries_within_grubs_range() {
+        let Command::Install { file, tries } = parse(&["install", "b.bundle"]).unwrap().command
+        else {
+            panic!("not install");
+        };
+        assert_eq!(file, Path::new("b.bundle"));
+        assert_eq!(tries, UpdatePolicy::default().boot_tries());
+        let Command::Install { tries, .. } =
+            parse(&["install", "b", "--tries", "9"]).unwrap().command
+        else {
+            panic!("not install");
+        };
+        assert_eq!(tries, 9);
+        for bad in ["0", "10", "x"] {
+            assert!(parse(&["install", "b", "--tries", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["install"]).is_err());
+    }
+
+    #[test]
+    fn status_takes_no_arguments() {
+        assert!(matches!(
+            parse(&["status"]).unwrap().command,
+            Command::Status
+        ));
+        assert!(parse(&["status", "extra"]).is_err());
+    }
+
+    #[test]
+    fn verify_needs_a_keys_dir_or_key_files_but_not_both() {
+        assert!(parse(&["verify", "b"]).is_err());
+        assert!(parse(&["verify", "b", "--keys", "d", "--key", "k.pub"]).is_err());
+        assert!(parse(&["verify", "b", "--key", "a.pub", "--key", "b.pub"]).is_ok());
+        assert!(parse(&["verify", "b", "--keys", "d"]).is_ok());
+    }
+
+    #[test]
+    fn channel_names_are_checked_when_parsed() {
+        let base = [
+            "channel", "--bundle", "b", "--url", "b", "--key", "k", "--out", "c",
+        ];
+        assert!(parse(&base).is_ok());
+        let mut bad = base.to_vec();
+        bad.extend(["--channel", "Stable!"]);
+        assert!(parse(&bad).is_err());
+    }
+
+    #[test]
+    fn sign_takes_a_cmdline_that_looks_like_options_and_its_own_version() {
+        let cli = parse(&[
+            "sign",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "-v panic=10",
+            "--root",
+            "r",
+            "--verity",
+            "v",
+            "--version",
+            "0.2.0",
+            "--rollback-index",
+            "2",
+            "--key",
+            "a",
+            "--key",
+            "b",
+            "--out",
+            "o",
+        ])
+        .unwrap();
+        let Command::Sign(a) = cli.command else {
+            panic!("not sign");
+        };
+        assert_eq!(a.cmdline, "-v panic=10");
+        assert_eq!(a.version, "0.2.0");
+        assert_eq!((a.board.as_str(), a.arch.as_str()), ("generic", "x86_64"));
+        assert_eq!(a.keys.len(), 2);
+    }
+
+    #[test]
+    fn bundle_urls_must_resolve_to_http() {
+        assert!(check_bundle_url("gantry-0.2.0.bundle").is_ok());
+        assert!(check_bundle_url("https://cdn.example.net/b.bundle").is_ok());
+        for bad in ["", "a b", "file:///etc/passwd", "ftp://x/b"] {
+            assert!(check_bundle_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_file_names_keep_their_dots() {
+        assert_eq!(
+            with_suffix(Path::new("k/release-1.2"), ".key"),
+            Path::new("k/release-1.2.key")
+        );
+    }
+
+    #[test]
+    fn the_install_report_shows_every_timing() {
+        let report = installed_report(
+            &Installed {
+                slot: Slot::B,
+                version: "0.2.0".into(),
+                rollback_index: 2,
+                root_bytes: 4096,
+                verify: Duration::from_millis(1500),
+                stream: Duration::from_millis(2),
+                read_back: Duration::from_millis(3),
+                total: Duration::from_millis(1600),
+            },
+            3,
+        );
+        for part in [
+            "0.2.0",
+            "slot B",
+            "verify 1.500s",
+            "stream 0.002s",
+            "read_back 0.003s",
+            "total 1.600s",
+        ] {
+            assert!(report.contains(part), "{part} in {report}");
+        }
+    }
+}
