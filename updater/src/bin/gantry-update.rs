@@ -163,6 +163,12 @@ enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read the {what} {path}: {source}")]
+    Input {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("--{arg} {value:?}: {reason}")]
@@ -243,6 +249,8 @@ fn keygen(a: &KeygenArgs) -> Result<()> {
 }
 
 fn sign(a: &SignArgs) -> Result<()> {
+    readable_file("kernel", &a.kernel)?;
+    readable_file("root", &a.root)?;
     let keys = load_signing_keys(&a.keys)?;
     let verity = read_verity(&a.verity)?;
     let meta = BundleMeta {
@@ -337,6 +345,7 @@ fn channel(a: &ChannelArgs) -> Result<()> {
 }
 
 fn install(file: &Path, tries: u8) -> Result<()> {
+    readable_file("bundle", file)?;
     let installed = here::install_file(file, tries, &mut |step| {
         eprintln!("gantry-update: {}", step_line(step));
     })?;
@@ -404,6 +413,23 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_owned(),
         source,
     })?;
+    Ok(())
+}
+
+/// Names an input that is missing or not a file by its option, before any work starts.
+fn readable_file(what: &'static str, path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|source| CliError::Input {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(CliError::Invalid {
+            path: path.to_owned(),
+            reason: format!("the {what} is not a regular file"),
+        }
+        .into());
+    }
     Ok(())
 }
 
