@@ -6,6 +6,7 @@
 //! `gantry-image-build` checks for, and builds the kernel the first time (minutes; cached).
 
 pub mod demo;
+pub mod esp;
 pub mod seed;
 
 use std::path::Path;

@@ -1,15 +1,21 @@
 //! The image boots: UEFI → GRUB → kernel → dm-verity root → PID 1, shuts down on the power
-//! button, and refuses a tampered root. Needs QEMU and OVMF (TCG, no root, no KVM).
+//! button, refuses a tampered root, and PID 1 drives the hardware watchdog when there is
+//! one. Needs QEMU and OVMF (TCG, no root, no KVM).
 
 use std::time::Duration;
 
 use gantry_init::mounts::EARLY_MOUNTS;
+use gantry_init::watchdog::DEFAULT_TIMEOUT_SECS;
 use gantry_init::{
-    MOUNT_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE, SHUTDOWN_MARKER,
-    SHUTDOWN_REQUESTED, VERSION,
+    MOUNT_LINE, NO_WATCHDOG_LINE, POWER_BUTTON_PRESSED, READY_MARKER, ROOT_DEVICE_LINE,
+    SHUTDOWN_MARKER, SHUTDOWN_REQUESTED, VERSION, WATCHDOG_LINE,
 };
-use gantry_qemu::{DiskBus, Vm, VmConfig};
+use gantry_qemu::{DiskBus, Vm, VmConfig, VmError};
+use gantry_tests::esp::image_with_kernel_args;
 use gantry_tests::{copy_with_flipped_byte, field, image, BOOT_TIMEOUT};
+
+/// What the kernel says when a watchdog device is closed without the magic character.
+const WATCHDOG_NOT_STOPPED: &str = "watchdog did not stop";
 
 fn boot(cfg: &VmConfig) -> Vm {
     Vm::start(cfg).expect("QEMU starts")
@@ -67,12 +73,29 @@ fn qemu_boots_to_ready_from_a_verity_root_on_slot_a() {
         !console.contains("cannot mount"),
         "a mount failed:\n{console}"
     );
+    // No i6300esb on this VM: PID 1 says so once and boots on.
+    let none = console
+        .lines()
+        .find(|l| l.contains(NO_WATCHDOG_LINE))
+        .expect("init says it has no watchdog");
+    assert_eq!(field(none, "device"), Some("/dev/watchdog"), "{none}");
+    assert!(!console.contains(WATCHDOG_LINE), "{console}");
 }
 
 #[test]
 fn qemu_power_button_powers_off_and_qemu_exits() {
     let image = image();
-    let mut vm = boot(&VmConfig::new(&image.qcow2_image));
+    let mut cfg = VmConfig::new(&image.qcow2_image);
+    cfg.watchdog = true;
+    let mut vm = boot(&cfg);
+    let armed = vm.wait_for(WATCHDOG_LINE, BOOT_TIMEOUT).unwrap();
+    assert_eq!(field(&armed, "device"), Some("/dev/watchdog"), "{armed}");
+    let default = DEFAULT_TIMEOUT_SECS.to_string();
+    assert_eq!(
+        field(&armed, "timeout_secs"),
+        Some(default.as_str()),
+        "{armed}"
+    );
     vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
     vm.power_button().unwrap();
     // wait_for only matches lines after the previous match: this also checks the order.
@@ -87,6 +110,48 @@ fn qemu_power_button_powers_off_and_qemu_exits() {
         "{}",
         vm.tail(20)
     );
+    // Disarmed with the magic close before the power-off.
+    assert!(
+        !vm.console().contains(WATCHDOG_NOT_STOPPED),
+        "{}",
+        vm.tail(20)
+    );
+}
+
+#[test]
+fn qemu_pid1_pets_a_short_watchdog_while_idle_and_disarms_it_to_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = image_with_kernel_args(dir.path(), "gantry.watchdog=10");
+    let mut cfg = VmConfig::new(&disk);
+    cfg.watchdog = true;
+    // A reset, by the watchdog or by a reboot, ends QEMU.
+    cfg.no_reboot = true;
+    let mut vm = boot(&cfg);
+    let armed = vm.wait_for(WATCHDOG_LINE, BOOT_TIMEOUT).unwrap();
+    assert_eq!(field(&armed, "timeout_secs"), Some("10"), "{armed}");
+    vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
+    // Three and a half timeouts of an idle machine (no containers, no events): an event
+    // loop that only woke for events would let the watchdog reset it.
+    match vm.wait_for_any(
+        &["gantry: booting slot", "reboot: "],
+        Duration::from_secs(35),
+    ) {
+        Err(VmError::Timeout { .. }) => {}
+        other => panic!("the machine reset while idle: {other:?}"),
+    }
+    // The shutdown's grace period (5 s) is half the timeout: its waits pet too.
+    vm.ctrl_alt_del().unwrap();
+    vm.wait_for(SHUTDOWN_MARKER, Duration::from_secs(60))
+        .unwrap();
+    let status = vm.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "QEMU exited with {status}");
+    let console = vm.console();
+    assert!(
+        console.contains("reboot: Restarting system"),
+        "{}",
+        vm.tail(20)
+    );
+    assert!(!console.contains(WATCHDOG_NOT_STOPPED), "{}", vm.tail(20));
 }
 
 #[test]

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gantry_image_build::tool;
 use gantry_init::config::sources::CONFIG_KEPT;
 use gantry_init::{CONFIG_LOADED, CONFIG_REFUSED, READY_MARKER, SHUTDOWN_MARKER};
 use gantry_qemu::{GuestForward, Vm, VmConfig};
+use gantry_tests::esp::image_with_kernel_args;
 use gantry_tests::seed::cidata_drive;
 use gantry_tests::{field, image, BOOT_TIMEOUT};
 
@@ -56,47 +56,6 @@ fn qemu_a_config_drive_gives_the_config_and_its_meta_data_the_host_name() {
     assert_eq!(field(&host, "hostname"), Some("drive-node"), "{host}");
     vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
     assert!(!vm.console().contains(CONFIG_REFUSED), "{}", vm.tail(40));
-}
-
-/// A copy of the raw image whose slot A boots with `args` added to its kernel command line
-/// (the command line is `A/boot.cfg` on the ESP).
-fn image_with_kernel_args(dir: &Path, args: &str) -> PathBuf {
-    let image = image();
-    let esp = image.partition("ESP").expect("image has an ESP");
-    let disk = dir.join("disk.img");
-    std::fs::copy(&image.raw_image, &disk).expect("copy the image");
-    let on_esp = format!("{}@@{}", disk.display(), esp.offset);
-    let local = dir.join("boot.cfg");
-    let mcopy = || tool::MCOPY.cmd().env("MTOOLS_SKIP_CHECK", "1");
-    mcopy()
-        .arg("-i")
-        .arg(&on_esp)
-        .arg("::/EFI/gantry/A/boot.cfg")
-        .arg(&local)
-        .run()
-        .expect("mcopy boot.cfg off the ESP");
-    let cfg = std::fs::read_to_string(&local).expect("read boot.cfg");
-    let cfg: String = cfg
-        .lines()
-        .map(|l| {
-            if l.starts_with("linux ") {
-                format!("{l} {args}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert!(cfg.contains(args), "no linux line in boot.cfg: {cfg}");
-    std::fs::write(&local, cfg).expect("write boot.cfg");
-    mcopy()
-        .arg("-o")
-        .arg("-i")
-        .arg(&on_esp)
-        .arg(&local)
-        .arg("::/EFI/gantry/A/boot.cfg")
-        .run()
-        .expect("mcopy boot.cfg onto the ESP");
-    disk
 }
 
 /// A fake EC2 metadata service on 127.0.0.1. QEMU's `guestfwd` to a TCP chardev is one
