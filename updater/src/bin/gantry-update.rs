@@ -15,7 +15,7 @@
 //!   the signing keys, every payload's digest) and then the channel document it wrote, so
 //!   a channel never points a fleet at a bundle the fleet would refuse.
 //! - `inspect` trusts nothing and says so on stderr; `verify` is the check.
-//! - Progress of `install` is a plain line per step on stderr (one per 64 MiB of root):
+//! - Progress of `install` is plain lines on stderr (each step, and the root as it streams):
 //!   it runs on a serial console as often as on a terminal.
 
 use std::error::Error;
