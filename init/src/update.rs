@@ -26,6 +26,7 @@ use gantry_updater::esp::{Esp, MOUNTED_DIR};
 use gantry_updater::fetch::{FetchOptions, Fetcher};
 use gantry_updater::grubenv::GrubEnv;
 use gantry_updater::here::{check_server, Check};
+use gantry_updater::install::Step;
 use gantry_updater::policy::{RebootAt, RebootLease, UpdatePolicy};
 use gantry_updater::state::{UpdateState, STATE_DIR};
 use gantry_updater::{Slot, SlotState};
@@ -307,7 +308,9 @@ impl Updates {
                 std::thread::sleep(FIRST_CHECK);
                 loop {
                     info!(server = %server, "{UPDATE_LINE} checking");
-                    match check_server(&policy, &server, &fetcher, &mut |_| {}) {
+                    // Each step on the console: the power-cut tests cut at them.
+                    let mut log_step = |step: Step| info!(step = ?step, "{UPDATE_LINE} install step");
+                    match check_server(&policy, &server, &fetcher, &mut log_step) {
                         Ok(Check::Installed(i)) => {
                             info!(
                                 version = %i.version,

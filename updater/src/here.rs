@@ -215,7 +215,7 @@ pub fn check_server(
         .map_err(|e| refuse(format!("bundle.url {:?}: {e}", channel.bundle.url)))?;
     let staged = PathBuf::from(STAGED_BUNDLE);
     fetcher.download(&url, &staged, channel.bundle.size, &mut |_: Progress| {})?;
-    let actual = file_sha256(&staged).map_err(|source| HereError::Io {
+    let (_, actual) = crate::bundle::hash_file(&staged).map_err(|source| HereError::Io {
         what: staged.display().to_string(),
         source,
     })?;
@@ -231,20 +231,6 @@ pub fn check_server(
     let installed = install_file(&staged, policy.boot_tries(), progress)?;
     let _ = std::fs::remove_file(&staged);
     Ok(Check::Installed(installed))
-}
-
-fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    Ok(crate::hex::encode(ctx.finish().as_ref()))
 }
 
 /// The install lock, held until dropped.

@@ -39,6 +39,8 @@ use crate::verity::Verity;
 use crate::{Slot, SlotState};
 
 const CHUNK: usize = 1 << 20;
+/// Progress while streaming the root: every 4 MiB.
+const REPORT_EVERY: u64 = 4 << 20;
 
 /// The machine a bundle is installed on.
 #[derive(Debug, Clone)]
@@ -170,7 +172,7 @@ pub fn install(
         }
         dev.write_all(&buf[..n]).map_err(dev_err("write"))?;
         written += n as u64;
-        if written - last_report >= 64 * CHUNK as u64 || written == total {
+        if written - last_report >= REPORT_EVERY || written == total {
             progress(Step::RootWritten {
                 bytes: written,
                 total,
