@@ -32,6 +32,8 @@ use gantry_updater::state::{UpdateState, STATE_DIR};
 use gantry_updater::{Slot, SlotState};
 use tracing::{error, info, warn};
 
+use gantry_runtime::error_chain;
+
 use crate::shutdown::Action;
 
 pub const UPDATE_LINE: &str = "gantry-init: update";
@@ -336,7 +338,7 @@ impl Updates {
                         Ok(Check::AlreadyPending { version }) => {
                             info!(version = %version, "{UPDATE_LINE} installed already; waiting for the reboot")
                         }
-                        Err(e) => warn!(error = %e, "{UPDATE_LINE} check failed"),
+                        Err(e) => warn!(error = %error_chain(&e), "{UPDATE_LINE} check failed"),
                     }
                     std::thread::sleep(policy.check_interval());
                 }

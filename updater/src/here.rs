@@ -214,6 +214,12 @@ pub fn check_server(
         .join(&channel.bundle.url)
         .map_err(|e| refuse(format!("bundle.url {:?}: {e}", channel.bundle.url)))?;
     let staged = PathBuf::from(STAGED_BUNDLE);
+    if let Some(dir) = staged.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| HereError::Io {
+            what: dir.display().to_string(),
+            source,
+        })?;
+    }
     fetcher.download(&url, &staged, channel.bundle.size, &mut |_: Progress| {})?;
     let (_, actual) = crate::bundle::hash_file(&staged).map_err(|source| HereError::Io {
         what: staged.display().to_string(),
