@@ -12,13 +12,13 @@ pub mod esp;
 pub mod fetch;
 pub mod grubenv;
 pub mod here;
-pub mod install;
 mod hex;
+pub mod install;
 pub mod keys;
 pub mod policy;
 pub mod release;
+mod slot;
 pub mod state;
 pub mod verity;
-mod slot;
 
 pub use slot::{ParseSlotError, Slot, SlotState};
