@@ -33,6 +33,22 @@ pub fn build_into(opts: &BuildOptions) -> BuildManifest {
     }
 }
 
+/// An image built from the shipped definition as changed by `edit` (its text in, the
+/// variant's out), into `target/gantry-variants/<name>`: another version to update to,
+/// or a broken release to roll back from. Shares the kernel cache and the development
+/// signing key with [`image`], so the release image trusts its bundle.
+pub fn build_variant(name: &str, edit: impl FnOnce(String) -> String) -> BuildManifest {
+    let mut opts = BuildOptions::default_for_workspace();
+    let text = std::fs::read_to_string(&opts.definition).expect("the shipped definition");
+    let out = opts.out_dir.with_file_name("gantry-variants").join(name);
+    std::fs::create_dir_all(&out).expect("variant directory");
+    let definition = out.join("gantry.toml");
+    std::fs::write(&definition, edit(text)).expect("variant definition");
+    opts.definition = definition;
+    opts.out_dir = out;
+    build_into(&opts)
+}
+
 /// Copies `image` to `dest` with one byte at `offset` inverted.
 pub fn copy_with_flipped_byte(image: &Path, dest: &Path, offset: u64) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
