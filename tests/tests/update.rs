@@ -5,6 +5,9 @@
 //! release rolls back by GRUB's boot counter with the reason reported. Needs QEMU, OVMF,
 //! `docker-registry`, `skopeo` and busybox-static (no root, no KVM).
 
+// Helpers that set a test up panic on failure, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -455,8 +458,7 @@ fn qemu_power_cuts_at_every_phase_of_an_update_leave_a_working_machine() {
         let reached = vm
             .console()
             .lines()
-            .filter(|l| l.contains(UPDATE_LINE))
-            .last()
+            .rfind(|l| l.contains(UPDATE_LINE))
             .unwrap_or_default()
             .to_owned();
         drop(vm);
