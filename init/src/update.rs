@@ -378,7 +378,8 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Mounts the ESP of the booted disk at [`ESP_MOUNT`] (vfat; no exec, suid or devices).
+/// Mounts the ESP of the booted disk at [`ESP_MOUNT`] (vfat, dirsync; no exec, suid or
+/// devices).
 fn mount_esp() -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     use std::os::unix::fs::MetadataExt;
@@ -394,7 +395,8 @@ fn mount_esp() -> Result<(), String> {
         Some(&slots.esp.device),
         ESP_MOUNT,
         Some("vfat"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        // dirsync: a rename on FAT (no journal) reaches the disk before it returns.
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_DIRSYNC,
         Some("umask=0077,shortname=mixed,errors=remount-ro"),
     )
     .map_err(|e| format!("mount {} on {ESP_MOUNT}: {e}", slots.esp.device.display()))?;

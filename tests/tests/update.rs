@@ -20,9 +20,10 @@ use gantry_qemu::{GuestForward, Vm, VmConfig};
 use gantry_testkit::{free_port, TestRegistry};
 use gantry_tests::demo::{fetch, push_web_image, vm_config, wait_healthy, web_config};
 use gantry_tests::{build_variant, field, image, BOOT_TIMEOUT};
+use gantry_updater::bundle::{write, Bundle, BundleMeta, Manifest, Payload};
 use gantry_updater::channel::{BundleRef, Channel};
 use gantry_updater::grubenv::GrubEnv;
-use gantry_updater::keys::SigningKey;
+use gantry_updater::keys::{SigningKey, TrustedKeys};
 use gantry_updater::{Slot, SlotState};
 
 const SERVER_IN_GUEST: &str = "10.0.2.101";
@@ -93,12 +94,7 @@ fn publish(dir: &Path, build: &BuildManifest, rollback_index: u64) {
     std::fs::copy(&build.bundle, &dest).unwrap();
     let size = std::fs::metadata(&dest).unwrap().len();
     let sha256 = sha256_of(&dest);
-    let key = SigningKey::load(
-        &BuildOptions::default_for_workspace()
-            .cache_dir
-            .join("keys/dev.key"),
-    )
-    .unwrap();
+    let key = dev_key();
     assert_eq!(key.id().to_string(), build.signing_key_id);
     let channel = Channel {
         format: 1,
@@ -495,4 +491,222 @@ fn qemu_power_cuts_at_every_phase_of_an_update_leave_a_working_machine() {
     eprintln!("{table}");
     let env = grubenv_after(vm, dir.path(), Some(&cfg.image));
     assert_eq!(env.slot(Slot::B).unwrap(), SlotState::GOOD);
+}
+
+/// The payloads of `bundle` as files in `dir`, and its manifest (the bundle is verified
+/// with the development key first).
+fn unpack(bundle: &Path, dir: &Path) -> (PathBuf, Vec<String>, PathBuf, Manifest) {
+    let dev = dev_key();
+    let keys = TrustedKeys::new([dev.public_key()]);
+    let mut b = Bundle::open(bundle, &keys).unwrap();
+    b.verify_payloads().unwrap();
+    let mut out = Vec::new();
+    for (which, name) in [(Payload::Kernel, "vmlinuz"), (Payload::Root, "root.img")] {
+        let path = dir.join(name);
+        let mut r = b.payload(which).unwrap();
+        std::io::copy(&mut r, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        r.finish().unwrap();
+        out.push(path);
+    }
+    let root = out.pop().unwrap();
+    let kernel = out.pop().unwrap();
+    (
+        kernel,
+        b.cmdline_args().unwrap(),
+        root,
+        b.manifest().clone(),
+    )
+}
+
+fn dev_key() -> SigningKey {
+    SigningKey::load(
+        &BuildOptions::default_for_workspace()
+            .cache_dir
+            .join("keys/dev.key"),
+    )
+    .unwrap()
+}
+
+/// Bytes `[offset, offset + len)` of a raw disk image, hashed.
+fn sha256_of_range(disk: &Path, offset: u64, len: u64) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "dd if='{}' bs=1M iflag=skip_bytes,count_bytes skip={offset} count={len} status=none | sha256sum",
+            disk.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
+
+#[test]
+fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() {
+    let good = v020();
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let (kernel, cmdline, root, manifest) = unpack(&good.bundle, &work);
+    let meta = BundleMeta {
+        os_version: manifest.os_version.clone(),
+        rollback_index: manifest.rollback_index,
+        arch: manifest.arch.clone(),
+        board: manifest.board.clone(),
+        verity: manifest.verity.clone(),
+    };
+    let bytes = std::fs::read(&good.bundle).unwrap();
+    let base = {
+        let m = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as u64;
+        let s = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as u64;
+        (24 + m + s).next_multiple_of(4096)
+    };
+    let flipped = |name: &str, at: u64| {
+        let mut b = bytes.clone();
+        b[at as usize] ^= 0x01;
+        let path = work.join(name);
+        std::fs::write(&path, b).unwrap();
+        path
+    };
+    let middle = |p: &gantry_updater::bundle::PayloadInfo| base + p.offset + p.size / 2;
+    let stranger =
+        SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap(), Path::new("s")).unwrap();
+    let signed = |name: &str, meta: &BundleMeta, key: &SigningKey| {
+        let path = work.join(name);
+        write(&path, meta, &kernel, &cmdline, &root, &[key]).unwrap();
+        path
+    };
+    let manifest_at = bytes.windows(9).position(|w| w == b"\"os_versi").unwrap() as u64 + 15;
+    let cases: Vec<(&str, PathBuf, &str)> = vec![
+        (
+            "flipped byte in the kernel",
+            flipped("kernel.bundle", middle(&manifest.payloads.kernel)),
+            "payload kernel: sha256 is",
+        ),
+        (
+            "flipped byte in the command line",
+            flipped("cmdline.bundle", middle(&manifest.payloads.cmdline)),
+            "payload cmdline: sha256 is",
+        ),
+        (
+            "flipped byte in the root",
+            flipped("root.bundle", middle(&manifest.payloads.root)),
+            "payload root: sha256 is",
+        ),
+        (
+            "flipped byte in the manifest",
+            flipped("manifest.bundle", manifest_at),
+            "manifest signature",
+        ),
+        (
+            "signed by a key the machine does not trust",
+            signed("stranger.bundle", &meta, &stranger),
+            "signed only by unknown key(s)",
+        ),
+        (
+            "valid signature, rollback index 0 (channel says 2)",
+            signed(
+                "old.bundle",
+                &BundleMeta {
+                    rollback_index: 0,
+                    ..meta.clone()
+                },
+                &dev_key(),
+            ),
+            "rollback index 0 is lower than 1",
+        ),
+        (
+            "truncated by 4 KiB",
+            {
+                let path = work.join("short.bundle");
+                std::fs::write(&path, &bytes[..bytes.len() - 4096]).unwrap();
+                path
+            },
+            "truncated or extended",
+        ),
+    ];
+
+    let server = UpdateServer::start(&www);
+    let registry = TestRegistry::plain();
+    push_web_image(&registry, dir.path(), PAGE);
+    // Nothing is served yet: the first checks fail to fetch the channel.
+    let mut vm = boot_release(
+        dir.path(),
+        &registry,
+        &server,
+        &update_config(3, 300),
+        free_port(),
+    );
+    let mut table = String::from("| tampering | refused in the machine with |\n| --- | --- |\n");
+    for (i, (name, bundle, want)) in cases.iter().enumerate() {
+        // Each case under its own name: the channel document points at it, with its real
+        // size and digest, so only the bundle's own checks can refuse it.
+        let served = www.join(format!("case-{i}.bundle"));
+        std::fs::copy(bundle, &served).unwrap();
+        let channel = Channel {
+            format: 1,
+            channel: "stable".into(),
+            os_version: format!("0.2.{}", 10 + i),
+            rollback_index: 2,
+            arch: "x86_64".into(),
+            board: "generic".into(),
+            bundle: BundleRef {
+                url: format!("case-{i}.bundle"),
+                size: std::fs::metadata(&served).unwrap().len(),
+                sha256: sha256_of(&served),
+            },
+        };
+        let doc = channel.sign(&[&dev_key()]).unwrap();
+        gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();
+        // The next check (every 10 s) downloads it and refuses it for its own reason.
+        let line = wait_update(&mut vm, want, Duration::from_secs(120));
+        assert!(line.contains("check failed"), "{name}: {line}");
+        table.push_str(&format!(
+            "| {name} | {} |\n",
+            line.split("error=").nth(1).unwrap_or(&line).trim()
+        ));
+    }
+    assert!(!vm.console().contains("install step"), "{}", vm.tail(40));
+    eprintln!("{table}");
+
+    // Off, then the disk: slot B as it was in the image, the ESP's boot files too.
+    vm.power_button().unwrap();
+    vm.wait_for(SHUTDOWN_MARKER, Duration::from_secs(120))
+        .unwrap();
+    vm.wait_exit(Duration::from_secs(60)).unwrap();
+    let raw = dir.path().join("after.img");
+    tool::QEMU_IMG
+        .cmd()
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(vm.overlay_path())
+        .arg(&raw)
+        .run()
+        .unwrap();
+    let b = image().partition("ROOT-B").unwrap();
+    assert_eq!(
+        sha256_of_range(&raw, b.offset, b.size),
+        sha256_of_range(&image().raw_image, b.offset, b.size),
+        "slot B changed"
+    );
+    let esp = image().partition("ESP").unwrap();
+    for file in ["grubenv", "A/boot.cfg"] {
+        let mut got = Vec::new();
+        for disk in [&raw, &image().raw_image] {
+            let out = dir.path().join("esp-file");
+            tool::MCOPY
+                .cmd()
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-o")
+                .arg("-i")
+                .arg(format!("{}@@{}", disk.display(), esp.offset))
+                .arg(format!("::/EFI/gantry/{file}"))
+                .arg(&out)
+                .run()
+                .unwrap();
+            got.push(std::fs::read(&out).unwrap());
+        }
+        assert_eq!(got[0], got[1], "{file} changed");
+    }
 }

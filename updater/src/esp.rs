@@ -10,8 +10,9 @@
 //! byte for byte.
 //!
 //! Crash safety. The ESP is FAT: no journal, so every file is written under a temporary
-//! name (`<name>.new`), fsynced, renamed over its final name, and the directory fsynced —
-//! what `grub-editenv` does for `grubenv`. A rename over an existing name on Linux's vfat
+//! name (`<name>.new`), fsynced, renamed over its final name, fsynced again under that
+//! name (vfat writes the moved directory entry with the inode), and the directory fsynced.
+//! PID 1 also mounts the ESP with `dirsync`. A rename over an existing name on Linux's vfat
 //! rewrites that name's one directory entry in place, so a reader sees the old file or the
 //! new one. A kernel is named after its digest, so the slot's old `boot.cfg` keeps pointing
 //! at a complete old kernel until the new `boot.cfg` replaces it; only then are the old
@@ -255,6 +256,13 @@ fn replace_file<T>(
         })
         .and_then(|value| {
             fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp))?;
+            // vfat moves the file to the new name's directory entry in its in-memory
+            // inode; fsyncing the directory alone does not write that entry. Without
+            // this, a power cut after the rename left `grubenv`'s entry pointing at the
+            // freed clusters of the old file (found by the update power-cut test).
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync", &path))?;
             Ok(value)
         });
     if written.is_err() {

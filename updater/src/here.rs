@@ -234,9 +234,10 @@ pub fn check_server(
             actual,
         });
     }
-    let installed = install_file(&staged, policy.boot_tries(), progress)?;
+    // Installed or refused, the staged copy has served: a refused bundle is not kept.
+    let installed = install_file(&staged, policy.boot_tries(), progress);
     let _ = std::fs::remove_file(&staged);
-    Ok(Check::Installed(installed))
+    Ok(Check::Installed(installed?))
 }
 
 /// The install lock, held until dropped.
