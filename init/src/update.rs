@@ -274,7 +274,12 @@ impl Updates {
     }
 
     fn mark_good(&mut self, version: &str) {
-        let (Some(slot), Some(esp)) = (self.booted, &self.esp) else {
+        let Some(slot) = self.booted else {
+            return;
+        };
+        let Some(esp) = &self.esp else {
+            // GRUB keeps counting: a later reboot of this slot spends another try.
+            error!(slot = %slot, version, "{UPDATE_LINE} health gate passed, but without the ESP the slot cannot be marked good");
             return;
         };
         let marked = esp.read_env().and_then(|mut env| {
