@@ -127,17 +127,44 @@ pub fn install_file(
         partuuid: part.part_uuid.clone(),
     };
     let esp = Esp::new(MOUNTED_DIR);
-    let installed = install(path, &keys, &machine, &target, &esp, tries, progress)?;
-    state.pending = Some(Pending {
-        version: installed.version.clone(),
-        rollback_index: installed.rollback_index,
-        slot: installed.slot,
+    // The pending record is saved before grubenv switches, so that a rollback of a slot
+    // switched to just before a power cut is still reported. The manifest is read here
+    // unverified for its version; `install` verifies the same file before that step.
+    let (manifest, _) = crate::bundle::read_unverified(path).map_err(InstallError::from)?;
+    let pending = Pending {
+        version: manifest.os_version,
+        rollback_index: manifest.rollback_index,
+        slot: target_slot,
         from_version: here.release.version.clone(),
         tries,
         gate_failures: Vec::new(),
-    });
-    state.save(state_dir)?;
-    Ok(installed)
+    };
+    let mut recorded = false;
+    let mut step = |s: Step| {
+        if s == Step::BootFilesWritten {
+            state.pending = Some(pending.clone());
+            recorded = state.save(state_dir).is_ok();
+        }
+        progress(s);
+    };
+    let result = install(path, &keys, &machine, &target, &esp, tries, &mut step);
+    match result {
+        Ok(installed) => {
+            if !recorded {
+                state.pending = Some(pending);
+                state.save(state_dir)?;
+            }
+            Ok(installed)
+        }
+        Err(e) => {
+            if state.pending.as_ref() == Some(&pending) {
+                // Not switched: nothing is pending after all.
+                state.pending = None;
+                let _ = state.save(state_dir);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// What one look at the update server found.
