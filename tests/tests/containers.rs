@@ -195,3 +195,42 @@ fn pos2(console: &str, a: &str, b: &str) -> usize {
         .position(|l| l.contains(CONTAINER_LINE) && l.contains(a) && l.contains(b))
         .unwrap_or_else(|| panic!("no line with {a:?} and {b:?}:\n{console}"))
 }
+
+/// cgroup v2 in the machine (the build hosts are v1/hybrid): the `resources` of a
+/// container's config become its cgroup's limits. The container reads its own cgroup
+/// (private cgroup namespace, `/sys/fs/cgroup` mounted read-only) into a file its web
+/// server serves, and the host fetches it through the published port.
+#[test]
+fn qemu_resources_from_the_config_are_the_containers_cgroup_v2_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = TestRegistry::plain();
+    push_web_image(&registry, dir.path(), "limits\n");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"version = 1
+
+{registries}
+[containers.web]
+image = "{WEB_IMAGE}"
+command = ["/bin/busybox", "sh", "-c", "cd /sys/fs/cgroup && /bin/busybox cat memory.max pids.max cpu.max > /www/cgroup.txt && exec /bin/busybox httpd -f -p 8080 -h /www"]
+ports = ["8080:8080"]
+stop_grace_secs = 3
+resources = {{ memory_mib = 64, cpu_millis = 500, pids = 50 }}
+health = {{ http = "http://127.0.0.1:8080/cgroup.txt", interval_secs = 2, retries = 3 }}
+"#,
+            registries = gantry_tests::demo::registries_section(),
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut vm = Vm::start(&vm_config(&image().qcow2_image, &registry, port, &config)).unwrap();
+    vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
+    wait_healthy(&mut vm, "web", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    let got = fetch(&format!("http://127.0.0.1:{port}/cgroup.txt"))
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.tail(40)));
+    let lines: Vec<&str> = got.lines().collect();
+    // 64 MiB, 50 tasks, half a CPU per 100 ms period.
+    assert_eq!(lines, ["67108864", "50", "50000 100000"], "{got}");
+}
