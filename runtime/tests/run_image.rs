@@ -365,9 +365,17 @@ fn ensure_uses_the_stored_image_when_the_registry_cannot_be_reached() {
     let store = work.path().join("store").display().to_string();
     // Port 9 on loopback: nothing listens, the pull fails at once, nothing leaves the host.
     let name = "127.0.0.1:9/demo/busybox:1";
-    let (ok, _, err) = gantry(&["--root", &store, "image", "ensure", name], None);
-    assert!(!ok, "nothing stored and no registry: a clear failure");
-    assert!(err.contains("127.0.0.1:9"), "{err}");
+    let ensure = |policy: &str| {
+        gantry(
+            &["--root", &store, "image", "ensure", "--pull", policy, name],
+            None,
+        )
+    };
+    for policy in ["missing", "always"] {
+        let (ok, _, err) = ensure(policy);
+        assert!(!ok, "nothing stored and no registry: a clear failure");
+        assert!(err.contains("127.0.0.1:9"), "{err}");
+    }
     let (ok, _, err) = gantry(
         &[
             "--root",
@@ -381,7 +389,8 @@ fn ensure_uses_the_stored_image_when_the_registry_cannot_be_reached() {
         None,
     );
     assert!(ok, "{err}");
-    let (ok, out, err) = gantry(&["--root", &store, "image", "ensure", name], None);
+    // `always` asks the registry, fails, and falls back to the stored copy.
+    let (ok, out, err) = ensure("always");
     assert!(ok, "{err}");
     assert!(
         out.starts_with("127.0.0.1:9/demo/busybox:1 sha256:"),
@@ -391,4 +400,28 @@ fn ensure_uses_the_stored_image_when_the_registry_cannot_be_reached() {
         err.contains("warning:") && err.contains("from the store"),
         "{err}"
     );
+    // `missing` (the default) never asks: no failed request, no warning.
+    for args in [&["--pull", "missing", name][..], &[name][..]] {
+        let mut line = vec!["--root", store.as_str(), "image", "ensure"];
+        line.extend_from_slice(args);
+        let (ok, again, err) = gantry(&line, None);
+        assert!(ok, "{err}");
+        assert_eq!(again, out);
+        assert!(
+            !err.contains("warning") && !err.contains("cannot pull"),
+            "{err}"
+        );
+        assert!(
+            err.contains("using the image in the store (pull policy: missing)"),
+            "{err}"
+        );
+    }
+    // A store that lost a layer does not count as having the image.
+    let layers = work.path().join("store/layers");
+    for e in std::fs::read_dir(&layers).expect("layers") {
+        std::fs::remove_file(e.expect("entry").path().join("layer.json")).expect("unmark layer");
+    }
+    let (ok, _, err) = ensure("missing");
+    assert!(!ok, "the registry was asked and cannot be reached");
+    assert!(err.contains("127.0.0.1:9"), "{err}");
 }

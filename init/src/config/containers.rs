@@ -12,6 +12,7 @@
 //!
 //! [containers.web]
 //! image = "10.0.2.100:5000/demo/web:1"
+//! pull = "always"                         # missing (default) or always: see below
 //! entrypoint = ["httpd"]                  # replaces the image's Entrypoint
 //! command = ["-f", "-p", "80", "-h", "/www"]  # replaces its Cmd
 //! env = { GREETING = "hello" }
@@ -35,6 +36,14 @@
 //! A health check is exactly one of `exec` (a command run in the container; healthy on exit
 //! status 0), `tcp` (a port that accepts a connection) or `http` (a URL on 127.0.0.1 inside
 //! the container's network that answers 2xx or 3xx).
+//!
+//! `pull` says when a tag is resolved again, as Kubernetes' `imagePullPolicy`:
+//! `missing` (the default, Kubernetes' `IfNotPresent`) starts the container from the image
+//! already in the store without touching the network, and fetches it only when the store
+//! lacks it; `always` asks the registry at every boot, follows a moved tag, and falls back
+//! to the stored copy with a warning when the registry cannot be reached. A reference by
+//! digest cannot move, so it is always treated as `missing` (`gantry image ensure` decides
+//! that, as it parses the reference).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -50,6 +59,9 @@ use serde::{Deserialize, Deserializer};
 pub struct ContainerSpec {
     /// Image reference, pulled before the container first starts.
     pub image: String,
+    /// When the image is fetched from its registry; `missing` when absent.
+    #[serde(default, deserialize_with = "from_str_opt")]
+    pub pull: Option<PullPolicy>,
     /// Replaces the image's `Entrypoint`.
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
@@ -133,6 +145,36 @@ pub struct Resources {
     /// `pids.max`.
     #[serde(default)]
     pub pids: Option<u64>,
+}
+
+/// When a container's image is fetched from its registry (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when the store does not have the image.
+    Missing,
+    /// At every boot, falling back to the stored copy when the registry cannot be reached.
+    Always,
+}
+
+impl PullPolicy {
+    /// The name the config and `gantry image ensure --pull` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+        }
+    }
+}
+
+impl FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            _ => Err(format!("{s:?} is not a pull policy (missing, always)")),
+        }
+    }
 }
 
 /// When a container that ended is started again.
@@ -268,6 +310,11 @@ impl ContainerSpec {
     /// The restart policy in force.
     pub fn restart_policy(&self) -> RestartPolicy {
         self.restart.unwrap_or(RestartPolicy::Always)
+    }
+
+    /// The pull policy in force.
+    pub fn pull_policy(&self) -> PullPolicy {
+        self.pull.unwrap_or(PullPolicy::Missing)
     }
 
     /// The network mode in force.
@@ -593,6 +640,8 @@ mod tests {
             RestartPolicy::OnFailure { max: Some(5) }
         );
         assert_eq!(web.port_mappings().len(), 2);
+        assert_eq!(web.pull_policy(), PullPolicy::Always);
+        assert_eq!(c.containers["db"].pull_policy(), PullPolicy::Missing);
         assert_eq!(web.health.as_ref().unwrap().retries, 3);
         assert_eq!(start_order(&c.containers), ["db", "web"]);
         assert_eq!(c.registries.auth["registry.example.net"].username, "fleet");
@@ -603,13 +652,14 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_bridge_always_and_ten_seconds_grace() {
+    fn defaults_are_bridge_always_missing_and_ten_seconds_grace() {
         let c = MachineConfig::parse("version = 1\n[containers.a]\nimage = \"busybox\"\n", "t")
             .unwrap();
         let a = &c.containers["a"];
         assert_eq!(a.network_mode(), NetworkMode::Bridge);
         assert_eq!(a.restart_policy(), RestartPolicy::Always);
         assert_eq!(a.stop_grace_secs, 10);
+        assert_eq!(a.pull_policy(), PullPolicy::Missing);
     }
 
     #[test]
@@ -623,6 +673,16 @@ mod tests {
         let e = errors("[containers.web]\nimage = \"busybox\"\nrestart = \"sometimes\"\n");
         assert!(
             e[0].starts_with("containers.web.restart: \"sometimes\" is not a restart policy"),
+            "{e:?}"
+        );
+        let e = errors("[containers.web]\nimage = \"busybox\"\npull = \"IfNotPresent\"\n");
+        assert_eq!(
+            e,
+            ["containers.web.pull: \"IfNotPresent\" is not a pull policy (missing, always) (line 4)"]
+        );
+        let e = errors("[containers.web]\nimage = \"busybox\"\npull = true\n");
+        assert!(
+            e[0].starts_with("containers.web.pull: invalid type"),
             "{e:?}"
         );
         let e = errors("[containers.web]\nimage = \"busybox\"\nrestart = \"on-failure:0\"\n");

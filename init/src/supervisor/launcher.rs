@@ -1,6 +1,8 @@
 //! The real [`Launcher`]: child processes of the `gantry` command (image ensure, run,
-//! probe). A container's image job is `gantry image ensure`: it imports the image from the
-//! config drive's archives when one names it (air-gapped hosts), and pulls it otherwise.
+//! probe). A container's image job is `gantry image ensure --pull POLICY`: with the
+//! container's `pull = "missing"` (the default) an image already in the store is used
+//! without touching the network; otherwise it imports the image from the config drive's
+//! archives when one names it (air-gapped hosts), and pulls it.
 //!
 //! Children write to PID 1's console. PID 1 reaps them in its event loop and passes each
 //! exit to the supervisor; nothing here waits for a child.
@@ -103,6 +105,8 @@ impl Commands {
                     path(&self.store),
                     "image".into(),
                     "ensure".into(),
+                    "--pull".into(),
+                    spec.pull_policy().as_str().into(),
                 ]);
                 if let Some(dir) = &self.archives {
                     a.extend(["--from".into(), path(dir)]);
@@ -299,7 +303,7 @@ mod tests {
         let (args, stdin) = cmds.command(&Job::Pull { name: "web", spec });
         assert_eq!(
             args.join(" "),
-            "--root /var/lib/gantry image ensure --insecure-registry 10.0.2.100:5000 \
+            "--root /var/lib/gantry image ensure --pull missing --insecure-registry 10.0.2.100:5000 \
              --ca-cert /run/gantry/ca/0.pem --username u 10.0.2.100:5000/demo/web:1"
         );
         assert_eq!(stdin.as_deref(), Some("p"));
@@ -312,13 +316,14 @@ mod tests {
 
     #[test]
     fn image_jobs_import_from_the_config_drive_archives_when_it_has_them() {
-        let (mut cmds, c) = commands("[containers.web]\nimage = \"example.com/demo/web:1\"\n");
+        let (mut cmds, c) =
+            commands("[containers.web]\nimage = \"example.com/demo/web:1\"\npull = \"always\"\n");
         cmds.archives = Some(IMAGES_DIR.into());
         let spec = &c.containers["web"];
         let (args, _) = cmds.command(&Job::Pull { name: "web", spec });
         assert_eq!(
             args.join(" "),
-            "--root /var/lib/gantry image ensure --from /run/gantry/config-drive/images \
+            "--root /var/lib/gantry image ensure --pull always --from /run/gantry/config-drive/images \
              --ca-cert /run/gantry/ca/0.pem example.com/demo/web:1"
         );
     }

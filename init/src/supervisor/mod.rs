@@ -5,8 +5,9 @@
 //! process. Each container runs as a child process `gantry run …` in the foreground (as
 //! containerd runs runc through a shim, and systemd runs `docker run`): the child builds
 //! the bundle, networks it, runs the container and exits with its status, forwarding
-//! SIGTERM to it. Image jobs (`gantry image ensure`: import from the config drive's
-//! `images/` when an archive there names the image, for air-gapped hosts; pull otherwise)
+//! SIGTERM to it. Image jobs (`gantry image ensure --pull POLICY`: the stored image as it
+//! is under the default `pull = "missing"`; else an import from the config drive's
+//! `images/` when an archive there names the image, for air-gapped hosts; else a pull)
 //! and health checks (`gantry probe`) are child processes too. A crash in any of them costs
 //! that child, never PID 1.
 //!

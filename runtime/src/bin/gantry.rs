@@ -159,12 +159,18 @@ enum ImageCmd {
         #[command(flatten)]
         registry: PullArgs,
     },
-    /// Import an image from the first archive in `--from` that names it, else pull it: what
-    /// PID 1 runs before a container starts. Archives that cannot be read are reported and
-    /// passed over.
+    /// Make sure the store has an image: what PID 1 runs before a container starts. With
+    /// `--pull missing` a stored image is used as it is, without the network; otherwise
+    /// the image is imported from the first archive in `--from` that names it, else pulled
+    /// (a stored copy is used, with a warning, when the registry cannot be reached).
+    /// Archives that cannot be read are reported and passed over.
     Ensure {
         /// Reference, normalised as `pull` does.
         reference: String,
+        /// When to ask the registry: `missing` only when the store lacks the image,
+        /// `always` to resolve the tag again. A reference by digest is always `missing`.
+        #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+        pull: PullPolicy,
         /// A directory of image archives (`*.tar`: OCI layouts or `docker save`), such as
         /// a config drive's `images/`; a missing one holds none.
         #[arg(long)]
@@ -189,6 +195,15 @@ enum ImageCmd {
     Prune,
     /// Verify every blob and layer the store names; exits 1 if anything is wrong.
     Check,
+}
+
+/// When `image ensure` asks the registry (the machine config's `containers.<name>.pull`).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PullPolicy {
+    /// Only when the store does not have the image (Kubernetes' `IfNotPresent`).
+    Missing,
+    /// Every time: a moved tag is followed.
+    Always,
 }
 
 /// How to reach a registry.
@@ -253,34 +268,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         ImageCmd::Ensure {
             reference,
+            pull,
             from,
             registry,
         } => {
-            let image = parse_ref(&reference)?;
-            let imported = match from {
-                Some(dir) => import_from_archives(&store, &image, &dir)?,
-                None => None,
-            };
-            // What the store has now: used when the registry cannot be reached, so a
-            // machine whose registry is down at boot still runs what it ran before. A
-            // reachable registry always wins, so a moved tag is followed.
-            let stored = store.image(&image.to_string()).ok();
-            let record = match (imported, stored) {
-                (Some(r), _) => r,
-                (None, None) => pull_image(store, &image, registry)?,
-                (None, Some(stored)) => match pull_image(store, &image, registry) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!(
-                            "warning: {}; using {} {} from the store",
-                            gantry_runtime::error_chain(e.as_ref()),
-                            stored.name,
-                            stored.manifest
-                        );
-                        stored
-                    }
-                },
-            };
+            let record = ensure(store, &parse_ref(&reference)?, pull, from, registry)?;
             println!("{} {}", record.name, record.manifest);
         }
         ImageCmd::Import { path, name } => {
@@ -347,6 +339,70 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `image ensure`: the stored image when `policy` allows it, else an import from `from`'s
+/// archives, else a pull (falling back to the stored image when the registry fails).
+fn ensure(
+    store: Store,
+    image: &ImageRef,
+    policy: PullPolicy,
+    from: Option<PathBuf>,
+    registry: PullArgs,
+) -> Result<ImageRecord> {
+    // A digest cannot move: asking the registry again could only agree or fail.
+    let policy = if image.digest().is_some() {
+        PullPolicy::Missing
+    } else {
+        policy
+    };
+    // A record whose layers are gone (a store check removed them) is as good as none.
+    let stored = store
+        .image(&image.to_string())
+        .ok()
+        .filter(|r| is_complete(&store, r));
+    if let (PullPolicy::Missing, Some(record)) = (policy, &stored) {
+        tracing::info!(image = %image, manifest = %record.manifest, "{IMAGE_STORED}");
+        return Ok(record.clone());
+    }
+    if let Some(dir) = from {
+        if let Some(record) = import_from_archives(&store, image, &dir)? {
+            return Ok(record);
+        }
+    }
+    // What the store has is used when the registry cannot be reached, so a machine whose
+    // registry is down at boot still runs what it ran before. A reachable registry wins,
+    // so a moved tag is followed.
+    match (pull_image(store, image, registry), stored) {
+        (Ok(record), _) => Ok(record),
+        (Err(e), None) => Err(e),
+        (Err(e), Some(stored)) => {
+            eprintln!(
+                "warning: {}; using {} {} from the store",
+                gantry_runtime::error_chain(e.as_ref()),
+                stored.name,
+                stored.manifest
+            );
+            Ok(stored)
+        }
+    }
+}
+
+/// Logged by `image ensure` when the pull policy lets it use the stored image as it is.
+const IMAGE_STORED: &str = "using the image in the store (pull policy: missing)";
+
+/// Whether every layer and the config of `record` are in the store.
+fn is_complete(store: &Store, record: &ImageRecord) -> bool {
+    let config = record
+        .config
+        .parse::<Digest>()
+        .is_ok_and(|d| store.blobs().path(&d).is_file());
+    config
+        && record.layers.iter().all(|l| {
+            l.chain_id
+                .parse::<Digest>()
+                .is_ok_and(|c| store.has_layer(&c))
+        })
 }
 
 /// Pulls `image` with `args`, showing progress.
