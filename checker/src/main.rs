@@ -164,6 +164,20 @@ fn fds() -> Value {
     json!(out)
 }
 
+/// `/proc/self/uid_map` or `gid_map` as [container, host, size] triples.
+fn id_map(file: &str) -> Value {
+    match std::fs::read_to_string(format!("/proc/self/{file}")) {
+        Ok(text) => json!(text
+            .lines()
+            .map(|l| l
+                .split_whitespace()
+                .filter_map(|x| x.parse::<u64>().ok())
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()),
+        Err(e) => json!(errno_name(&e)),
+    }
+}
+
 fn dev() -> Value {
     let mut names: Vec<String> = std::fs::read_dir("/dev")
         .map(|rd| {
@@ -259,6 +273,11 @@ fn main() {
         "dev": dev(),
         "fds": fds(),
         "cgroup": std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default(),
+        "uid_map": id_map("uid_map"),
+        "gid_map": id_map("gid_map"),
+        "setgroups": std::fs::read_to_string("/proc/self/setgroups")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|e| errno_name(&e)),
         "env": std::env::vars().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
     });
     // Only on request: under libseccomp filters a foreign ABI kills the process.

@@ -1,7 +1,8 @@
 //! `exec`: another process in a running container. It joins every namespace of the
 //! container's init (opened from `/proc/<pid>/ns/*` before anything changes), and gets the
 //! same security settings as the container's process: capabilities, `no_new_privs`,
-//! rlimits, user and the seccomp filters, all from the bundle's config. A PID namespace
+//! rlimits, user and the seccomp filters, all from the bundle's config. With a user
+//! namespace, that one first, so the process never runs as the host's root in there. A PID namespace
 //! takes effect for children only, so the runtime forks once to join and once more to run
 //! the program inside, and waits for it.
 
@@ -73,15 +74,18 @@ pub fn exec(
         None => Vec::new(),
     };
     // Open every namespace first: joining the mount namespace changes what /proc shows.
+    // The user namespace first (the others are then joined with its privileges), and only
+    // when the container has one: joining one's own user namespace is an error.
+    let user = config.has_userns().then_some(NsKind::User);
     let mut namespaces = Vec::new();
-    for kind in [
+    for kind in user.into_iter().chain([
         NsKind::Ipc,
         NsKind::Uts,
         NsKind::Net,
         NsKind::Pid,
         NsKind::Cgroup,
         NsKind::Mount,
-    ] {
+    ]) {
         let path = format!("/proc/{}/ns/{}", stored.pid, kind.proc_name());
         let fd = open(
             path.as_str(),

@@ -1,5 +1,6 @@
 //! The container's init process: what runs in the child after `clone`, in its new
-//! namespaces. It joins the namespaces the bundle names by path, sets the host name,
+//! namespaces. It joins the namespaces the bundle names by path (unless the user
+//! namespace helper has, see `userns`), sets the host name,
 //! prepares the root file system, reports to the runtime that it is ready (or why it is
 //! not), waits for `start` on the exec fifo, drops privileges and execs the program.
 //!
@@ -10,7 +11,6 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -86,7 +86,8 @@ pub fn run(
     ready: OwnedFd,
     go: OwnedFd,
     stdio: Option<super::log::LogPipes>,
-    fifo: &Path,
+    fifo_fd: OwnedFd,
+    join_paths: bool,
 ) -> ! {
     harden_child();
     if let Some(pipes) = stdio {
@@ -123,8 +124,8 @@ pub fn run(
             exit(1);
         }
     }
-    let fifo_fd = match setup(config, fifo) {
-        Ok(fd) => fd,
+    match setup(config, join_paths) {
+        Ok(()) => {}
         Err(e) => {
             let _ = ready.write_all(format!("error: {e}\n").as_bytes());
             exit(1);
@@ -171,10 +172,10 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Everything before the wait for `start`; returns the fifo, opened `O_PATH` before the
-/// host's file system goes away.
-fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
-    for ns in &config.namespaces {
+/// Everything before the wait for `start`. Joins the namespaces named by path unless the
+/// user namespace helper has (`join_paths` false).
+fn setup(config: &ContainerConfig, join_paths: bool) -> Result<(), String> {
+    for ns in config.namespaces.iter().filter(|_| join_paths) {
         if let Some(path) = &ns.path {
             if ns.kind == super::spec::NsKind::Pid {
                 continue; // joined by the runtime before clone
@@ -200,10 +201,6 @@ fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
             ));
         }
     }
-    let fifo_fd = open(fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| format!("open {}: {e}", fifo.display()))?;
-    // SAFETY: open just returned this descriptor and nothing else owns it.
-    let fifo_fd = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
     rootfs::prepare(config).map_err(|e| e.to_string())?;
     rootfs::finish(config).map_err(|e| e.to_string())?;
     // What runc checks at create: the working directory (made if missing) and the program.
@@ -220,7 +217,7 @@ fn setup(config: &ContainerConfig, fifo: &Path) -> Result<OwnedFd, String> {
         std::fs::write("/proc/self/oom_score_adj", score.to_string())
             .map_err(|e| format!("set oom_score_adj {score}: {e}"))?;
     }
-    Ok(fifo_fd)
+    Ok(())
 }
 
 /// Drops privileges, installs the seccomp filters and execs the program; returns only on

@@ -6,8 +6,13 @@
 //! the root file system and is parked on the exec fifo, records the state and returns.
 //! `start` opens the fifo for reading, which lets the init exec the program.
 //!
-//! Not yet here (the bundle is refused when it asks for them): user namespaces, cgroup
-//! limits, hooks, terminals.
+//! A container with a user namespace takes one more process, a helper that joins and
+//! makes the namespaces in the order the kernel needs while the runtime writes the maps;
+//! see [`userns`]. The exec fifo is opened by the runtime (`O_PATH`) and inherited, and
+//! given to the container's root, so that an init in a user namespace can reach it
+//! whatever the permissions of the state directory.
+//!
+//! Not yet here (the bundle is refused when it asks for them): hooks, terminals.
 
 pub mod caps;
 pub mod cgroup;
@@ -21,6 +26,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 mod syscalls;
+mod userns;
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -137,11 +143,20 @@ fn create_claimed(
     let fifo = states.fifo(id);
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
         .map_err(sys(id, "make the exec fifo"))?;
+    let fifo_fd = nix::fcntl::open(
+        &fifo,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys(id, "open the exec fifo"))?;
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    let fifo_fd = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
     let (ready_rd, ready_wr) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys(id, "make a pipe"))?;
 
-    // Joining a PID namespace affects children only: do it here, before the clone.
-    for ns in &config.namespaces {
+    // Joining a PID namespace affects children only: do it here, before the clone (with a
+    // user namespace, the helper joins it, before it leaves the host's privileges).
+    for ns in config.namespaces.iter().filter(|_| !config.has_userns()) {
         if let (spec::NsKind::Pid, Some(path)) = (ns.kind, &ns.path) {
             let fd = nix::fcntl::open(
                 path,
@@ -200,7 +215,7 @@ fn create_claimed(
         opts,
         flags,
         filters,
-        &fifo,
+        (&fifo, fifo_fd),
         ready_rd,
         ready_wr,
         cgroup.as_ref(),
@@ -221,7 +236,7 @@ fn clone_init(
     opts: &CreateOptions,
     flags: nix::sched::CloneFlags,
     filters: Vec<seccompiler::BpfProgram>,
-    fifo: &Path,
+    (fifo, fifo_fd): (&Path, OwnedFd),
     ready_rd: OwnedFd,
     ready_wr: OwnedFd,
     cgroup: Option<&cgroup::Cgroup>,
@@ -244,22 +259,27 @@ fn clone_init(
     let mut stack = vec![0u8; 1 << 20];
     // Moved into the child's closure: the parent's copies close when clone returns, so
     // the logger sees end-of-file when the container's last process is gone.
-    let mut pipes = Some((ready_wr, go_rd, stdio));
-    let child = {
-        let fifo = fifo.to_owned();
-        let cb = Box::new(move || -> isize {
-            match pipes.take() {
-                Some((w, go, stdio)) => init::run(config, &filters, w, go, stdio, &fifo),
-                None => 1,
+    let mut pipes = Some((ready_wr, go_rd, stdio, fifo_fd));
+    // With a user namespace the helper has joined the namespaces named by path already.
+    let init_joins = !config.has_userns();
+    let init_cb: nix::sched::CloneCb = Box::new(move || -> isize {
+        match pipes.take() {
+            Some((w, go, stdio, fifo)) => {
+                init::run(config, &filters, w, go, stdio, fifo, init_joins)
             }
-        });
+            None => 1,
+        }
+    });
+    let child = if config.has_userns() {
+        clone_through_helper(id, config, fifo, init_cb, &mut stack)?
+    } else {
         // SAFETY: this process is single-threaded at this point (the runtime command line
         // starts no threads), so the child gets a consistent copy of memory; the child
         // runs on its own 1 MiB stack and ends in execve or _exit, never returning into
         // code that expects the parent's stack.
-        unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-    }
-    .map_err(sys(id, "clone the init process"))?;
+        unsafe { nix::sched::clone(init_cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+            .map_err(sys(id, "clone the init process"))?
+    };
     let mut go = std::fs::File::from(go_wr);
     let result = after_clone(states, id, config, opts, child, &mut go, ready_rd, cgroup);
     if result.is_err() {
@@ -268,6 +288,67 @@ fn clone_init(
         let _ = nix::sys::wait::waitpid(child, None);
     }
     result
+}
+
+/// Clones the helper that makes the user namespace and clones `init` (see [`userns`]);
+/// returns the init's pid, once the exec fifo belongs to the container's root.
+fn clone_through_helper(
+    id: &ContainerId,
+    config: &ContainerConfig,
+    fifo: &Path,
+    init_cb: nix::sched::CloneCb,
+    stack: &mut [u8],
+) -> Result<Pid, ContainerError> {
+    let io = |path: &str| {
+        let (id, path) = (id.to_string(), PathBuf::from(path));
+        move |source| ContainerError::Io { id, path, source }
+    };
+    let (mut sync, sync_child) =
+        std::os::unix::net::UnixStream::pair().map_err(io("<socket to the helper>"))?;
+    let mut parts = Some((sync_child, init_cb));
+    let helper_cb = Box::new(move || -> isize {
+        match parts.take() {
+            Some((sync, init_cb)) => userns::helper(config, sync, init_cb),
+            None => 1,
+        }
+    });
+    // SAFETY: as for the init's clone: single-threaded, own stack, ends in _exit.
+    let helper = unsafe {
+        nix::sched::clone(
+            helper_cb,
+            stack,
+            nix::sched::CloneFlags::empty(),
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(sys(id, "clone the user namespace helper"))?;
+    let init = userns::await_init(config, helper, &mut sync).and_then(|init| {
+        // The init opens the fifo for writing as the container's root.
+        let (uid, gid) = userns::host_root(init)
+            .ok_or_else(|| "root is not mapped in the container's user namespace".to_owned())?;
+        nix::unistd::chown(fifo, Some(uid), Some(gid))
+            .map(|()| init)
+            .map_err(|e| format!("give the exec fifo to the container's root: {e}"))
+    });
+    init.map_err(|reason| {
+        let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(helper, None);
+        ContainerError::Init {
+            id: id.to_string(),
+            reason,
+        }
+    })
+}
+
+/// Reads up to and including a newline (or to end-of-file), a byte at a time so that
+/// nothing after the line is taken from the stream.
+fn read_line(rd: &mut impl Read) -> Vec<u8> {
+    let mut msg = Vec::new();
+    let mut byte = [0u8; 1];
+    while !msg.ends_with(b"\n") && matches!(rd.read(&mut byte), Ok(1)) {
+        msg.push(byte[0]);
+    }
+    msg
 }
 
 /// The runtime's side of the hand-shake with a freshly cloned init: put it in its cgroup,
@@ -295,12 +376,8 @@ fn after_clone(
     // The child holds its own copy of the write end; ours is in the closure, drop it so
     // that EOF means the child is gone.
     // One line: READY, or "error: …". EOF first means the init died.
-    let mut msg = Vec::new();
     let mut rd = std::fs::File::from(ready_rd);
-    let mut byte = [0u8; 1];
-    while !msg.ends_with(b"\n") && matches!(rd.read(&mut byte), Ok(1)) {
-        msg.push(byte[0]);
-    }
+    let msg = read_line(&mut rd);
     if msg != init::READY {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);

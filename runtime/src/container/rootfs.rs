@@ -2,6 +2,12 @@
 //! namespace: propagation, the bundle's mounts, a `/dev` with only the standard nodes,
 //! `pivot_root`, then masked and read-only paths.
 //!
+//! In a user namespace the kernel refuses device nodes made with `mknod` and a `sysfs`
+//! mount when the namespace does not own the network namespace. As runc does, `/dev`'s
+//! standard nodes are then bind mounts of the host's (empty files as mount points), and
+//! `/sys` falls back to a recursive bind of the host's, with the flags the bundle asked
+//! for. The root file system's files must belong to the mapped ids (the bundle's job).
+//!
 //! Every mount destination is resolved inside the root file system with
 //! `openat2(RESOLVE_IN_ROOT)`, and the mount is made on the resulting descriptor
 //! (`/proc/self/fd/N`), so a symlink in the image (`/proc -> /`, `/dev -> /etc`) cannot
@@ -156,14 +162,15 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     // SAFETY: open just returned this descriptor and nothing else owns it.
     let root = unsafe { OwnedFd::from_raw_fd(root) };
     let mut dev_is_tmpfs = false;
+    let userns = config.has_userns();
     for m in &config.mounts {
-        mount_one(root.as_raw_fd(), m)?;
+        mount_one(root.as_raw_fd(), m, userns)?;
         if m.destination == Path::new("/dev") && m.fs_type == "tmpfs" {
             dev_is_tmpfs = true;
         }
     }
     if dev_is_tmpfs {
-        populate_dev(root.as_raw_fd())?;
+        populate_dev(root.as_raw_fd(), userns)?;
     }
     // pivot_root(".", ".") then detaching the old root: no put_old directory needed.
     nix::unistd::fchdir(root.as_raw_fd()).map_err(fail("chdir to", rootfs))?;
@@ -181,7 +188,7 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
+fn mount_one(root: RawFd, m: &MountSpec, userns: bool) -> Result<(), RootfsError> {
     let dest = &m.destination;
     let source_is_file = m.is_bind()
         && m.source
@@ -231,6 +238,18 @@ fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
             // Without a new cgroup namespace or on a v1 host, a cgroup mount is not
             // essential; runc also carries on.
             (Err(Errno::EPERM | Errno::EBUSY | Errno::ENOENT), "cgroup" | "cgroup2") => {}
+            // A user namespace that does not own the network namespace may not mount
+            // sysfs: the host's, bound, instead.
+            (Err(Errno::EPERM), "sysfs") if userns => {
+                let bind = MountSpec {
+                    fs_type: "bind".into(),
+                    source: Some(PathBuf::from("/sys")),
+                    flags: m.flags | MsFlags::MS_BIND | MsFlags::MS_REC,
+                    data: String::new(),
+                    ..m.clone()
+                };
+                return mount_one(root, &bind, userns);
+            }
             (Err(e), _) => return Err(fail("mount", dest)(e)),
         }
     }
@@ -248,13 +267,26 @@ fn mount_one(root: RawFd, m: &MountSpec) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// The standard nodes and links in a fresh `/dev` tmpfs.
-fn populate_dev(root: RawFd) -> Result<(), RootfsError> {
+/// The standard nodes and links in a fresh `/dev` tmpfs; in a user namespace, the
+/// host's nodes bound onto empty files.
+fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
     let dev_dir = open_in_root(root, Path::new("dev"), true).map_err(fail("open", "/dev"))?;
     let old = nix::sys::stat::umask(Mode::empty());
     let result = (|| {
         for (name, major, minor) in DEFAULT_DEVICES {
             let path = format!("/dev/{name}");
+            if userns {
+                let target = make_inside(root, Path::new(&path), true)?;
+                mount(
+                    Some(path.as_str()),
+                    target.proc_path().as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(fail("bind the host's node onto", &path))?;
+                continue;
+            }
             match mknodat(
                 Some(dev_dir.as_raw_fd()),
                 name,

@@ -9,6 +9,9 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+pub use super::userns::IdMap;
+use super::userns::{check_maps, must_map, MapError, GID_MAPS, UID_MAPS};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("bundle {bundle}: cannot read config.json: {reason}")]
@@ -32,6 +35,7 @@ pub enum NsKind {
     Ipc,
     Net,
     Cgroup,
+    User,
 }
 
 impl NsKind {
@@ -44,6 +48,7 @@ impl NsKind {
             NsKind::Ipc => F::CLONE_NEWIPC,
             NsKind::Net => F::CLONE_NEWNET,
             NsKind::Cgroup => F::CLONE_NEWCGROUP,
+            NsKind::User => F::CLONE_NEWUSER,
         }
     }
 
@@ -56,6 +61,7 @@ impl NsKind {
             NsKind::Ipc => "ipc",
             NsKind::Net => "net",
             NsKind::Cgroup => "cgroup",
+            NsKind::User => "user",
         }
     }
 }
@@ -141,6 +147,10 @@ pub struct ContainerConfig {
     pub limits: super::cgroup::Limits,
     /// `linux.resources.devices`, in order.
     pub devices: Vec<super::devices::DeviceRule>,
+    /// `linux.uidMappings` and `linux.gidMappings`, checked: non-empty exactly when the
+    /// container gets a new user namespace.
+    pub uid_maps: Vec<IdMap>,
+    pub gid_maps: Vec<IdMap>,
 }
 
 impl ContainerConfig {
@@ -148,6 +158,11 @@ impl ContainerConfig {
         self.namespaces
             .iter()
             .any(|n| n.kind == kind && n.path.is_none())
+    }
+
+    /// Whether the container has a user namespace of its own, new or joined by path.
+    pub fn has_userns(&self) -> bool {
+        self.namespaces.iter().any(|n| n.kind == NsKind::User)
     }
 
     /// Reads and checks `<bundle>/config.json`.
@@ -270,6 +285,7 @@ impl ContainerConfig {
                 LinuxNamespaceType::Ipc => NsKind::Ipc,
                 LinuxNamespaceType::Network => NsKind::Net,
                 LinuxNamespaceType::Cgroup => NsKind::Cgroup,
+                LinuxNamespaceType::User => NsKind::User,
                 other => return Err(unsupported(&format!("linux.namespaces type {other}"))),
             };
             if namespaces.iter().any(|n| n.kind == kind) {
@@ -415,6 +431,8 @@ impl ContainerConfig {
                 "setting a host name needs a UTS namespace".into(),
             ));
         }
+        let (uid_maps, gid_maps) =
+            id_maps(&linux, &namespaces, &process).map_err(|e| invalid(&e.key, e.reason))?;
         Ok(ContainerConfig {
             bundle: bundle.to_owned(),
             rootfs,
@@ -432,7 +450,58 @@ impl ContainerConfig {
             seccomp,
             limits,
             devices,
+            uid_maps,
+            gid_maps,
         })
+    }
+}
+
+/// `linux.uidMappings` and `linux.gidMappings`, checked against the namespaces and the
+/// process's user. As in runc: maps without a user namespace are refused, and a new user
+/// namespace without maps too. A user namespace joined by path keeps the maps it has, so
+/// maps next to a path are refused rather than silently ignored.
+fn id_maps(
+    linux: &oci_spec::runtime::Linux,
+    namespaces: &[Namespace],
+    process: &ProcessSpec,
+) -> Result<(Vec<IdMap>, Vec<IdMap>), MapError> {
+    let convert = |list: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
+        list.iter()
+            .flatten()
+            .map(|m| IdMap {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    let (uid, gid) = (convert(linux.uid_mappings()), convert(linux.gid_mappings()));
+    let refuse_any = |reason: &str| -> Result<(Vec<IdMap>, Vec<IdMap>), MapError> {
+        for (key, maps) in [(UID_MAPS, &uid), (GID_MAPS, &gid)] {
+            if !maps.is_empty() {
+                return Err(MapError::new(key, reason));
+            }
+        }
+        Ok((Vec::new(), Vec::new()))
+    };
+    match namespaces.iter().find(|n| n.kind == NsKind::User) {
+        None => refuse_any("given, but linux.namespaces has no user namespace"),
+        Some(Namespace { path: Some(_), .. }) => {
+            refuse_any("given with a user namespace joined by path, which keeps its own maps")
+        }
+        Some(_) => {
+            check_maps(UID_MAPS, &uid)?;
+            check_maps(GID_MAPS, &gid)?;
+            // The init becomes root in the new namespace to set the container up.
+            must_map(UID_MAPS, &uid, 0, UID_MAPS)?;
+            must_map(GID_MAPS, &gid, 0, GID_MAPS)?;
+            must_map(UID_MAPS, &uid, process.uid, "process.user.uid")?;
+            must_map(GID_MAPS, &gid, process.gid, "process.user.gid")?;
+            for g in &process.additional_gids {
+                must_map(GID_MAPS, &gid, *g, "process.user.additionalGids")?;
+            }
+            Ok((uid, gid))
+        }
     }
 }
 
@@ -471,14 +540,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
         present(
             l.cgroups_path().is_some(),
             "linux.cgroupsPath (cgroups go under gantry/<id>)",
-        )?;
-        present(
-            l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
-            "linux.uidMappings",
-        )?;
-        present(
-            l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
-            "linux.gidMappings",
         )?;
         present(l.intel_rdt().is_some(), "linux.intelRdt")?;
         present(l.personality().is_some(), "linux.personality")?;

@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 #[allow(unused_imports)] // not every test binary uses the fixtures
 pub use gantry_testkit::*;
 
+pub mod bundle;
+
 /// Runs the `gantry` binary with `args`; returns (success, stdout, stderr).
 pub fn gantry(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
