@@ -261,6 +261,17 @@ fn bad_maps_are_refused_clearly_and_leave_nothing_as_root() {
             "linux.uidMappings: given, but linux.namespaces has no user namespace",
         ),
         (
+            "pathandmaps",
+            Box::new(|c: &mut Value| {
+                for n in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+                    if n["type"] == "user" {
+                        n["path"] = "/proc/1/ns/user".into();
+                    }
+                }
+            }),
+            "linux.uidMappings: given with a user namespace joined by path",
+        ),
+        (
             "nomaps",
             Box::new(|c: &mut Value| {
                 c["linux"]["uidMappings"] = json!([]);

@@ -1,12 +1,13 @@
 //! `exec`: another process in a running container. It joins every namespace of the
 //! container's init (opened from `/proc/<pid>/ns/*` before anything changes), and gets the
 //! same security settings as the container's process: capabilities, `no_new_privs`,
-//! rlimits, user and the seccomp filters, all from the bundle's config. With a user
-//! namespace, that one first, so the process never runs as the host's root in there. A PID namespace
-//! takes effect for children only, so the runtime forks once to join and once more to run
-//! the program inside, and waits for it.
+//! rlimits, user and the seccomp filters, all from the bundle's config. The user
+//! namespace comes first; those the container shares with the runtime are left alone. A
+//! PID namespace takes effect for children only, so the runtime forks once to join and
+//! once more to run the program inside, and waits for it.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 use nix::fcntl::{open, OFlag};
 use nix::sched::setns;
@@ -74,19 +75,26 @@ pub fn exec(
         None => Vec::new(),
     };
     // Open every namespace first: joining the mount namespace changes what /proc shows.
-    // The user namespace first (the others are then joined with its privileges), and only
-    // when the container has one: joining one's own user namespace is an error.
-    let user = config.has_userns().then_some(NsKind::User);
+    // The user namespace first: the others are then joined with its privileges, and the
+    // process never runs as the host's root in there.
     let mut namespaces = Vec::new();
-    for kind in user.into_iter().chain([
+    for kind in [
+        NsKind::User,
         NsKind::Ipc,
         NsKind::Uts,
         NsKind::Net,
         NsKind::Pid,
         NsKind::Cgroup,
         NsKind::Mount,
-    ]) {
+    ] {
         let path = format!("/proc/{}/ns/{}", stored.pid, kind.proc_name());
+        // One the container shares with the runtime needs no joining, and in a user
+        // namespace could not be joined.
+        let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        if ino(&path).is_some() && ino(&path) == ino(&format!("/proc/self/ns/{}", kind.proc_name()))
+        {
+            continue;
+        }
         let fd = open(
             path.as_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,

@@ -277,11 +277,16 @@ fn helper_steps(
         .filter_map(|n| n.path.as_ref().map(|p| (n.kind, p)))
         .collect();
     joins.sort_by_key(|(kind, _)| *kind != NsKind::User);
+    // All opened first, as the host's root: once in a joined user namespace, /proc of
+    // processes outside it is out of reach.
+    let mut fds = Vec::new();
     for (kind, path) in joins {
         let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| format!("open namespace {}: {e}", path.display()))?;
         // SAFETY: open just returned this descriptor and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        fds.push((kind, path, unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    for (kind, path, fd) in fds {
         nix::sched::setns(&fd, kind.clone_flag())
             .map_err(|e| format!("join namespace {}: {e}", path.display()))?;
     }
