@@ -233,6 +233,10 @@ impl PartialBlob {
         self.len == 0
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn write_chunk(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         self.file.write_all(chunk)?;
         self.hasher.update(chunk);
@@ -289,23 +293,68 @@ fn hash_into(reader: &mut impl Read, hasher: &mut Sha256) -> std::io::Result<u64
     }
 }
 
-/// Checks that the file at `path` has `size` bytes and hashes to `digest`.
-pub fn verify_file(digest: &Digest, size: u64, path: &Path) -> Result<(), BlobError> {
-    let (got, len) = hash_file(digest, path)?;
-    if len != size {
-        return Err(BlobError::Size {
+/// A reader that hashes and counts what passes through it, so that a blob is checked in
+/// the same read that uses it (no check of a file followed by a second open that could
+/// see other content).
+#[derive(Debug)]
+pub struct Verifying<R> {
+    inner: R,
+    digest: Digest,
+    size: u64,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<R: Read> Verifying<R> {
+    pub fn new(inner: R, digest: &Digest, size: u64) -> Self {
+        Self {
+            inner,
             digest: digest.clone(),
-            got: len,
-            expected: size,
-        });
+            size,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
-    if got != *digest {
-        return Err(BlobError::Mismatch {
-            digest: digest.clone(),
-            got: got.hex().to_owned(),
-        });
+
+    /// Reads what the consumer left and checks the whole against the size and digest.
+    /// `path` names the source in an error.
+    pub fn finish(mut self, path: &Path) -> Result<(), BlobError> {
+        let io = |source| BlobError::Io {
+            digest: self.digest.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        let rest = hash_into(
+            &mut (&mut self.inner).take(self.size.saturating_sub(self.len) + 1),
+            &mut self.hasher,
+        )
+        .map_err(io)?;
+        let len = self.len + rest;
+        if len != self.size {
+            return Err(BlobError::Size {
+                digest: self.digest,
+                got: len,
+                expected: self.size,
+            });
+        }
+        let got = self.hasher.finish();
+        if got != self.digest {
+            return Err(BlobError::Mismatch {
+                digest: self.digest,
+                got: got.hex().to_owned(),
+            });
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+impl<R: Read> Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 /// The sha256 and length of a file (errors name `digest`, what it should be).
@@ -348,6 +397,39 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), data);
         assert!(blobs.contains(&d));
         assert_eq!(leftovers(dir.path()), vec![d.hex().to_owned()]);
+    }
+
+    #[test]
+    fn a_verifying_reader_checks_what_its_consumer_read_and_what_it_left() {
+        let data = b"layer bytes".repeat(50_000);
+        let d = sha256(&data);
+        let path = Path::new("layer.tar");
+        // The consumer reads part of it; finish reads the rest and checks the whole.
+        let mut r = Verifying::new(&data[..], &d, data.len() as u64);
+        let mut head = vec![0; 1000];
+        r.read_exact(&mut head).unwrap();
+        r.finish(path).unwrap();
+
+        let mut evil = data.clone();
+        evil[400_000] ^= 1;
+        let err = Verifying::new(&evil[..], &d, data.len() as u64)
+            .finish(path)
+            .unwrap_err();
+        assert!(matches!(err, BlobError::Mismatch { .. }), "{err}");
+        assert!(err.to_string().contains(&d.to_string()), "{err}");
+        let err = Verifying::new(&data[..10], &d, data.len() as u64)
+            .finish(path)
+            .unwrap_err();
+        assert!(matches!(err, BlobError::Size { got: 10, .. }), "{err}");
+        let longer = [&data[..], b"x"].concat();
+        let err = Verifying::new(&longer[..], &d, data.len() as u64)
+            .finish(path)
+            .unwrap_err();
+        let expected = data.len() as u64 + 1;
+        assert!(
+            matches!(err, BlobError::Size { got, .. } if got == expected),
+            "{err}"
+        );
     }
 
     #[test]

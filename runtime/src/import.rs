@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::blobs::Verifying;
 use crate::manifest::{self, Descriptor, ImageConfig, InvalidManifest, Manifest};
 use crate::pull::{record_for, store_bytes};
 use crate::reference::{Digest, ImageRef, Sha256};
@@ -214,7 +215,6 @@ fn oci_layout(
     for layer in &manifest.layers {
         let d = &layer.descriptor;
         let path = blob_path(dir, &d.digest);
-        crate::blobs::verify_file(&d.digest, d.size, &path)?;
         sources.push(path);
     }
     install(
@@ -228,8 +228,9 @@ fn oci_layout(
     )
 }
 
-/// Unpacks the layers of a manifest from `sources` (verified layer blobs, in order), then
-/// records it.
+/// Unpacks the layers of a manifest from `sources` (layer blobs, in order, each checked
+/// against its descriptor in the same read that unpacks it), commits them with one sync,
+/// then records the image.
 fn install(
     store: &Store,
     name: String,
@@ -239,21 +240,33 @@ fn install(
     config: &ImageConfig,
     sources: &[PathBuf],
 ) -> Result<ImageRecord, ImportError> {
+    let chains = config.chain_ids();
+    let _locks = store.lock_layers(&chains)?;
+    let mut staged = Vec::new();
     for (((layer, diff), chain), source) in manifest
         .layers
         .iter()
         .zip(&config.rootfs.diff_ids)
-        .zip(config.chain_ids())
+        .zip(&chains)
         .zip(sources)
     {
-        store.ensure_layer(
-            &chain,
-            diff,
-            &layer.descriptor.digest,
-            layer.compression,
-            source,
-        )?;
+        if store.has_layer(chain) {
+            continue;
+        }
+        let d = &layer.descriptor;
+        let file = File::open(source).map_err(io(source))?;
+        let mut reader = Verifying::new(
+            BufReader::with_capacity(256 * 1024, file),
+            &d.digest,
+            d.size,
+        );
+        let unpacked = store.stage_layer(chain, diff, &d.digest, layer.compression, &mut reader);
+        // A blob that is not what the manifest says is the error, whatever the unpacker
+        // made of it.
+        reader.finish(source)?;
+        staged.push(unpacked?);
     }
+    store.commit_layers(staged)?;
     let record = record_for(name, index, manifest_digest, manifest, config);
     store.put_image(record.clone())?;
     Ok(record)

@@ -1,8 +1,9 @@
 //! Pulling an image: resolve the reference to a linux/amd64 manifest, fetch and verify the
 //! config, download the layers concurrently (resuming partial downloads with range
-//! requests), unpack each into the store as soon as it is verified, and record the image
-//! once everything it names is in place.
+//! requests) and unpack each as it arrives, keep what verifies, commit the layers with one
+//! sync, and record the image once everything it names is in place.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,8 +13,8 @@ use tokio::task::JoinSet;
 use crate::blobs::{BlobError, PartialBlob};
 use crate::manifest::{ImageConfig, ImageManifest, InvalidManifest, Layer, Manifest};
 use crate::reference::{Digest, ImageRef};
-use crate::registry::{Registry, RegistryError, RegistryOptions};
-use crate::store::{ImageRecord, LayerOutcome, LayerRecord, Store, StoreError};
+use crate::registry::{Registry, RegistryError, RegistryOptions, Tee};
+use crate::store::{ImageRecord, LayerRecord, StagedLayer, Store, StoreError};
 
 /// How many times a layer download is tried before the pull fails; each retry resumes.
 const DOWNLOAD_ATTEMPTS: usize = 3;
@@ -150,8 +151,9 @@ pub async fn pull(
     )?;
     let chain_ids = config.chain_ids();
 
-    let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
+    // Layers already in the store are done; the others are locked (all at once, in one
+    // order, so that pulls sharing layers cannot deadlock) until they are committed.
+    let mut wanted = Vec::new();
     for ((layer, diff_id), chain_id) in manifest
         .layers
         .iter()
@@ -159,6 +161,28 @@ pub async fn pull(
         .zip(config.rootfs.diff_ids.iter().cloned())
         .zip(chain_ids.iter().cloned())
     {
+        if store.has_layer(&chain_id) {
+            progress.layer_done(&layer.descriptor.digest, LayerDone::AlreadyThere);
+        } else {
+            wanted.push((layer, diff_id, chain_id));
+        }
+    }
+    let (s, chains) = (
+        store.clone(),
+        wanted.iter().map(|w| w.2.clone()).collect::<Vec<_>>(),
+    );
+    let _locks = tokio::task::spawn_blocking(move || s.lock_layers(&chains))
+        .await
+        .map_err(|e| PullError::Task(e.to_string()))??;
+
+    let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (layer, diff_id, chain_id) in wanted {
+        // Another pull may have put it there while this one waited for the locks.
+        if store.has_layer(&chain_id) {
+            progress.layer_done(&layer.descriptor.digest, LayerDone::AlreadyThere);
+            continue;
+        }
         let (store, registry, progress, limit) = (
             store.clone(),
             registry.clone(),
@@ -166,22 +190,35 @@ pub async fn pull(
             limit.clone(),
         );
         tasks.spawn(async move {
-            fetch_layer(
+            let staged = fetch_layer(
                 &store, &registry, &*progress, &limit, &layer, &diff_id, &chain_id,
             )
-            .await
+            .await;
+            (layer.descriptor.digest, staged)
         });
     }
+    let mut staged = Vec::new();
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined
-            .map_err(|e| PullError::Task(e.to_string()))
-            .and_then(|r| r);
         // The other layers run to their end: an aborted task would leave its unpacking
-        // thread running without the locks it took. What they finish stays for next time.
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
+        // thread running without the locks it took. What they finish is committed, so
+        // that it stays for next time.
+        match joined.map_err(|e| PullError::Task(e.to_string())) {
+            Ok((blob, Ok(layer))) => staged.push((blob, layer)),
+            Ok((_, Err(e))) | Err(e) => {
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    let blobs: Vec<Digest> = staged.iter().map(|(b, _)| b.clone()).collect();
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || {
+        s.commit_layers(staged.into_iter().map(|(_, l)| l).collect())
+    })
+    .await
+    .map_err(|e| PullError::Task(e.to_string()))??;
+    for blob in &blobs {
+        progress.layer_done(blob, LayerDone::Unpacked);
     }
     if let Some(e) = first_error {
         return Err(e);
@@ -198,6 +235,12 @@ pub async fn pull(
     Ok(record)
 }
 
+/// Downloads a layer and unpacks it as it arrives; returns it staged for commit. The
+/// unpacker gets the bytes before the blob's digest can be checked (that needs the last
+/// byte), which is safe because it treats every layer as hostile anyway (see
+/// [`crate::layer`]), and what it made is kept only if the whole blob then verifies and
+/// the unpacker saw exactly that blob. Otherwise (a download that started over, or a
+/// resumed one that turned out wrong) the layer is unpacked again from the verified file.
 async fn fetch_layer(
     store: &Arc<Store>,
     registry: &Registry,
@@ -206,83 +249,20 @@ async fn fetch_layer(
     layer: &Layer,
     diff_id: &Digest,
     chain_id: &Digest,
-) -> Result<(), PullError> {
+) -> Result<StagedLayer, PullError> {
     let blob = &layer.descriptor.digest;
+    let size = layer.descriptor.size;
     let task_err = |e: tokio::task::JoinError| PullError::Task(e.to_string());
-    if store.has_layer(chain_id) {
-        progress.layer_done(blob, LayerDone::AlreadyThere);
-        return Ok(());
-    }
     let (s, b) = (store.clone(), blob.clone());
+    // Two layers (of this pull or another) can come from one blob: one partial file each.
     let _lock = tokio::task::spawn_blocking(move || s.blob_lock(&b))
         .await
         .map_err(task_err)??;
-    // Another pull may have unpacked it while this one waited for the lock.
-    if store.has_layer(chain_id) {
-        progress.layer_done(blob, LayerDone::AlreadyThere);
-        return Ok(());
-    }
-    let source = {
-        // Only downloads count against the limit; unpacking overlaps the next download.
-        let _permit = limit
-            .acquire()
-            .await
-            .map_err(|e| PullError::Task(e.to_string()))?;
-        let mut verified = None;
-        for round in 0..2 {
-            let (partial, resumed) = download(store, registry, progress, layer).await?;
-            match partial.finish(layer.descriptor.size) {
-                Ok(path) => {
-                    verified = Some(path);
-                    break;
-                }
-                // What an earlier run left was not a prefix of this blob (the partial is
-                // gone now): fetch it whole, once.
-                Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. }))
-                    if resumed && round == 0 =>
-                {
-                    tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        verified.ok_or_else(|| PullError::Task(format!("layer {blob} was not downloaded")))?
-    };
-    let (s, c, d, b, comp) = (
-        store.clone(),
-        chain_id.clone(),
-        diff_id.clone(),
-        blob.clone(),
-        layer.compression,
-    );
-    let outcome = tokio::task::spawn_blocking(move || {
-        let outcome = s.ensure_layer(&c, &d, &b, comp, &source);
-        // Unpacked or refused, the compressed copy has served its purpose.
-        s.blobs().remove_partial(&b);
-        outcome
-    })
-    .await
-    .map_err(task_err)??;
-    progress.layer_done(
-        blob,
-        match outcome {
-            LayerOutcome::Unpacked => LayerDone::Unpacked,
-            LayerOutcome::AlreadyThere => LayerDone::AlreadyThere,
-        },
-    );
-    Ok(())
-}
-
-/// Downloads a layer blob into its partial file, resuming what is there and retrying a
-/// dropped connection; says whether it started from an earlier partial.
-async fn download(
-    store: &Store,
-    registry: &Registry,
-    progress: &dyn Progress,
-    layer: &Layer,
-) -> Result<(PartialBlob, bool), PullError> {
-    let blob = &layer.descriptor.digest;
-    let size = layer.descriptor.size;
+    // Only downloads count against the limit.
+    let permit = limit
+        .acquire()
+        .await
+        .map_err(|e| PullError::Task(e.to_string()))?;
     let mut partial = store.blobs().open_partial(blob)?;
     if partial.len() > size {
         // Longer than the blob: not a prefix of it. Start over.
@@ -292,6 +272,133 @@ async fn download(
         })?;
     }
     let resumed = !partial.is_empty();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut tee = Tee::new(tx, partial.len());
+    let streamed = Streamed::open(partial.path(), partial.len(), rx);
+    let unpacking = {
+        let (s, c, d, b, comp) = (
+            store.clone(),
+            chain_id.clone(),
+            diff_id.clone(),
+            blob.clone(),
+            layer.compression,
+        );
+        tokio::task::spawn_blocking(move || s.stage_layer(&c, &d, &b, comp, streamed?))
+    };
+    let downloaded = download(registry, progress, layer, &mut partial, &mut tee).await;
+    let whole = tee.close(size);
+    let unpacked = unpacking.await.map_err(task_err)?;
+    downloaded?;
+    let (source, whole) = match partial.finish(size) {
+        Ok(path) => (path, whole),
+        // What an earlier run left was not a prefix of this blob (the partial is gone
+        // now): fetch it whole, once.
+        Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. })) if resumed => {
+            tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
+            let mut partial = store.blobs().open_partial(blob)?;
+            download(registry, progress, layer, &mut partial, &mut Tee::none()).await?;
+            (partial.finish(size)?, false)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    drop(permit);
+    let staged = if whole {
+        unpacked
+    } else {
+        let (s, c, d, b, comp, path) = (
+            store.clone(),
+            chain_id.clone(),
+            diff_id.clone(),
+            blob.clone(),
+            layer.compression,
+            source.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(|e| StoreError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            s.stage_layer(
+                &c,
+                &d,
+                &b,
+                comp,
+                std::io::BufReader::with_capacity(256 * 1024, file),
+            )
+        })
+        .await
+        .map_err(task_err)?
+    };
+    // Unpacked or refused, the compressed copy has served its purpose (and deleted before
+    // the commit's sync, its pages never reach the disk).
+    store.blobs().remove_partial(blob);
+    Ok(staged?)
+}
+
+/// What the unpacker reads while a layer downloads: the bytes an earlier run left in the
+/// partial file, then the chunks of this download as they arrive. The end of the channel
+/// is the end of the stream.
+struct Streamed {
+    prefix: std::io::Take<std::fs::File>,
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Streamed {
+    fn open(
+        path: &std::path::Path,
+        prefix: u64,
+        rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
+        let file = std::fs::File::open(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            prefix: file.take(prefix),
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        })
+    }
+}
+
+impl Read for Streamed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.prefix.limit() > 0 {
+            return match self.prefix.read(buf)? {
+                0 => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the partial download shrank while it was read",
+                )),
+                n => Ok(n),
+            };
+        }
+        while self.pos == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => (self.chunk, self.pos) = (chunk, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Downloads the rest of a layer blob into its partial file (and the tee), resuming what
+/// is there and retrying a dropped connection.
+async fn download(
+    registry: &Registry,
+    progress: &dyn Progress,
+    layer: &Layer,
+    partial: &mut PartialBlob,
+    tee: &mut Tee,
+) -> Result<(), PullError> {
+    let blob = &layer.descriptor.digest;
+    let size = layer.descriptor.size;
     for attempt in 1..=DOWNLOAD_ATTEMPTS {
         let offset = partial.len();
         progress.layer_started(blob, size, offset);
@@ -300,7 +407,7 @@ async fn download(
         }
         let on_bytes = |n| progress.layer_bytes(blob, n);
         match registry
-            .download_blob(blob, size, &mut partial, &on_bytes)
+            .download_blob(blob, size, partial, tee, &on_bytes)
             .await
         {
             Ok(start) => {
@@ -318,7 +425,7 @@ async fn download(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((partial, resumed))
+    Ok(())
 }
 
 /// The record for an image whose layers are all in the store.
@@ -377,4 +484,67 @@ pub(crate) fn read_blob(store: &Store, digest: &Digest) -> Result<Vec<u8>, BlobE
         path,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` (offset, bytes) through a tee into a [`Streamed`] reader whose
+    /// partial file holds `prefix`; returns what the reader read and the tee's verdict.
+    fn stream(prefix: &[u8], chunks: &[(u64, &[u8])], size: u64) -> (Vec<u8>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        std::fs::write(&path, prefix).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut tee = Tee::new(tx, prefix.len() as u64);
+        let mut reader = Streamed::open(&path, prefix.len() as u64, rx).unwrap();
+        let reading = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).map(|_| got)
+        });
+        rt.block_on(async {
+            for (at, chunk) in chunks {
+                tee.feed(*at, chunk).await;
+            }
+        });
+        let whole = tee.close(size);
+        (reading.join().unwrap().unwrap(), whole)
+    }
+
+    #[test]
+    fn the_unpacker_reads_the_earlier_partial_then_the_download() {
+        let (got, whole) = stream(b"abc", &[(3, b"def"), (6, b"gh")], 8);
+        assert_eq!(got, b"abcdefgh");
+        assert!(whole);
+        // Short of the size: the unpacker's view is not the blob.
+        let (_, whole) = stream(b"", &[(0, b"abc")], 8);
+        assert!(!whole);
+    }
+
+    #[test]
+    fn a_download_that_starts_over_breaks_the_stream() {
+        // The registry ignored the range request: the blob comes again from byte 0.
+        let (got, whole) = stream(b"abc", &[(0, b"abcdefgh")], 8);
+        assert!(!whole);
+        assert_eq!(
+            got, b"abc",
+            "nothing after the restart reaches the unpacker"
+        );
+    }
+
+    #[test]
+    fn a_partial_that_shrinks_while_read_is_an_error_not_a_short_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        std::fs::write(&path, b"ab").unwrap();
+        let (_tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut reader = Streamed::open(&path, 5, rx).unwrap();
+        let mut got = Vec::new();
+        let err = reader.read_to_end(&mut got).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
 }

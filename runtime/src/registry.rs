@@ -113,6 +113,59 @@ pub struct Registry {
     auth: Mutex<Auth>,
 }
 
+/// A copy of a blob's bytes, in order, for a reader that works on them as they arrive (the
+/// layer unpacker), so that unpacking overlaps the download. The copy stays whole only
+/// while chunks come in order from where it started: a download that starts over breaks
+/// it, and what the reader made of it must then be thrown away.
+#[derive(Debug)]
+pub struct Tee {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    next: u64,
+    broken: bool,
+}
+
+impl Tee {
+    /// A copy that goes to `tx` and starts at byte `from` (what the reader gets
+    /// elsewhere, from an earlier partial download, comes before it).
+    pub fn new(tx: tokio::sync::mpsc::Sender<Vec<u8>>, from: u64) -> Self {
+        Self {
+            tx: Some(tx),
+            next: from,
+            broken: false,
+        }
+    }
+
+    /// A copy that goes nowhere.
+    pub fn none() -> Self {
+        Self {
+            tx: None,
+            next: 0,
+            broken: true,
+        }
+    }
+
+    pub(crate) async fn feed(&mut self, at: u64, chunk: &[u8]) {
+        if at != self.next {
+            self.broken = true;
+            self.tx = None;
+        }
+        if let Some(tx) = &self.tx {
+            // A reader that hung up has finished (or failed) on what it got.
+            if tx.send(chunk.to_vec()).await.is_err() {
+                self.tx = None;
+            }
+        }
+        self.next = at + chunk.len() as u64;
+    }
+
+    /// Ends the copy (the reader sees the end of its stream) and says whether the reader
+    /// was offered exactly bytes `0..size`, in order.
+    pub fn close(mut self, size: u64) -> bool {
+        self.tx = None;
+        !self.broken && self.next == size
+    }
+}
+
 impl Registry {
     /// Connects to the registry that serves `image` and settles the scheme.
     pub async fn connect(image: &ImageRef, opts: &RegistryOptions) -> Result<Self, RegistryError> {
@@ -245,6 +298,7 @@ impl Registry {
         digest: &Digest,
         size: u64,
         partial: &mut PartialBlob,
+        tee: &mut Tee,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, RegistryError> {
         let offset = partial.len();
@@ -313,7 +367,9 @@ impl Registry {
                     "registry sent more than the {size} bytes the manifest gives"
                 )));
             }
+            let at = partial.len();
             partial.write_chunk(&chunk).map_err(write_err)?;
+            tee.feed(at, &chunk).await;
             on_bytes(chunk.len() as u64);
         }
         Ok(start)

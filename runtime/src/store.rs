@@ -20,8 +20,12 @@
 //! the store keeps layers unpacked only, as Docker's overlay2 store does. A host needs half
 //! the disk, and a pull writes and syncs each layer once instead of twice.
 //!
-//! Concurrency: a pull holds `gc.lock` shared and each layer's lock while it unpacks that
-//! layer, so two pulls of one layer unpack it once; `rm`/`prune` hold `gc.lock` exclusive so
+//! A pull unpacks its layers into `tmp/` while they download, then makes them durable with
+//! one `syncfs` and renames them into `layers/` ([`Store::commit_layers`]): one sync per
+//! pull, not per layer, and the deleted compressed copies never reach the disk.
+//!
+//! Concurrency: a pull holds `gc.lock` shared and the locks of the layers it lacks (taken
+//! in one order) until they are committed, so two pulls of one layer unpack it once; `rm`/`prune` hold `gc.lock` exclusive so
 //! that they never free a layer a pull is about to name. `images.json` is rewritten under
 //! `images.lock`.
 //!
@@ -118,13 +122,6 @@ struct Records {
     images: BTreeMap<String, ImageRecord>,
 }
 
-/// What [`Store::ensure_layer`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerOutcome {
-    Unpacked,
-    AlreadyThere,
-}
-
 /// What `rm`/`prune` freed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Freed {
@@ -145,6 +142,32 @@ pub struct BlobLock(#[allow(dead_code)] Flock<File>); // held for its Drop
 /// A shared hold on the store that keeps `rm`/`prune` out while a pull runs.
 #[derive(Debug)]
 pub struct PullGuard(#[allow(dead_code)] Flock<File>); // held for its Drop
+
+/// Exclusive holds on the unpacking of some layers, from [`Store::lock_layers`].
+#[derive(Debug)]
+pub struct LayerLocks(#[allow(dead_code)] Vec<Flock<File>>); // held for their Drop
+
+/// A layer unpacked into a work directory, waiting for [`Store::commit_layers`]. Dropped
+/// uncommitted, it is deleted.
+#[derive(Debug)]
+pub struct StagedLayer {
+    work: Option<PathBuf>,
+    chain_id: Digest,
+}
+
+impl StagedLayer {
+    pub fn chain_id(&self) -> &Digest {
+        &self.chain_id
+    }
+}
+
+impl Drop for StagedLayer {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            let _ = std::fs::remove_dir_all(work);
+        }
+    }
+}
 
 impl Store {
     /// Opens (creating) the store at `root`, and clears what dead processes left in `tmp/`.
@@ -216,53 +239,45 @@ impl Store {
         Ok(dir.keep())
     }
 
-    /// Unpacks the layer with `chain_id` from `source`, the verified content of blob
-    /// `blob`, unless it is already there. Another process unpacking the same layer is
-    /// waited for, not repeated.
-    pub fn ensure_layer(
+    /// Takes the unpack locks of these layers, in one global order so that two pulls that
+    /// share layers cannot each hold one the other waits for. Held until the layers are
+    /// committed (or found there), so that two pulls of one layer unpack it once.
+    pub fn lock_layers<'a>(
         &self,
-        chain_id: &Digest,
-        diff_id: &Digest,
-        blob: &Digest,
-        compression: Compression,
-        source: &Path,
-    ) -> Result<LayerOutcome, StoreError> {
-        if self.has_layer(chain_id) {
-            return Ok(LayerOutcome::AlreadyThere);
-        }
-        let _lock = self.lock(
-            &format!("layer-{}.lock", chain_id.hex()),
-            FlockArg::LockExclusive,
-        )?;
-        if self.has_layer(chain_id) {
-            return Ok(LayerOutcome::AlreadyThere);
-        }
-        let work = self.tmp_dir(&format!("layer-{}", &chain_id.hex()[..12]))?;
-        let result = self.unpack_into(&work, chain_id, diff_id, blob, compression, source);
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&work);
-        }
-        result.map(|()| LayerOutcome::Unpacked)
+        chain_ids: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<LayerLocks, StoreError> {
+        let sorted: BTreeSet<&str> = chain_ids.into_iter().map(Digest::hex).collect();
+        sorted
+            .into_iter()
+            .map(|hex| self.lock(&format!("layer-{hex}.lock"), FlockArg::LockExclusive))
+            .collect::<Result<_, _>>()
+            .map(LayerLocks)
     }
 
-    fn unpack_into(
+    /// Unpacks a layer from `compressed` (the content of blob `blob`) into a work
+    /// directory and checks its diff_id. Nothing is synced and nothing is visible under
+    /// `layers/` until [`Store::commit_layers`]; a staged layer that is dropped instead is
+    /// deleted. The caller holds the layer's lock ([`Store::lock_layers`]).
+    pub fn stage_layer(
         &self,
-        work: &Path,
         chain_id: &Digest,
         diff_id: &Digest,
         blob: &Digest,
         compression: Compression,
-        source: &Path,
-    ) -> Result<(), StoreError> {
+        compressed: impl std::io::Read,
+    ) -> Result<StagedLayer, StoreError> {
+        let work = self.tmp_dir(&format!("layer-{}", &chain_id.hex()[..12]))?;
+        let staged = StagedLayer {
+            work: Some(work.clone()),
+            chain_id: chain_id.clone(),
+        };
         let diff = work.join("diff");
         std::fs::create_dir(&diff).map_err(io(&diff))?;
-        let file = File::open(source).map_err(io(source))?;
-        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
         let Unpacked {
             diff_id: got,
             entries,
             uncompressed_bytes,
-        } = layer::unpack(reader, compression, &diff).map_err(|source| StoreError::Unpack {
+        } = layer::unpack(compressed, compression, &diff).map_err(|source| StoreError::Unpack {
             blob: blob.clone(),
             source: Box::new(source),
         })?;
@@ -288,15 +303,33 @@ impl Store {
         File::create(&meta_path)
             .and_then(|mut f| f.write_all(&json))
             .map_err(io(&meta_path))?;
-        // One syncfs makes every file of the layer durable before its name appears.
-        let dir = File::open(work).map_err(io(work))?;
+        Ok(staged)
+    }
+
+    /// Makes staged layers durable and puts them in place: one `syncfs` for all of them
+    /// (most of their data is already on its way to disk, see `layer::start_writeback`),
+    /// then a rename each, then one sync of `layers/`. One sync per pull instead of one per
+    /// layer: the layers of an image share a file system, and a sync flushes all of it.
+    pub fn commit_layers(&self, staged: Vec<StagedLayer>) -> Result<(), StoreError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let layers = self.root.join("layers");
+        let dir = File::open(&layers).map_err(io(&layers))?;
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)).map_err(|e| StoreError::Io {
-            path: work.to_owned(),
+            path: layers.clone(),
             source: e.into(),
         })?;
-        let dest = self.root.join("layers").join(chain_id.hex());
-        std::fs::rename(work, &dest).map_err(io(&dest))?;
-        sync_dir(&self.root.join("layers"))
+        for mut layer in staged {
+            if let Some(work) = layer.work.take() {
+                let dest = layers.join(layer.chain_id.hex());
+                if let Err(e) = std::fs::rename(&work, &dest) {
+                    let _ = std::fs::remove_dir_all(&work);
+                    return Err(io(&dest)(e));
+                }
+            }
+        }
+        dir.sync_all().map_err(io(&layers))
     }
 
     fn records_path(&self) -> PathBuf {

@@ -209,3 +209,59 @@ fn ensure_imports_from_the_archive_that_names_the_image_and_passes_over_broken_o
     assert!(!ok);
     assert!(err.contains("cannot pull 127.0.0.1:9/nowhere:1"), "{err}");
 }
+
+#[test]
+fn refuses_a_layout_whose_layer_blob_was_altered_naming_the_digest_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root; CI runs as root"
+    );
+    let work = tempfile::tempdir().expect("work");
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).expect("layout");
+    let layers = busybox_layers();
+    let d = amd64_image(&layout, &layers, Comp::Gzip);
+    finish_layout(&layout, vec![("example.com/app:1.0", d)]);
+    // Flip one byte in the middle of the biggest layer blob (busybox), keeping its size.
+    // The unpacker may trip over it too; the error is the digest, whatever it made of it.
+    let blobs = layout.join("blobs/sha256");
+    let biggest = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .map(|e| e.expect("entry").path())
+        .max_by_key(|p| std::fs::metadata(p).expect("meta").len())
+        .expect("a blob");
+    let mut bytes = std::fs::read(&biggest).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&biggest, &bytes).expect("write");
+    let hex = biggest
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+
+    let root = tempfile::tempdir().expect("store");
+    let (ok, _, err) = gantry(
+        &[
+            "--root",
+            root.path().to_str().expect("utf-8"),
+            "image",
+            "import",
+            layout.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(!ok, "an altered layer was imported");
+    assert!(
+        err.contains(&format!("blob sha256:{hex}: content hashes to")),
+        "{err}"
+    );
+    let store = Store::open(root.path()).expect("store");
+    assert!(store.images().expect("images").is_empty());
+    let layers_dir = root.path().join("layers");
+    assert_eq!(
+        std::fs::read_dir(&layers_dir).expect("layers").count(),
+        0,
+        "nothing from the layers of a refused image is kept"
+    );
+}
