@@ -1,5 +1,15 @@
 //! `/etc/resolv.conf`: the read-only root has a symlink to [`RESOLV_CONF`] under `/run`,
 //! which PID 1 rewrites whenever the configured or DHCP-given servers change.
+//!
+//! Containers follow it while they run. Each container's `gantry run --host-resolv-conf
+//! /run/gantry/resolv.conf` watches this file's directory and rewrites the container's
+//! bind-mounted copy in place when the file is replaced (see
+//! `gantry_runtime::container::from_image`), so a container started before the DHCP lease
+//! has the lease's servers as soon as it arrives, and a renewed lease with other servers
+//! reaches every running container. PID 1 therefore never holds containers back waiting
+//! for the network: a container without network needs starts at once, and a network that
+//! never answers does not stop the others. [`Resolver::write`] replaces the file by a
+//! rename in the same directory, which is what the watch sees.
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -47,7 +47,7 @@ pub struct Commands {
     pub state: PathBuf,
     /// Container logs.
     pub log_dir: PathBuf,
-    /// The host's resolver file, copied into containers.
+    /// The host's resolver file, copied into containers and followed while they run.
     pub resolv_conf: PathBuf,
     /// Registry trust and credentials.
     pub registries: RegistriesConfig,

@@ -109,7 +109,8 @@ struct RunArgs {
     /// Where the network's address leases live [default: <root>/network].
     #[arg(long)]
     network_state: Option<PathBuf>,
-    /// The host's resolver configuration, copied into the container.
+    /// The host's resolver configuration, copied into the container and followed while it
+    /// runs: when the file changes, the container's `/etc/resolv.conf` is rewritten.
     #[arg(long, default_value = "/etc/resolv.conf")]
     host_resolv_conf: PathBuf,
     /// Resolvers for bridged containers when the host's are all on loopback; repeatable
@@ -487,7 +488,6 @@ fn import_from_archives(
 
 fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result<i32> {
     use gantry_runtime::container::{self, from_image, CreateOptions, StateDir};
-    use gantry_runtime::network::dns;
     let id: gantry_runtime::ContainerId = args.name.parse()?;
     let image = store.image(&parse_ref(&args.image)?.to_string())?;
     let bundle = args.state_root.join("bundles").join(id.as_str());
@@ -527,19 +527,13 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
         },
     };
     net.validate()?;
-    let host_dns = match std::fs::read_to_string(&args.host_resolv_conf) {
-        Ok(text) => dns::HostDns::parse(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => dns::HostDns::default(),
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot read {}", args.host_resolv_conf.display()))
-        }
+    let container_dns = from_image::ContainerDns {
+        network: args.network,
+        upstream: net.upstream_dns.clone(),
     };
-    let resolv_conf = match args.network {
-        NetworkMode::Bridge => Some(dns::bridged_resolv_conf(&host_dns, &net.upstream_dns)),
-        NetworkMode::Host => Some(dns::host_resolv_conf(&host_dns)),
-        NetworkMode::None => None,
-    };
+    let host_dns = from_image::read_host_dns(&args.host_resolv_conf)
+        .with_context(|| format!("cannot read {}", args.host_resolv_conf.display()))?;
+    let resolv_conf = container_dns.render(&host_dns);
     let opts = from_image::RunOptions {
         command: args.command,
         entrypoint: args.entrypoint.map(|e| vec![e]),
@@ -592,6 +586,20 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
             );
         }
         container::start(&states, &id)?;
+        // A thread, so only now: the container's init has been forked. It inherits the
+        // blocked signals, which stay with the wait below. Dropped when the wait ends.
+        let _follower = opts.resolv_conf.as_ref().and_then(|_| {
+            from_image::ResolvFollower::start(
+                &args.host_resolv_conf,
+                &from_image::resolv_conf_path(&bundle),
+                container_dns,
+                id.as_str(),
+            )
+            .map_err(|e| {
+                tracing::warn!(container = %id, error = %e, "resolver changes will not reach the container");
+            })
+            .ok()
+        });
         let status = container::wait_forwarding(pid, &signals).context("wait for the container")?;
         Ok(container::exit_code(status).unwrap_or(1))
     })();

@@ -10,8 +10,29 @@
 //! namespace (the bridge is attached by [`crate::network::attach`] once the container
 //! exists), `host` shares the caller's. A generated `resolv.conf` is written into the
 //! bundle and bind-mounted read-only over the image's `/etc/resolv.conf`.
+//!
+//! **DNS that changes while a container runs.** A machine often starts a container before
+//! its DHCP lease arrives (the image is in the store; nothing else waits for the network),
+//! and a renewed lease may name other servers. Choice: a running container follows the
+//! host. `gantry run` lives as long as its container, and its [`ResolvFollower`] watches
+//! the host's resolver file (PID 1's `/run/gantry/resolv.conf`) with inotify and rewrites
+//! the bundle's copy *in place* when it changes, as Docker does with its per-container
+//! file. In place, not temp file and rename: the bind mount holds the inode, and a file
+//! renamed over it would never be seen inside. The new text is written over the old and
+//! the file then cut to length, so a reader sees whole old or new lines, never an empty
+//! file; there is no fsync, as the file is on tmpfs and made afresh at every start. The
+//! alternative, PID 1 holding containers back until the network is up, would delay every
+//! container (even `network = "none"` ones) by the DHCP wait, hang on a network that never
+//! answers, and still miss a later lease with other servers. glibc (2.26 and later)
+//! re-reads a changed `resolv.conf` and musl and busybox read it at every lookup; a
+//! program that caches it itself sees the new servers when it restarts.
 
+use std::ffi::OsString;
+use std::io::{Read, Seek, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde_json::{json, Value};
@@ -19,6 +40,7 @@ use serde_json::{json, Value};
 use super::caps::docker_default_sets;
 use super::seccomp::Profile;
 use crate::manifest::ImageConfig;
+use crate::network::dns::{self, HostDns};
 use crate::network::NetworkMode;
 use crate::store::{ImageRecord, Store};
 use crate::Digest;
@@ -60,6 +82,11 @@ pub enum FromImageError {
     },
     #[error("mount the root file system at {path}: {errno}")]
     Mount {
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
+    #[error("cannot watch {path} for resolver changes: {errno}")]
+    Watch {
         path: PathBuf,
         errno: nix::errno::Errno,
     },
@@ -177,7 +204,7 @@ pub fn make_bundle(
     })?;
     let mut spec = spec_for(&config, &rootfs, opts).map_err(bad)?;
     if let Some(text) = &opts.resolv_conf {
-        let path = bundle.join("resolv.conf");
+        let path = resolv_conf_path(bundle);
         std::fs::write(&path, text).map_err(io(&path))?;
         if let Some(mounts) = spec["mounts"].as_array_mut() {
             mounts.push(json!({
@@ -190,6 +217,204 @@ pub fn make_bundle(
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap_or_default())
         .map_err(io(&path))?;
     Ok(())
+}
+
+/// The bundle's copy of the container's `/etc/resolv.conf`.
+pub fn resolv_conf_path(bundle: &Path) -> PathBuf {
+    bundle.join("resolv.conf")
+}
+
+/// How a container's `/etc/resolv.conf` is made from the host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerDns {
+    pub network: NetworkMode,
+    /// Servers for a bridged container when the host has only loopback ones.
+    pub upstream: Vec<Ipv4Addr>,
+}
+
+impl ContainerDns {
+    /// The file's text for these host settings; None for `none`, which keeps the image's.
+    pub fn render(&self, host: &HostDns) -> Option<String> {
+        match self.network {
+            NetworkMode::Bridge => Some(dns::bridged_resolv_conf(host, &self.upstream)),
+            NetworkMode::Host => Some(dns::host_resolv_conf(host)),
+            NetworkMode::None => None,
+        }
+    }
+}
+
+/// The host's resolver settings from `path`; none when the file does not exist (yet).
+pub fn read_host_dns(path: &Path) -> std::io::Result<HostDns> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(HostDns::parse(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HostDns::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the content of the existing file `path` with `text`, keeping its inode (a
+/// bind mount of it shows the new text); false when it already held `text`. The new text
+/// goes over the old before the file is cut to length, so it is never seen empty.
+pub fn rewrite_in_place(path: &Path, text: &str) -> std::io::Result<bool> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut old = Vec::new();
+    file.read_to_end(&mut old)?;
+    if old == text.as_bytes() {
+        return Ok(false);
+    }
+    file.rewind()?;
+    file.write_all(text.as_bytes())?;
+    file.set_len(text.len() as u64)?;
+    Ok(true)
+}
+
+/// Logged (with `container=` and `file=`) when a running container's `/etc/resolv.conf`
+/// was rewritten because the host's changed.
+pub const RESOLV_UPDATED: &str = "container resolv.conf updated from the host's";
+
+/// Keeps a running container's `/etc/resolv.conf` (the bundle's copy) in step with the
+/// host's resolver file, on a thread of its own, until dropped. See the module docs.
+#[derive(Debug)]
+pub struct ResolvFollower {
+    /// Dropping it wakes the thread (its read end sees the hang-up) to end.
+    stop: Option<OwnedFd>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ResolvFollower {
+    /// Watches `host` and rewrites `target` from it with `dns`, at once and at every change.
+    ///
+    /// `host` is followed through symlinks as they are now, and the directory holding the
+    /// file is watched (the file is usually replaced by a rename). Start it after the
+    /// container exists, not before a fork: it is a thread.
+    pub fn start(
+        host: &Path,
+        target: &Path,
+        dns: ContainerDns,
+        container: &str,
+    ) -> Result<ResolvFollower, FromImageError> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let watch_err = |path: &Path| {
+            let path = path.to_owned();
+            move |errno| FromImageError::Watch { path, errno }
+        };
+        let host = std::fs::canonicalize(host).unwrap_or_else(|_| host.to_owned());
+        let (dir, name) = match (host.parent(), host.file_name()) {
+            (Some(d), Some(n)) if !d.as_os_str().is_empty() => (d.to_owned(), n.to_owned()),
+            _ => (PathBuf::from("."), host.as_os_str().to_owned()),
+        };
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .map_err(watch_err(&dir))?;
+        inotify
+            .add_watch(
+                &dir,
+                AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_DELETE,
+            )
+            .map_err(watch_err(&dir))?;
+        let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(watch_err(&dir))?;
+        let sync = Sync {
+            host: dir.join(&name),
+            target: target.to_owned(),
+            dns,
+            container: container.to_owned(),
+        };
+        // What changed between the bundle being made and the watch being set.
+        sync.run();
+        let thread = std::thread::Builder::new()
+            .name("resolv-follow".into())
+            .spawn(move || follow(&inotify, &stop_rx, &name, &sync))
+            .map_err(|e| FromImageError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
+        Ok(ResolvFollower {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ResolvFollower {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One rewrite of a container's file from the host's.
+struct Sync {
+    host: PathBuf,
+    target: PathBuf,
+    dns: ContainerDns,
+    container: String,
+}
+
+impl Sync {
+    fn run(&self) {
+        let text = match read_host_dns(&self.host) {
+            Ok(host) => self.dns.render(&host),
+            Err(e) => {
+                tracing::warn!(container = %self.container, file = %self.host.display(), error = %e, "cannot read the host's resolver file");
+                return;
+            }
+        };
+        let Some(text) = text else { return };
+        match rewrite_in_place(&self.target, &text) {
+            Ok(true) => {
+                tracing::info!(container = %self.container, file = %self.target.display(), "{RESOLV_UPDATED}")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(container = %self.container, file = %self.target.display(), error = %e, "cannot update the container's resolv.conf")
+            }
+        }
+    }
+}
+
+/// The follower thread: a rewrite for every event naming the host file, until `stop`
+/// hangs up.
+fn follow(inotify: &nix::sys::inotify::Inotify, stop: &OwnedFd, name: &OsString, sync: &Sync) {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::inotify::AddWatchFlags;
+    loop {
+        let mut fds = [
+            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!(container = %sync.container, error = %e, "resolver watch failed; the container keeps its resolv.conf");
+                return;
+            }
+        }
+        if fds[1].any().unwrap_or(true) {
+            return;
+        }
+        match inotify.read_events() {
+            Ok(events) => {
+                if events.iter().any(|e| {
+                    e.name.as_ref() == Some(name) || e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                }) {
+                    sync.run();
+                }
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!(container = %sync.container, error = %e, "resolver watch failed; the container keeps its resolv.conf");
+                return;
+            }
+        }
+    }
 }
 
 /// Unmounts the root file system and removes the bundle directory.
@@ -380,6 +605,90 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn rewrites_keep_the_inode_and_cut_the_old_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        std::fs::write(
+            &path,
+            "nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch a.example\n",
+        )
+        .unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        assert!(rewrite_in_place(&path, "nameserver 10.0.2.3\n").unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "nameserver 10.0.2.3\n"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        assert!(!rewrite_in_place(&path, "nameserver 10.0.2.3\n").unwrap());
+        let missing = dir.path().join("gone");
+        assert!(
+            rewrite_in_place(&missing, "x").is_err(),
+            "never creates a file"
+        );
+        assert!(!missing.exists());
+    }
+
+    fn wait_for_text(path: &Path, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = std::fs::read_to_string(path).unwrap();
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} holds {got:?}",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_containers_resolv_conf_follows_the_hosts_renames_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let host_dir = dir.path().join("run");
+        std::fs::create_dir(&host_dir).unwrap();
+        let host = host_dir.join("resolv.conf");
+        let target = dir.path().join("bundle-resolv.conf");
+        let dns = ContainerDns {
+            network: NetworkMode::Bridge,
+            upstream: vec![Ipv4Addr::new(8, 8, 8, 8)],
+        };
+        // Made before the lease: no host file yet, the fallback server.
+        let first = dns.render(&read_host_dns(&host).unwrap()).unwrap();
+        assert_eq!(first, "# generated by gantry\nnameserver 8.8.8.8\n");
+        std::fs::write(&target, &first).unwrap();
+        let ino = std::fs::metadata(&target).unwrap().ino();
+        // A change before the watch starts is caught up at once.
+        crate::fsutil::write_atomic(&host, b"nameserver 127.0.0.53\nsearch lan\n").unwrap();
+        let follower = ResolvFollower::start(&host, &target, dns, "web").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "# generated by gantry\nnameserver 8.8.8.8\nsearch lan\n"
+        );
+        // PID 1 renames a new file into place when the lease arrives.
+        crate::fsutil::write_atomic(&host, b"nameserver 10.0.2.3\n").unwrap();
+        wait_for_text(&target, "# generated by gantry\nnameserver 10.0.2.3\n");
+        // Other files in the directory are not the host's resolver file.
+        std::fs::write(host_dir.join("network.json"), "{}").unwrap();
+        std::fs::write(host_dir.join("resolv.conf"), "nameserver 192.0.2.1\n").unwrap();
+        wait_for_text(&target, "# generated by gantry\nnameserver 192.0.2.1\n");
+        assert_eq!(std::fs::metadata(&target).unwrap().ino(), ino, "same inode");
+        drop(follower);
+        crate::fsutil::write_atomic(&host, b"nameserver 192.0.2.2\n").unwrap();
+        assert!(
+            std::fs::read_to_string(&target)
+                .unwrap()
+                .contains("192.0.2.1"),
+            "a dropped follower has stopped (its thread was joined)"
+        );
+    }
 
     #[test]
     fn users_resolve_by_number_and_by_name() {
