@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use gantry_runtime::container::{self, CreateOptions, StateDir, Status, DEFAULT_STATE_ROOT};
@@ -47,7 +47,8 @@ enum Command {
         /// Write the init's pid here.
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
-        /// Not supported yet (terminals).
+        /// For a bundle with `process.terminal`: a unix socket to send the pty's master to
+        /// (SCM_RIGHTS), as runc does.
         #[arg(long = "console-socket")]
         console_socket: Option<PathBuf>,
         /// Write the container's stdout and stderr to this file, a timestamped line each
@@ -119,12 +120,13 @@ fn parse_id(id: &str) -> Result<ContainerId> {
 
 fn run(cli: Cli) -> Result<i32> {
     let states = StateDir::new(&cli.root);
-    let create_opts = |pid_file, log| CreateOptions {
+    let create_opts = |pid_file, log, console_socket| CreateOptions {
         log_rotation: None,
         pid_file,
         no_cgroups: cli.no_cgroups,
         cgroup_root: cli.cgroup_root.clone(),
         log,
+        console_socket,
     };
     match cli.command {
         Command::Create {
@@ -134,11 +136,9 @@ fn run(cli: Cli) -> Result<i32> {
             console_socket,
             container_log,
         } => {
-            if console_socket.is_some() {
-                bail!("--console-socket: terminals are not supported yet");
-            }
             let id = parse_id(&id)?;
-            container::create(&states, &id, &bundle, &create_opts(pid_file, container_log))?;
+            let opts = create_opts(pid_file, container_log, console_socket);
+            container::create(&states, &id, &bundle, &opts)?;
         }
         Command::Start { id } => container::start(&states, &parse_id(&id)?)?,
         Command::State { id } => {
@@ -159,8 +159,8 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             let id = parse_id(&id)?;
             let signals = container::block_forwarded_signals().context("block signals")?;
-            let pid =
-                container::create(&states, &id, &bundle, &create_opts(pid_file, container_log))?;
+            let opts = create_opts(pid_file, container_log, None);
+            let pid = container::create(&states, &id, &bundle, &opts)?;
             let waited = container::start(&states, &id)
                 .map_err(anyhow::Error::from)
                 .and_then(|()| {

@@ -79,16 +79,30 @@ pub(super) fn close_inherited_fds() -> Result<(), String> {
     Ok(())
 }
 
+/// What the runtime hands the init: its ends of the hand-shake pipes, the exec fifo
+/// (`O_PATH`), the logger's pipes, the console socket.
+pub struct Handoff {
+    pub ready: OwnedFd,
+    pub go: OwnedFd,
+    pub fifo: OwnedFd,
+    pub stdio: Option<super::log::LogPipes>,
+    pub console: Option<std::os::unix::net::UnixStream>,
+}
+
 /// Runs in the cloned child; never returns.
 pub fn run(
     config: &ContainerConfig,
     filters: &[BpfProgram],
-    ready: OwnedFd,
-    go: OwnedFd,
-    stdio: Option<super::log::LogPipes>,
-    fifo_fd: OwnedFd,
+    handoff: Handoff,
     join_paths: bool,
 ) -> ! {
+    let Handoff {
+        ready,
+        go,
+        fifo: fifo_fd,
+        stdio,
+        console,
+    } = handoff;
     harden_child();
     if let Some(pipes) = stdio {
         // The logger's pipes become stdout and stderr; stdin reads nothing.
@@ -124,7 +138,7 @@ pub fn run(
             exit(1);
         }
     }
-    match setup(config, join_paths) {
+    match setup(config, join_paths, console.as_ref()) {
         Ok(()) => {}
         Err(e) => {
             let _ = ready.write_all(format!("error: {e}\n").as_bytes());
@@ -172,9 +186,13 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Everything before the wait for `start`. Joins the namespaces named by path unless the
+/// Everything before the wait for `start`; with a console socket, the terminal. Joins the namespaces named by path unless the
 /// user namespace helper has (`join_paths` false).
-fn setup(config: &ContainerConfig, join_paths: bool) -> Result<(), String> {
+fn setup(
+    config: &ContainerConfig,
+    join_paths: bool,
+    console: Option<&std::os::unix::net::UnixStream>,
+) -> Result<(), String> {
     for ns in config.namespaces.iter().filter(|_| join_paths) {
         if let Some(path) = &ns.path {
             if ns.kind == super::spec::NsKind::Pid {
@@ -203,6 +221,10 @@ fn setup(config: &ContainerConfig, join_paths: bool) -> Result<(), String> {
     }
     rootfs::prepare(config).map_err(|e| e.to_string())?;
     rootfs::finish(config).map_err(|e| e.to_string())?;
+    // From the container's devpts, now in place.
+    if let Some(socket) = console {
+        super::console::attach(socket)?;
+    }
     // What runc checks at create: the working directory (made if missing) and the program.
     if std::fs::metadata(&config.process.cwd).is_err() {
         std::fs::create_dir_all(&config.process.cwd).map_err(|e| {

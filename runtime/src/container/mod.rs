@@ -12,10 +12,14 @@
 //! given to the container's root, so that an init in a user namespace can reach it
 //! whatever the permissions of the state directory.
 //!
-//! Not yet here (the bundle is refused when it asks for them): hooks, terminals.
+//! `process.terminal` follows runc's `--console-socket` convention (see [`console`]): a
+//! terminal needs the socket, the socket needs a terminal, and a terminal replaces the log.
+//!
+//! Not yet here (the bundle is refused when it asks for them): hooks.
 
 pub mod caps;
 pub mod cgroup;
+pub mod console;
 pub mod devices;
 mod exec;
 pub mod from_image;
@@ -96,6 +100,9 @@ pub struct CreateOptions {
     pub log: Option<PathBuf>,
     /// Rotate the log file by size.
     pub log_rotation: Option<log::Rotation>,
+    /// runc's `--console-socket`: where to send the pty of a container with
+    /// `process.terminal` (and only of one).
+    pub console_socket: Option<PathBuf>,
 }
 
 fn sys(id: &ContainerId, step: &'static str) -> impl FnOnce(nix::errno::Errno) -> ContainerError {
@@ -256,17 +263,22 @@ fn clone_init(
         }
         None => None,
     };
+    let console = console_socket(id, config, opts)?;
     let mut stack = vec![0u8; 1 << 20];
     // Moved into the child's closure: the parent's copies close when clone returns, so
     // the logger sees end-of-file when the container's last process is gone.
-    let mut pipes = Some((ready_wr, go_rd, stdio, fifo_fd));
+    let mut handoff = Some(init::Handoff {
+        ready: ready_wr,
+        go: go_rd,
+        fifo: fifo_fd,
+        stdio,
+        console,
+    });
     // With a user namespace the helper has joined the namespaces named by path already.
     let init_joins = !config.has_userns();
     let init_cb: nix::sched::CloneCb = Box::new(move || -> isize {
-        match pipes.take() {
-            Some((w, go, stdio, fifo)) => {
-                init::run(config, &filters, w, go, stdio, fifo, init_joins)
-            }
+        match handoff.take() {
+            Some(handoff) => init::run(config, &filters, handoff, init_joins),
             None => 1,
         }
     });
@@ -288,6 +300,38 @@ fn clone_init(
         let _ = nix::sys::wait::waitpid(child, None);
     }
     result
+}
+
+/// The connection to `--console-socket`, checked against `process.terminal` as runc
+/// does.
+fn console_socket(
+    id: &ContainerId,
+    config: &ContainerConfig,
+    opts: &CreateOptions,
+) -> Result<Option<std::os::unix::net::UnixStream>, ContainerError> {
+    let refuse = |reason: &str| ContainerError::Init {
+        id: id.to_string(),
+        reason: reason.to_owned(),
+    };
+    match (&opts.console_socket, config.process.terminal) {
+        (None, false) => Ok(None),
+        (None, true) => Err(refuse(
+            "process.terminal needs --console-socket to send the terminal to",
+        )),
+        (Some(_), false) => Err(refuse(
+            "--console-socket needs process.terminal in the bundle",
+        )),
+        (Some(_), true) if opts.log.is_some() => Err(refuse(
+            "a terminal and a container log cannot both take the output",
+        )),
+        (Some(path), true) => std::os::unix::net::UnixStream::connect(path)
+            .map(Some)
+            .map_err(|source| ContainerError::Io {
+                id: id.to_string(),
+                path: path.clone(),
+                source,
+            }),
+    }
 }
 
 /// Clones the helper that makes the user namespace and clones `init` (see [`userns`]);

@@ -123,6 +123,8 @@ pub struct ProcessSpec {
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
     pub caps: CapSets,
+    /// `process.terminal`: a pty for stdio, handed to the caller over `--console-socket`.
+    pub terminal: bool,
 }
 
 /// What the runtime needs from a bundle, checked.
@@ -273,6 +275,7 @@ impl ContainerConfig {
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
             oom_score_adj: process.oom_score_adj(),
             caps,
+            terminal: process.terminal().unwrap_or(false),
         };
 
         let linux = spec.linux().clone().unwrap_or_default();
@@ -513,7 +516,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
     present(spec.windows().is_some(), "windows")?;
     present(spec.vm().is_some(), "vm")?;
     if let Some(p) = spec.process() {
-        present(p.terminal().unwrap_or(false), "process.terminal")?;
         present(
             p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()),
             "process.apparmorProfile",
