@@ -24,6 +24,7 @@
 //! calls a test cannot make sit behind small traits ([`mounts::MountOps`],
 //! [`shutdown::ShutdownOps`], [`var::VarOps`]).
 
+pub mod api;
 pub mod cmdline;
 pub mod config;
 pub mod console;

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use gantry_init::api;
 use gantry_init::cmdline::{valid_hostname, BootParams};
 use gantry_init::config::sources::{BootConfig, Sources};
 use gantry_init::config::MachineConfig;
@@ -96,6 +97,8 @@ fn main() {
     let mut containers: Option<Containers> = None;
     // Started with the containers: the policy is in the settled config.
     let mut updates: Option<Updates> = None;
+    // Started once the config has settled, when it has an [api] section.
+    let mut api_checked = false;
     let (hostname, chosen) = set_hostname(&params, config.as_ref());
     let network_config = config.map(|c| c.network).unwrap_or_default();
     let mut network = Some(Network::start(net::Options::for_pid1(
@@ -134,6 +137,12 @@ fn main() {
         }
         // A bug in one event must not take the machine down with it.
         let event = catch_unwind(AssertUnwindSafe(|| {
+            if !api_checked {
+                if let Some(settled) = config_handle.get() {
+                    api_checked = true;
+                    start_api(settled.config(), &os_version);
+                }
+            }
             if containers.is_none() && store_check.done() {
                 if let Some(settled) = config_handle.get() {
                     containers = Some(Containers::start(settled.config()));
@@ -368,6 +377,22 @@ fn set_hostname(params: &BootParams, config: Option<&MachineConfig>) -> (String,
 /// `BootConfig::handle`, which settles once IMDS has answered when it is asked.
 fn load_config(params: &BootParams) -> BootConfig {
     Sources::for_pid1(params).load()
+}
+
+/// Starts the HTTPS API on its own thread when `config` has an `[api]` section.
+fn start_api(config: Option<&MachineConfig>, os_version: &str) {
+    let Some((api, config)) = config.and_then(|c| Some((c.api.as_ref()?, c))) else {
+        info!("no [api] section; the API is off");
+        return;
+    };
+    let handler = api::Handler::new(
+        api.tokens.clone(),
+        config.containers.keys().cloned().collect(),
+        os_version.to_owned(),
+    );
+    if let Err(e) = api::spawn(api, handler, api::Host::for_pid1()) {
+        error!(error = %e, "cannot start the API");
+    }
 }
 
 fn open_power_buttons() -> Vec<File> {

@@ -3,7 +3,10 @@
 //! This module owns the schema: the format `version`, the `hostname`, the `[network]`
 //! section, and the `[registries]` and `[containers.<name>]` sections ([`containers`]).
 //! The `[update]` section is the updater's [`UpdatePolicy`], documented with an example of
-//! every key in `updater/src/policy.rs`. API access comes with the API work.
+//! every key in `updater/src/policy.rs`. The optional `[api]` section (where PID 1's HTTPS
+//! API listens, its certificate and key, the SHA-256 of each bearer token) is
+//! [`crate::api::config::ApiConfig`], documented with an example there; without it there is
+//! no API.
 //! Unknown keys are refused, and every error names the key path and the reason, e.g.
 //! `network.interfaces[0].mtu: 20 is below the IPv4 minimum of 68`.
 //!
@@ -53,6 +56,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::api::ApiConfig;
 use gantry_updater::policy::UpdatePolicy;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
@@ -95,6 +99,9 @@ pub struct MachineConfig {
     /// Update server, channel, reboot strategy, boot tries and health gate time.
     #[serde(default)]
     pub update: UpdatePolicy,
+    /// PID 1's HTTPS API; none without the section.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
 }
 
 /// The `[network]` section.
@@ -327,6 +334,13 @@ impl MachineConfig {
                 .into_iter()
                 .map(|(key, reason)| (format!("update.{key}"), reason)),
         );
+        if let Some(api) = &self.api {
+            out.extend(
+                api.problems()
+                    .into_iter()
+                    .map(|(key, reason)| (format!("api.{key}"), reason)),
+            );
+        }
         out
     }
 }

@@ -1,0 +1,304 @@
+//! PID 1's API: a small, read-only HTTPS server, on when the machine config has an `[api]`
+//! section ([`config`]).
+//!
+//! - `GET /v1/status`: the Gantry version, the running release's version, and every
+//!   container's status as the supervisor writes it to
+//!   [`STATUS_FILE`](crate::supervisor::STATUS_FILE) (state, image, restarts, health, last
+//!   exit code, last error), as JSON.
+//! - `GET /v1/containers/<name>/logs?tail=N`: the last N lines (default 100, at most
+//!   10 000, at most 1 MiB) of `/var/log/containers/<name>.log`, as text. `<name>` must be
+//!   a container of the config; the file name is built from the config's copy of it.
+//!
+//! Every request needs `Authorization: Bearer <token>` with a token whose SHA-256 the config
+//! lists (401 otherwise, for every path); unknown paths and containers are 404, other
+//! methods 405, requests with a body 413. What to answer is [`handler`], free of I/O.
+//!
+//! Choices:
+//! - HTTPS only, with rustls and ring (already in the image for the registry client), and
+//!   HTTP/1.1 only: hyper's HTTP/1 server and tokio-rustls, both already in the tree
+//!   through reqwest. No HTTP/2: one protocol, fewer limits to get right.
+//! - Limits: 16 connections at once (more are closed at once), 10 s for the TLS handshake,
+//!   10 s to send the request head, 16 KiB and 64 header lines for it, 60 s per connection.
+//! - The server has its own thread and a current-thread tokio runtime: nothing it does can
+//!   block PID 1's event loop. It never ends: a listener that cannot be bound (an address
+//!   not up yet) is retried every 5 s, accept errors back off, a panic is caught, logged,
+//!   and the server starts again.
+//! - The backend reads are small synchronous file reads, done inline on that runtime.
+
+pub mod config;
+pub mod handler;
+
+use std::convert::Infallible;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{error, info, warn};
+
+pub use config::ApiConfig;
+pub use handler::{Backend, Handler};
+
+/// Logged when the API listens, with `address=`.
+pub const API_LISTENING: &str = "gantry-init: api listening";
+/// Logged for each request, with `peer= method= path= status= token=`.
+pub const API_REQUEST: &str = "gantry-init: api request";
+
+const MAX_CONNECTIONS: usize = 16;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// hyper's read buffer, which bounds the request head (hyper's minimum is 8 KiB).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+const RETRY: Duration = Duration::from_secs(5);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
+/// The most bytes of log one request gets.
+const MAX_TAIL_BYTES: u64 = 1 << 20;
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The certificate or key cannot be used (the config check should have said so).
+    #[error("api.{0}: {1}")]
+    Tls(String, String),
+    /// No thread for the server.
+    #[error("cannot start the api thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// The machine as PID 1 runs it: the supervisor's status file and the container logs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The supervisor's status JSON.
+    pub status_file: PathBuf,
+    /// Where `<name>.log` of each container is.
+    pub log_dir: PathBuf,
+}
+
+impl Host {
+    /// The real paths.
+    pub fn for_pid1() -> Host {
+        Host {
+            status_file: crate::supervisor::STATUS_FILE.into(),
+            log_dir: crate::supervisor::launcher::LOG_DIR.into(),
+        }
+    }
+}
+
+impl Backend for Host {
+    fn containers(&self) -> Result<serde_json::Value, String> {
+        match std::fs::read(&self.status_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("cannot parse {}: {e}", self.status_file.display())),
+            // Supervision has not started yet (the config or the store check is pending).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
+            Err(e) => Err(format!("cannot read {}: {e}", self.status_file.display())),
+        }
+    }
+
+    fn log_tail(&self, container: &str, lines: usize) -> Result<String, String> {
+        let path = self.log_dir.join(format!("{container}.log"));
+        tail_lines(&path, lines).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+}
+
+/// The last `lines` lines of the file at `path` (empty when it does not exist), reading
+/// at most [`MAX_TAIL_BYTES`] from its end; a line cut by that limit is left out.
+pub fn tail_lines(path: &Path, lines: usize) -> std::io::Result<String> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let mut pos = file.metadata()?.len();
+    let mut buf: Vec<u8> = Vec::new();
+    let body = |buf: &[u8]| buf.strip_suffix(b"\n").unwrap_or(buf).len();
+    while pos > 0 && (buf.len() as u64) < MAX_TAIL_BYTES {
+        let newlines = buf[..body(&buf)].iter().filter(|b| **b == b'\n').count();
+        if newlines >= lines {
+            break;
+        }
+        let step = TAIL_CHUNK.min(pos).min(MAX_TAIL_BYTES - buf.len() as u64);
+        pos -= step;
+        file.seek(SeekFrom::Start(pos))?;
+        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+    }
+    let end = body(&buf);
+    let mut start = buf[..end]
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(lines.saturating_sub(1))
+        .map_or(0, |(i, _)| i + 1);
+    if start == 0 && pos > 0 {
+        // The first line read is a part of a line.
+        start = buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(buf.len(), |i| i + 1);
+    }
+    Ok(String::from_utf8_lossy(&buf[start..]).into_owned())
+}
+
+/// Starts the API of `api` on its own thread; it runs as long as the machine.
+pub fn spawn<B: Backend + Send + Sync + 'static>(
+    api: &ApiConfig,
+    handler: Handler,
+    backend: B,
+) -> Result<(), ApiError> {
+    let tls = api.tls().map_err(|mut e| {
+        let (key, reason) = e.swap_remove(0);
+        ApiError::Tls(key, reason)
+    })?;
+    let listen = api.listen;
+    std::thread::Builder::new()
+        .name("api".to_owned())
+        .spawn(move || run(listen, tls, handler, backend))
+        .map(drop)
+        .map_err(ApiError::Thread)
+}
+
+/// The server thread: binds (again and again until it can) and serves; never returns.
+fn run<B: Backend + Send + Sync + 'static>(
+    listen: SocketAddr,
+    tls: Arc<ServerConfig>,
+    handler: Handler,
+    backend: B,
+) {
+    let handler = Arc::new(handler);
+    let backend = Arc::new(backend);
+    loop {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                error!(error = %e, "api: cannot make a runtime; retrying");
+                std::thread::sleep(RETRY);
+                continue;
+            }
+        };
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                match TcpListener::bind(listen).await {
+                    Ok(listener) => {
+                        info!(address = %listen, "{API_LISTENING}");
+                        serve(listener, tls.clone(), handler.clone(), backend.clone()).await
+                    }
+                    Err(e) => warn!(address = %listen, error = %e, "api: cannot listen; retrying"),
+                }
+            })
+        }));
+        if served.is_err() {
+            error!("api: recovered from a panic; starting again");
+        }
+        std::thread::sleep(RETRY);
+    }
+}
+
+/// Accepts connections on `listener` and serves each on its own task; returns never.
+pub async fn serve<B: Backend + Send + Sync + 'static>(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    handler: Arc<Handler>,
+    backend: Arc<B>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors or memory: wait instead of spinning.
+                warn!(error = %e, "api: cannot accept");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, "api: too many connections; closing");
+            continue;
+        };
+        let (acceptor, handler, backend) = (acceptor.clone(), handler.clone(), backend.clone());
+        tokio::spawn(async move {
+            connection(tcp, peer, acceptor, handler, backend).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One connection: the TLS handshake, then HTTP/1.1 requests until the client is done or a
+/// limit is reached.
+async fn connection<B: Backend + Send + Sync + 'static>(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    handler: Arc<Handler>,
+    backend: Arc<B>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "api: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, "api: TLS handshake timed out");
+            return;
+        }
+    };
+    let service = service_fn(move |request: Request<Incoming>| {
+        let (handler, backend) = (handler.clone(), backend.clone());
+        async move {
+            let has_body = !request.body().is_end_stream();
+            let (response, outcome) = handler.handle(
+                request.method(),
+                request.uri(),
+                request.headers(),
+                has_body,
+                &*backend,
+            );
+            info!(
+                %peer,
+                method = %request.method(),
+                path = request.uri().path(),
+                status = outcome.status.as_u16(),
+                token = outcome.token.as_deref().unwrap_or("-"),
+                "{API_REQUEST}"
+            );
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(tls), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(%peer, error = %e, "api: connection ended with an error"),
+        Err(_) => warn!(%peer, "api: connection open too long; closed"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
