@@ -8,7 +8,8 @@
 //! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
 //! It never exits and never panics out of its loop. The containers the config names start
 //! from that loop ([`supervisor`]); after a power cut, only once the image store has been
-//! checked ([`store_check`]).
+//! checked ([`store_check`]). When the config has an `[api]` section, a read-only HTTPS API
+//! (status and container logs, bearer tokens) runs on its own thread ([`api`]).
 //!
 //! The machine config comes from the first source that has one, in this order: the kernel
 //! command line (`gantry.config=<base64>`), QEMU's `fw_cfg` file `opt/org.gantry/config`, a
