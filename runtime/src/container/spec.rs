@@ -814,6 +814,67 @@ mod tests {
             .contains("absolute"));
     }
 
+    /// A bundle with a new user namespace mapping 0..65536 to 100000.., edited.
+    fn userns_config(
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<ContainerConfig, SpecError> {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(dir.path().join("rootfs")).expect("rootfs");
+        let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let mut v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "args": ["/x"], "user": {"uid": 0, "gid": 0}},
+            "linux": {
+                "namespaces": [{"type": "mount"}, {"type": "user"}],
+                "uidMappings": map,
+                "gidMappings": map,
+            },
+        });
+        edit(&mut v);
+        let spec: Spec = serde_json::from_value(v).expect("spec");
+        ContainerConfig::from_spec(dir.path(), &spec)
+    }
+
+    fn refused_key(r: Result<ContainerConfig, SpecError>) -> String {
+        match r {
+            Err(SpecError::Invalid { key, .. }) => key,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn user_namespace_maps_are_checked_against_the_namespaces_and_the_user() {
+        let c = userns_config(|_| {}).expect("good maps");
+        assert!(c.has_new(NsKind::User));
+        let want = IdMap {
+            container: 0,
+            host: 100000,
+            size: 65536,
+        };
+        assert_eq!(
+            (c.uid_maps.as_slice(), c.gid_maps.as_slice()),
+            (&[want][..], &[want][..])
+        );
+        let no_userns =
+            userns_config(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]));
+        assert_eq!(refused_key(no_userns), "linux.uidMappings");
+        let no_gid_maps = userns_config(|v| v["linux"]["gidMappings"] = serde_json::json!([]));
+        assert_eq!(refused_key(no_gid_maps), "linux.gidMappings");
+        let unmapped =
+            userns_config(|v| v["process"]["user"]["additionalGids"] = serde_json::json!([70000]));
+        assert_eq!(refused_key(unmapped), "process.user.additionalGids");
+        let joined = userns_config(|v| {
+            let linux = &mut v["linux"];
+            linux["namespaces"][1]["path"] = "/proc/1/ns/user".into();
+            linux.as_object_mut().expect("linux").remove("uidMappings");
+            linux.as_object_mut().expect("linux").remove("gidMappings");
+        })
+        .expect("joined by path, no maps");
+        assert!(joined.has_userns() && !joined.has_new(NsKind::User));
+        assert!(joined.uid_maps.is_empty());
+    }
+
     #[test]
     fn rlimits_and_capabilities_map_to_kernel_numbers() {
         assert_eq!(
