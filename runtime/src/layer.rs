@@ -96,15 +96,60 @@ use crate::reference::Digest;
 mod archive;
 mod header;
 mod path;
-/// Starts writing a file's data to disk now, without waiting for it, so that the sync
-/// before the layer is renamed into place finds little left to do and the disk works while
-/// the next entries are decompressed. Only a hint: an error changes nothing.
-fn start_writeback(file: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is open for the duration of the call, and sync_file_range
-    // reads no memory of ours.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+/// Writes a file's data and starts writing it to disk every [`Writeback::STEP`] bytes and
+/// at the end, without waiting, so that the sync before the layer is put in place finds
+/// little left to do and the disk works while the rest is decompressed. The hint is only a
+/// hint: its errors change nothing.
+struct Writeback<'a> {
+    file: &'a std::fs::File,
+    written: u64,
+    submitted: u64,
+}
+
+impl<'a> Writeback<'a> {
+    const STEP: u64 = 1 << 20;
+
+    fn new(file: &'a std::fs::File) -> Self {
+        Self {
+            file,
+            written: 0,
+            submitted: 0,
+        }
+    }
+
+    fn submit(&mut self) {
+        use std::os::fd::AsRawFd;
+        let len = self.written - self.submitted;
+        if len == 0 {
+            return;
+        }
+        // SAFETY: the descriptor is open for the duration of the call, and sync_file_range
+        // reads no memory of ours. Offsets past i64 cannot occur for a file we wrote.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.submitted as i64,
+                len as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.submitted = self.written;
+    }
+}
+
+impl std::io::Write for Writeback<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.written += n as u64;
+        if self.written - self.submitted >= Self::STEP {
+            self.submit();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.submit();
+        Ok(())
     }
 }
 
@@ -302,9 +347,10 @@ fn apply<R: Read>(
     match &member.kind {
         Kind::Dir => tree.dir(&entry, &path, member),
         Kind::File => {
-            let mut file = tree.create_file(&entry, &path)?;
-            archive.copy_data(&mut file)?;
-            start_writeback(&file);
+            let file = tree.create_file(&entry, &path)?;
+            let mut out = Writeback::new(&file);
+            archive.copy_data(&mut out)?;
+            out.submit();
             tree.finish_file(&entry, &file, member)
         }
         Kind::Symlink(target) => {

@@ -307,7 +307,7 @@ impl Store {
     }
 
     /// Makes staged layers durable and puts them in place: one `syncfs` for all of them
-    /// (most of their data is already on its way to disk, see `layer::start_writeback`),
+    /// (most of their data is already on its way to disk, see `layer::Writeback`),
     /// then a rename each, then one sync of `layers/`. One sync per pull instead of one per
     /// layer: the layers of an image share a file system, and a sync flushes all of it.
     pub fn commit_layers(&self, staged: Vec<StagedLayer>) -> Result<(), StoreError> {
