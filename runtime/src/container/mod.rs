@@ -64,6 +64,8 @@ pub enum ContainerError {
     },
     #[error("container {id}: init failed: {reason}")]
     Init { id: String, reason: String },
+    #[error("container {id}: {reason}")]
+    Options { id: String, reason: &'static str },
     #[error("container {id} is {status:?}; {what}")]
     WrongStatus {
         id: String,
@@ -309,9 +311,9 @@ fn console_socket(
     config: &ContainerConfig,
     opts: &CreateOptions,
 ) -> Result<Option<std::os::unix::net::UnixStream>, ContainerError> {
-    let refuse = |reason: &str| ContainerError::Init {
+    let refuse = |reason: &'static str| ContainerError::Options {
         id: id.to_string(),
-        reason: reason.to_owned(),
+        reason,
     };
     match (&opts.console_socket, config.process.terminal) {
         (None, false) => Ok(None),
@@ -366,22 +368,27 @@ fn clone_through_helper(
         )
     }
     .map_err(sys(id, "clone the user namespace helper"))?;
-    let init = userns::await_init(config, helper, &mut sync).and_then(|init| {
-        // The init opens the fifo for writing as the container's root.
-        let (uid, gid) = userns::host_root(init)
-            .ok_or_else(|| "root is not mapped in the container's user namespace".to_owned())?;
-        nix::unistd::chown(fifo, Some(uid), Some(gid))
-            .map(|()| init)
-            .map_err(|e| format!("give the exec fifo to the container's root: {e}"))
-    });
-    init.map_err(|reason| {
-        let _ = nix::sys::signal::kill(helper, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(helper, None);
+    let failed = |pid: Pid, reason: String| {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
         ContainerError::Init {
             id: id.to_string(),
             reason,
         }
-    })
+    };
+    let init =
+        userns::await_init(config, helper, &mut sync).map_err(|reason| failed(helper, reason))?;
+    // The init opens the fifo for writing as the container's root.
+    let owned = userns::host_root(init)
+        .ok_or_else(|| "root is not mapped in the container's user namespace".to_owned())
+        .and_then(|(uid, gid)| {
+            nix::unistd::chown(fifo, Some(uid), Some(gid))
+                .map_err(|e| format!("give the exec fifo to the container's root: {e}"))
+        });
+    match owned {
+        Ok(()) => Ok(init),
+        Err(reason) => Err(failed(init, reason)),
+    }
 }
 
 /// Reads up to and including a newline (or to end-of-file), a byte at a time so that
