@@ -326,3 +326,49 @@ fn a_failing_init_in_a_user_namespace_leaves_nothing_as_root() {
         .unwrap_or_default();
     assert!(left.is_empty(), "state left behind: {left:?}");
 }
+
+#[test]
+fn sysfs_is_the_hosts_bound_read_only_without_an_own_network_namespace_as_root() {
+    require_root();
+    let dir = tempdir();
+    // The host's network namespace is not the container's user namespace's to mount
+    // sysfs for: the runtime binds the host's /sys instead.
+    let b = userns_bundle(dir.path(), |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|n| n["type"] != "network");
+    });
+    let r = report(OURS, &b, &dir.path().join("state"), "hostnet");
+    assert_eq!(r["namespaces"]["net"].as_u64(), Some(host_ns("net")));
+    let sys = r["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m[0] == "/sys")
+        .unwrap_or_else(|| panic!("no /sys in {}", r["mounts"]))
+        .clone();
+    assert_eq!(sys[1], "sysfs", "{sys}");
+    let opts = sys[2].as_str().expect("options");
+    assert!(opts.split(',').any(|o| o == "ro"), "{sys}");
+    // A recursive bind brings the host's mounts below /sys along; a new sysfs has none.
+    let below: Vec<&Value> = r["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .filter(|m| {
+            m[0].as_str()
+                .is_some_and(|p| p.starts_with("/sys/fs/cgroup/"))
+        })
+        .collect();
+    let host_below = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|p| p.starts_with("/sys/fs/cgroup/"))
+        })
+        .count();
+    assert_eq!(below.len(), host_below, "{below:?}");
+}
