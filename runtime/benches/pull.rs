@@ -4,7 +4,9 @@
 //!
 //! - `gantry image pull`: download, verify, decompress, check diff_ids, unpack, fsync;
 //! - `skopeo copy docker://… oci:…`: download and verify only, no unpacking, no fsync;
-//! - `skopeo copy` then `umoci unpack`: the same work as Gantry with the usual tools.
+//! - the same followed by `sync -f` on its destination: the durability Gantry gives;
+//! - `skopeo copy`, `sync -f`, then `umoci unpack`: the same work as Gantry with the usual
+//!   tools.
 //!
 //! Prints the medians and the ratios. Run: `cargo bench -p gantry-runtime --bench pull`
 //! (root, docker-registry, skopeo, umoci).
@@ -59,6 +61,7 @@ fn main() {
         .unwrap_or(5);
     let mut gantry_times = Vec::new();
     let mut skopeo_times = Vec::new();
+    let mut synced_times = Vec::new();
     let mut umoci_times = Vec::new();
     for _ in 0..runs {
         let store = tempfile::tempdir().expect("store");
@@ -90,6 +93,13 @@ fn main() {
             "skopeo failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let status = Command::new("sync")
+            .arg("-f")
+            .arg(dest.path())
+            .status()
+            .expect("sync");
+        synced_times.push(start.elapsed());
+        assert!(status.success(), "sync -f failed");
         let out = Command::new("umoci")
             .args(["unpack", "--image"])
             .arg(format!("{}:bench", dest.path().join("oci").display()))
@@ -105,10 +115,12 @@ fn main() {
     }
     println!("gantry runs: {gantry_times:?}");
     println!("skopeo runs: {skopeo_times:?}");
+    println!("skopeo+sync runs: {synced_times:?}");
     println!("skopeo+umoci runs: {umoci_times:?}");
-    let (g, s, u) = (
+    let (g, s, y, u) = (
         median(gantry_times),
         median(skopeo_times),
+        median(synced_times),
         median(umoci_times),
     );
     println!("image: 5 layers, {:.1} MB uncompressed", total as f64 / 1e6);
@@ -121,12 +133,20 @@ fn main() {
         s.as_secs_f64()
     );
     println!(
-        "skopeo copy + umoci unpack (download+verify+unpack): {:.3} s",
+        "skopeo copy + sync -f (download+verify+sync): {:.3} s",
+        y.as_secs_f64()
+    );
+    println!(
+        "skopeo copy + sync -f + umoci unpack (download+verify+unpack): {:.3} s",
         u.as_secs_f64()
     );
     println!(
         "ratio skopeo/gantry: {:.2} (above 1 means gantry is faster)",
         s.as_secs_f64() / g.as_secs_f64()
+    );
+    println!(
+        "ratio skopeo+sync/gantry: {:.2}",
+        y.as_secs_f64() / g.as_secs_f64()
     );
     println!(
         "ratio skopeo+umoci/gantry: {:.2}",
