@@ -1,12 +1,19 @@
 //! `gantry-runtime`: an OCI runtime command line with runc's conventions, so that it can be
 //! driven like runc and measured and compared against runc and crun.
+//!
+//! `run` of a bundle with `process.terminal` and `exec --tty` keep the pty's master and
+//! relay it to this process's stdin and stdout until the process ends (see
+//! `gantry_runtime::container::console`), as `runc run` without `--detach` does.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use gantry_runtime::container::{self, CreateOptions, StateDir, Status, DEFAULT_STATE_ROOT};
+use gantry_runtime::container::console::{ConsoleListener, Relay};
+use gantry_runtime::container::{
+    self, ContainerConfig, CreateOptions, StateDir, Status, DEFAULT_STATE_ROOT,
+};
 use gantry_runtime::ContainerId;
 
 #[derive(Parser)]
@@ -72,7 +79,9 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
-    /// Create, start and wait for a container, then delete it; exits with its status.
+    /// Create, start and wait for a container, then delete it; exits with its status. With
+    /// `process.terminal` in the bundle, the container's terminal is relayed to ours (raw
+    /// while it runs, when ours is a terminal).
     Run {
         id: String,
         #[arg(short, long, default_value = ".")]
@@ -92,6 +101,9 @@ enum Command {
         env: Vec<String>,
         #[arg(long)]
         cwd: Option<PathBuf>,
+        /// Give the process a pty of its own, relayed to our stdin and stdout.
+        #[arg(short, long)]
+        tty: bool,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         args: Vec<String>,
@@ -159,23 +171,41 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             let id = parse_id(&id)?;
             let signals = container::block_forwarded_signals().context("block signals")?;
-            let opts = create_opts(pid_file, container_log, None);
+            let listener = match ContainerConfig::load(&bundle)?.process.terminal {
+                true => Some(ConsoleListener::new(&cli.root)?),
+                false => None,
+            };
+            let opts = create_opts(pid_file, container_log, listener.as_ref().map(|l| l.path()));
             let pid = container::create(&states, &id, &bundle, &opts)?;
-            let waited = container::start(&states, &id)
-                .map_err(anyhow::Error::from)
-                .and_then(|()| {
-                    container::wait_forwarding(pid, &signals).context("wait for the container")
-                });
+            // The terminal's size is set before the process starts.
+            let relay = listener
+                .map(|l| l.receive().and_then(|master| Relay::new(master, None)))
+                .transpose();
+            let waited = relay.map_err(anyhow::Error::from).and_then(|relay| {
+                container::start(&states, &id)?;
+                Ok(match relay {
+                    Some(r) => r.run(pid, &signals)?,
+                    None => container::wait_forwarding(pid, &signals)
+                        .context("wait for the container")?,
+                })
+            });
             // Started or not, `run` leaves nothing behind.
             let _ = container::delete(&states, &id, true);
             return Ok(container::exit_code(waited?).unwrap_or(1));
         }
-        Command::Exec { id, env, cwd, args } => {
+        Command::Exec {
+            id,
+            env,
+            cwd,
+            tty,
+            args,
+        } => {
             let opts = container::ExecOptions {
                 args,
                 env,
                 cwd,
                 timeout: None,
+                tty,
             };
             return Ok(container::exec(&states, &parse_id(&id)?, &opts)?);
         }

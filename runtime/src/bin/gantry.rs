@@ -623,6 +623,7 @@ fn probe(args: ProbeArgs) -> Result<bool> {
                 env: Vec::new(),
                 cwd: None,
                 timeout: Some(timeout),
+                tty: false,
             };
             return Ok(container::exec(&states, &id, &opts)? == 0);
         }

@@ -5,9 +5,18 @@
 //! namespace comes first; those the container shares with the runtime are left alone. A
 //! PID namespace takes effect for children only, so the runtime forks once to join and
 //! once more to run the program inside, and waits for it.
+//!
+//! With [`ExecOptions::tty`] the program gets a pty of its own, opened from the
+//! container's devpts in the container's mount namespace and sized like the caller's
+//! terminal; its master comes back over a socket pair and the runtime relays it to its
+//! own stdin and stdout (see [`super::console`]). The process's `terminal` setting from
+//! the bundle does not carry over: an exec has a terminal when asked for one, as with
+//! runc's `--tty`.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::IsTerminal;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 
 use nix::fcntl::{open, OFlag};
 use nix::sched::setns;
@@ -16,7 +25,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use super::spec::{ContainerConfig, NsKind, ProcessSpec};
-use super::{init, ContainerError, StateDir, Status};
+use super::{console, init, ContainerError, StateDir, Status};
 use crate::id::ContainerId;
 
 /// What to run, on top of the container's own process settings.
@@ -27,6 +36,8 @@ pub struct ExecOptions {
     pub cwd: Option<std::path::PathBuf>,
     /// Kill the process (SIGKILL) if it runs longer; its exit code is then 137.
     pub timeout: Option<std::time::Duration>,
+    /// Give the process a pty and relay it to the caller's stdin and stdout.
+    pub tty: bool,
 }
 
 /// Runs `opts.args` in the running container `id` and returns its wait status as an exit
@@ -70,6 +81,7 @@ pub fn exec(
     if let Some(cwd) = &opts.cwd {
         process.cwd = cwd.clone();
     }
+    process.terminal = opts.tty;
     let filters = match &config.seccomp {
         Some(p) => p.compile()?,
         None => Vec::new(),
@@ -108,22 +120,53 @@ pub fn exec(
         // SAFETY: open just returned this descriptor and nothing else owns it.
         namespaces.push((kind, unsafe { OwnedFd::from_raw_fd(fd) }));
     }
+    let sys = |step| {
+        let id = id.to_string();
+        move |errno| ContainerError::Sys { id, step, errno }
+    };
+    let console_err = |source| ContainerError::Console {
+        id: id.to_string(),
+        source,
+    };
+    // The process's end of the pair sends the pty's master back; the signals a terminal
+    // relay takes are blocked before the fork (the helper unblocks its own).
+    let mut terminal = None;
+    if opts.tty {
+        let pair = UnixStream::pair()
+            .map_err(|source| console::ConsoleError::Pair { source })
+            .map_err(console_err)?;
+        let signals = super::block_forwarded_signals().map_err(sys("block signals"))?;
+        let stdin = std::io::stdin();
+        let size = stdin
+            .is_terminal()
+            .then(|| console::window_size(stdin.as_fd()).ok())
+            .flatten();
+        terminal = Some((pair, signals, size));
+    }
     // SAFETY: the runtime command line is single-threaded, so the child gets a consistent
     // copy of memory; it only makes system calls and execs or exits.
-    match unsafe { fork() }.map_err(|errno| ContainerError::Sys {
-        id: id.to_string(),
-        step: "fork",
-        errno,
-    })? {
+    match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Parent { child } => {
-            let status = waitpid(child, None).map_err(|errno| ContainerError::Sys {
-                id: id.to_string(),
-                step: "wait",
-                errno,
-            })?;
+            let status = match terminal {
+                Some(((ours, theirs), signals, _)) => {
+                    drop(theirs);
+                    match console::recv_fd(&ours) {
+                        Ok((_, master)) => console::Relay::new(master, None)
+                            .and_then(|r| r.run(child, &signals))
+                            .map_err(console_err)?,
+                        // The process said why on stderr and exits.
+                        Err(_) => waitpid(child, None).map_err(sys("wait"))?,
+                    }
+                }
+                None => waitpid(child, None).map_err(sys("wait"))?,
+            };
             Ok(super::exit_code(status).unwrap_or(1))
         }
         ForkResult::Child => {
+            let terminal = terminal.map(|((ours, theirs), _, size)| {
+                drop(ours);
+                (theirs, size)
+            });
             init::harden_child();
             // If the caller dies (a health check killed at its deadline), so does this
             // helper, and with it (below) the process in the container.
@@ -147,12 +190,21 @@ pub fn exec(
             // Now in the container's PID namespace for children: fork the real process.
             // SAFETY: still single-threaded (this is the forked child).
             match unsafe { fork() } {
-                Ok(ForkResult::Parent { child }) => exit(match opts.timeout {
-                    Some(limit) => wait_code_within(child, limit),
-                    None => wait_code(child),
-                }),
+                Ok(ForkResult::Parent { child }) => {
+                    drop(terminal);
+                    exit(match opts.timeout {
+                        Some(limit) => wait_code_within(child, limit),
+                        None => wait_code(child),
+                    })
+                }
                 Ok(ForkResult::Child) => {
                     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+                    if let Some((socket, size)) = &terminal {
+                        if let Err(e) = console::attach_sized(socket, *size) {
+                            eprintln!("gantry-runtime exec: terminal: {e}");
+                            exit(127);
+                        }
+                    }
                     let err = init::exec_process(&process, &filters);
                     eprintln!("gantry-runtime exec: {err}");
                     exit(127);

@@ -76,6 +76,11 @@ pub enum ContainerError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error("container {id}: {source}")]
+    Console {
+        id: String,
+        source: console::ConsoleError,
+    },
     #[error("container {id}: network: {source}")]
     Network {
         id: String,
