@@ -289,18 +289,37 @@ fn clone_init(
             None => 1,
         }
     });
-    let child = if config.has_userns() {
-        clone_through_helper(id, config, fifo, init_cb, &mut stack)?
+    let (child, in_cgroup) = if config.has_userns() {
+        (
+            clone_through_helper(id, config, fifo, init_cb, &mut stack)?,
+            false,
+        )
     } else {
-        // SAFETY: this process is single-threaded at this point (the runtime command line
-        // starts no threads), so the child gets a consistent copy of memory; the child
-        // runs on its own 1 MiB stack and ends in execve or _exit, never returning into
-        // code that expects the parent's stack.
-        unsafe { nix::sched::clone(init_cb, &mut stack, flags, Some(libc::SIGCHLD)) }
-            .map_err(sys(id, "clone the init process"))?
+        let mut init_cb = init_cb;
+        // Born in its cgroup where the kernel can (see `Cgroup::clone_into`).
+        let born_in = match cgroup {
+            // SAFETY: this process is single-threaded at this point (the runtime command
+            // line starts no threads), so the child gets a consistent copy of memory; the
+            // child ends in execve or _exit.
+            Some(cg) => unsafe { cg.clone_into(flags, &mut *init_cb) }
+                .map_err(sys(id, "clone the init process"))?,
+            None => None,
+        };
+        match born_in {
+            Some(pid) => (pid, true),
+            None => (
+                // SAFETY: as above; the child runs on its own 1 MiB stack and never
+                // returns into code that expects the parent's stack.
+                unsafe { nix::sched::clone(init_cb, &mut stack, flags, Some(libc::SIGCHLD)) }
+                    .map_err(sys(id, "clone the init process"))?,
+                false,
+            ),
+        }
     };
     let mut go = std::fs::File::from(go_wr);
-    let result = after_clone(states, id, config, opts, child, &mut go, ready_rd, cgroup);
+    let result = after_clone(
+        states, id, config, opts, child, &mut go, ready_rd, cgroup, in_cgroup,
+    );
     if result.is_err() {
         // Whatever failed, the init must not outlive this create.
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
@@ -419,8 +438,9 @@ fn after_clone(
     go: &mut std::fs::File,
     ready_rd: OwnedFd,
     cgroup: Option<&cgroup::Cgroup>,
+    in_cgroup: bool,
 ) -> Result<Pid, ContainerError> {
-    if let Some(cg) = cgroup {
+    if let Some(cg) = cgroup.filter(|_| !in_cgroup) {
         cg.add(child.as_raw()).map_err(ContainerError::Cgroup)?;
     }
     std::io::Write::write_all(go, b"g").map_err(|source| ContainerError::Io {
