@@ -216,3 +216,68 @@ fn exec_tty_gives_the_process_its_own_terminal_as_root() {
     let (ok, _, err) = runtime(OURS, &state, &["delete", "--force", "ttyexec"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn gantry_run_tty_relays_the_terminal_and_logs_its_output_as_root() {
+    require_root();
+    let dir = tempfile::tempdir().expect("tmp");
+    let layout = dir.path().join("layout");
+    std::fs::create_dir_all(&layout).expect("layout");
+    let d = common::add_image(
+        &layout,
+        &common::ImageSpec {
+            arch: "amd64",
+            layers: &common::busybox_layers(),
+            comp: common::Comp::Gzip,
+            bad_diff_id: false,
+            cmd: &["/bin/sh"],
+        },
+    );
+    common::finish_layout(&layout, vec![("example.com/tty:1", d)]);
+    let store = dir.path().join("store");
+    let store = store.to_str().expect("utf-8 path");
+    let layout = layout.to_str().expect("utf-8 path");
+    let (ok, _, err) = common::gantry(&["--root", store, "image", "import", layout], None);
+    assert!(ok, "{err}");
+
+    let state = dir.path().join("run");
+    let log = dir.path().join("tty.log");
+    let (master, slave) = pty(31, 97);
+    let before = termios(&slave);
+    let screen = Screen::new(&master);
+    let script = format!("echo term=$TERM; {SCRIPT}");
+    let stdio = || Stdio::from(slave.try_clone().expect("dup slave"));
+    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["--root", store, "run", "--name", "tty-1", "--tty"])
+        .arg("--state-root")
+        .arg(&state)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["example.com/tty:1", "/bin/busybox", "sh", "-c", &script])
+        .stdin(stdio())
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .expect("spawn gantry");
+    typed_and_exited(&master, &slave, child, &screen);
+    assert_eq!(termios(&slave), before, "terminal settings restored");
+    assert!(
+        screen.text().contains("term=xterm\r\n"),
+        "{:?}",
+        screen.text()
+    );
+    // The log has the terminal's output as one stdout stream, the echo of the typed line
+    // included, with the terminal's line ends (the logger ends a record at each '\n').
+    wait_until("the logger to write the last line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("got hello"))
+    });
+    let text = std::fs::read_to_string(&log).expect("log");
+    for want in ["term=xterm\r", "31 97\r", "hello\r", "got hello\r"] {
+        assert!(
+            text.split('\n')
+                .any(|l| l.contains(" stdout F ") && l.ends_with(want)),
+            "{want:?} in the log: {text}"
+        );
+    }
+    assert!(!text.contains(" stderr "), "{text}");
+}

@@ -134,6 +134,8 @@ struct RunArgs {
     #[arg(long)]
     pids: Option<u64>,
     /// Write the container's stdout and stderr to this file (CRI format) instead of ours.
+    /// With --tty, ours get the terminal and the file gets its output too, as one `stdout`
+    /// stream (as Docker logs a container run with -t).
     #[arg(long)]
     log_file: Option<PathBuf>,
     /// Rotate the log file at this size.
@@ -145,6 +147,10 @@ struct RunArgs {
     /// Remove what a killed earlier run of the same name left behind, instead of refusing.
     #[arg(long)]
     replace: bool,
+    /// Give the container a terminal and relay it to ours (raw while it runs); stdout and
+    /// stderr are then one stream.
+    #[arg(short, long)]
+    tty: bool,
     image: String,
     /// Command and arguments, replacing the image's Cmd.
     #[arg(trailing_var_arg = true)]
@@ -553,13 +559,21 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
         },
         cpu_millis: args.cpu_millis,
         pids: args.pids,
+        terminal: args.tty,
+    };
+    let rotation = Some(container::log::Rotation {
+        max_bytes: args.log_max_bytes,
+        keep: args.log_keep,
+    });
+    // With a terminal this process keeps the pty and copies its output to the log itself.
+    let console = match args.tty {
+        true => Some(container::console::ConsoleListener::new(&args.state_root)?),
+        false => None,
     };
     let create = CreateOptions {
-        log: args.log_file.clone(),
-        log_rotation: Some(container::log::Rotation {
-            max_bytes: args.log_max_bytes,
-            keep: args.log_keep,
-        }),
+        log: args.log_file.clone().filter(|_| !args.tty),
+        log_rotation: rotation,
+        console_socket: console.as_ref().map(|c| c.path()),
         ..CreateOptions::default()
     };
     let result = (|| -> Result<i32> {
@@ -585,6 +599,21 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
                 "network attached"
             );
         }
+        let relay = match &console {
+            Some(c) => {
+                let master = c.receive()?;
+                let tee = match &args.log_file {
+                    Some(path) => Some(
+                        container::log::start(path, rotation)
+                            .with_context(|| format!("cannot open {}", path.display()))?
+                            .stdout,
+                    ),
+                    None => None,
+                };
+                Some(container::console::Relay::new(master, tee)?)
+            }
+            None => None,
+        };
         container::start(&states, &id)?;
         // A thread, so only now: the container's init has been forked. It inherits the
         // blocked signals, which stay with the wait below. Dropped when the wait ends.
@@ -600,7 +629,10 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
             })
             .ok()
         });
-        let status = container::wait_forwarding(pid, &signals).context("wait for the container")?;
+        let status = match relay {
+            Some(r) => r.run(pid, &signals)?,
+            None => container::wait_forwarding(pid, &signals).context("wait for the container")?,
+        };
         Ok(container::exit_code(status).unwrap_or(1))
     })();
     let deleted = container::delete(&states, &id, true);

@@ -321,6 +321,13 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// Takes the master; `tee` gets a copy of the output (the logger's stdout pipe).
     pub fn new(master: OwnedFd, tee: Option<OwnedFd>) -> Result<Self, ConsoleError> {
+        // Blocked here, before the caller starts any thread that would take it instead.
+        let mut winch = SigSet::empty();
+        winch.add(Signal::SIGWINCH);
+        winch.thread_block().map_err(|errno| ConsoleError::Relay {
+            step: "block SIGWINCH",
+            errno,
+        })?;
         let stdin = io::stdin();
         let raw = if stdin.is_terminal() {
             if let Ok(size) = window_size(stdin.as_fd()) {
@@ -342,12 +349,11 @@ impl Relay {
 
     /// Relays until `child` ends and returns how it ended. `signals` are blocked in the
     /// caller and include SIGCHLD; the others are passed on to `child`. SIGWINCH is
-    /// added here.
+    /// blocked by [`Relay::new`].
     pub fn run(mut self, child: Pid, signals: &SigSet) -> Result<WaitStatus, ConsoleError> {
         let fail = |step| move |errno| ConsoleError::Relay { step, errno };
         let mut set = *signals;
         set.add(Signal::SIGWINCH);
-        set.thread_block().map_err(fail("block SIGWINCH"))?;
         let sigfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(fail("make a signalfd"))?;
         let stdin = io::stdin();

@@ -113,6 +113,9 @@ pub struct RunOptions {
     pub memory_bytes: Option<u64>,
     pub cpu_millis: Option<u64>,
     pub pids: Option<u64>,
+    /// `process.terminal`, with `TERM=xterm` unless the image or caller set `TERM`, as
+    /// Docker does for `-t`.
+    pub terminal: bool,
 }
 
 /// A named volume, `NAME:/path[:ro|:rw]`: the name (letters, digits, `_.-`, at most 63,
@@ -469,6 +472,9 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
         env.retain(|x| x.split('=').next() != Some(key));
         env.push(e.clone());
     }
+    if opts.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_owned());
+    }
     let user_text = opts
         .user
         .clone()
@@ -491,7 +497,7 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
         "ociVersion": super::state::OCI_VERSION,
         "root": { "path": rootfs, "readonly": false },
         "process": {
-            "terminal": false,
+            "terminal": opts.terminal,
             "user": { "uid": uid, "gid": gid },
             "args": args,
             "env": env,
