@@ -465,3 +465,64 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), Errno> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_descriptor_and_its_message_cross_a_socket_pair() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let file = tempfile::tempfile().expect("tmp");
+        send_fd(&a, b"/dev/pts/7", file.as_raw_fd()).expect("send");
+        let (msg, fd) = recv_fd(&b).expect("receive");
+        assert_eq!(msg, b"/dev/pts/7");
+        let ino = |fd: BorrowedFd<'_>| {
+            nix::sys::stat::fstat(fd.as_raw_fd())
+                .map(|s| s.st_ino)
+                .expect("fstat")
+        };
+        assert_eq!(ino(fd.as_fd()), ino(file.as_fd()), "the same open file");
+    }
+
+    #[test]
+    fn a_sender_that_closes_without_a_descriptor_is_an_error() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        drop(a);
+        let err = recv_fd(&b).expect_err("nothing was sent");
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+
+    #[test]
+    fn raw_mode_ends_with_the_terminals_settings_as_they_were() {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors through the pointers; the name, termios
+        // and window size are not given.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
+        // SAFETY: openpty just returned these descriptors and nothing else owns them.
+        let (_master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let lflag = || {
+            // SAFETY: a zeroed termios is a valid value for tcgetattr to overwrite.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: tcgetattr writes one termios through the pointer, which outlives it.
+            assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) }, 0);
+            t.c_lflag
+        };
+        let before = lflag();
+        assert_ne!(before & libc::ICANON, 0, "a new pty is canonical");
+        let raw = RawMode::enter(slave.as_fd()).expect("raw");
+        assert_eq!(lflag() & (libc::ICANON | libc::ECHO), 0, "raw");
+        drop(raw);
+        assert_eq!(lflag(), before);
+    }
+}
