@@ -1,8 +1,11 @@
 //! Container lifecycle benchmark: `create` + `start` + wait + `delete` of a bundle whose
 //! program is `/bin/true` (busybox), 100 times each with gantry-runtime, runc and crun,
 //! in the same run on this host, with the same bundle (made by `runc spec`, terminal off).
-//! Prints each runtime's mean and median and the ratio to runc. A runtime that cannot run
-//! here (crun refuses hybrid cgroup hosts) is reported with its error, not timed.
+//! The runtimes take turns, one cycle each. Prints each runtime's mean and median and the
+//! ratio to runc. A runtime that cannot run here (crun refuses hybrid cgroup hosts) is
+//! reported with its error, not timed. State roots are on a tmpfs, like the runtimes'
+//! defaults under /run. `gantry+cgroup` is gantry-runtime with a cgroup
+//! and its device program on the host's v2 mount.
 //!
 //! Run as root: `cargo bench -p gantry-runtime --bench lifecycle` (`GANTRY_BENCH_RUNS`
 //! changes the count).
@@ -97,6 +100,9 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(100);
     let work = tempfile::tempdir().expect("tempdir");
+    // State roots on a tmpfs, as both runtimes' defaults are (/run/gantry-runtime,
+    // /run/runc): on a disk, each state write's fsync would be timed too.
+    let states = tempfile::tempdir_in(tmpfs_dir()).expect("state tempdir");
     // runc spec's capabilities: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
     let profile = gantry_runtime::container::seccomp::Profile::docker_default(
         (1u64 << 29) | (1 << 5) | (1 << 10),
@@ -108,11 +114,23 @@ fn main() {
     ] {
         let bundle = work.path().join(format!("bundle-{}", seccomp.is_some()));
         make_bundle(&bundle, seccomp);
-        measure_all(&bundle, work.path(), runs, variant);
+        measure_all(&bundle, states.path(), runs, variant);
     }
 }
 
-fn measure_all(bundle: &Path, work: &Path, runs: usize, variant: &str) {
+/// `/run` where it is a tmpfs (as on most hosts and in the Gantry image), else `/dev/shm`.
+fn tmpfs_dir() -> &'static str {
+    let is_tmpfs = |p: &str| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+    };
+    ["/run", "/dev/shm"]
+        .into_iter()
+        .find(|p| is_tmpfs(p))
+        .expect("a tmpfs at /run or /dev/shm")
+}
+
+fn measure_all(bundle: &Path, states: &Path, runs: usize, variant: &str) {
     let bundle = bundle.to_owned();
     let ours = env!("CARGO_BIN_EXE_gantry-runtime").to_owned();
     let mut runtimes: Vec<(&str, Vec<String>)> = vec![("gantry-runtime", vec![ours.clone()])];
@@ -131,33 +149,42 @@ fn measure_all(bundle: &Path, work: &Path, runs: usize, variant: &str) {
         ("runc", vec!["runc".to_owned()]),
         ("crun", vec!["crun".to_owned()]),
     ]);
-    let mut results: Vec<(&str, Measured)> = Vec::new();
-    for (name, cmd) in &runtimes {
-        let root: PathBuf = work.join(format!("state-{name}"));
-        std::fs::create_dir_all(&root).expect("state root");
-        let mut times = Vec::with_capacity(runs);
-        let mut failure = None;
+    // Round robin, one cycle of each runtime in turn: on a machine shared with other work,
+    // load that comes and goes then weighs on every runtime alike, not on one block.
+    let roots: Vec<PathBuf> = runtimes
+        .iter()
+        .map(|(name, _)| states.join(format!("state-{name}")))
+        .collect();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); runtimes.len()];
+    let mut failures: Vec<Option<String>> = vec![None; runtimes.len()];
+    for (i, ((_, cmd), root)) in runtimes.iter().zip(&roots).enumerate() {
+        std::fs::create_dir_all(root).expect("state root");
         // One untimed warm-up, so that page cache and binaries are equal for all.
-        if let Err(e) = cycle(cmd, &root, &bundle, "warmup") {
-            failure = Some(e);
-        }
-        for i in 0..runs {
-            if failure.is_some() {
-                break;
-            }
-            match cycle(cmd, &root, &bundle, &format!("c{i}")) {
-                Ok(t) => times.push(t),
-                Err(e) => failure = Some(e),
-            }
-        }
-        results.push((
-            name,
-            match failure {
-                Some(e) => Err(e),
-                None => Ok(stats(&mut times)),
-            },
-        ));
+        failures[i] = cycle(cmd, root, &bundle, "warmup").err();
     }
+    for run in 0..runs {
+        for (i, ((_, cmd), root)) in runtimes.iter().zip(&roots).enumerate() {
+            if failures[i].is_some() {
+                continue;
+            }
+            match cycle(cmd, root, &bundle, &format!("c{run}")) {
+                Ok(t) => times[i].push(t),
+                Err(e) => failures[i] = Some(e),
+            }
+        }
+    }
+    let results: Vec<(&str, Measured)> = runtimes
+        .iter()
+        .zip(failures)
+        .zip(&mut times)
+        .map(|(((name, _), failure), times)| {
+            let measured = match failure {
+                Some(e) => Err(e),
+                None => Ok(stats(times)),
+            };
+            (*name, measured)
+        })
+        .collect();
     let runc_mean = results
         .iter()
         .find(|(n, _)| *n == "runc")
