@@ -53,22 +53,27 @@ fn make_certificate(dir: &Path) -> (String, String) {
         "-addext",
         "basicConstraints=critical,CA:FALSE",
         "-keyout",
-        key.to_str().unwrap(),
+        key.to_str().expect("a UTF-8 temporary path"),
         "-out",
-        cert.to_str().unwrap(),
+        cert.to_str().expect("a UTF-8 temporary path"),
     ]);
     (
-        std::fs::read_to_string(cert).unwrap(),
-        std::fs::read_to_string(key).unwrap(),
+        std::fs::read_to_string(cert).expect("the certificate openssl wrote"),
+        std::fs::read_to_string(key).expect("the key openssl wrote"),
     )
 }
 
 /// The SHA-256 of `token` in hex, as `openssl dgst` computes it.
 fn sha256_hex(dir: &Path, token: &str) -> String {
     let file = dir.join("token");
-    std::fs::write(&file, token).unwrap();
-    let out = openssl(&["dgst", "-sha256", "-r", file.to_str().unwrap()]);
-    let hex = out.split_whitespace().next().unwrap().to_owned();
+    std::fs::write(&file, token).expect("the token file");
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-r",
+        file.to_str().expect("a UTF-8 temporary path"),
+    ]);
+    let hex = out.split_whitespace().next().unwrap_or_default().to_owned();
     assert_eq!(hex.len(), 64, "{out}");
     hex
 }
