@@ -245,10 +245,11 @@ impl Profile {
                 .names()
                 .iter()
                 .filter_map(|n| {
+                    // The table is sorted by name (as `syscalls::number` relies on too).
                     syscalls::SYSCALLS
-                        .iter()
-                        .find(|(name, _)| name == n)
-                        .map(|(name, _)| *name)
+                        .binary_search_by(|(name, _)| (*name).cmp(n.as_str()))
+                        .ok()
+                        .map(|i| syscalls::SYSCALLS[i].0)
                 })
                 .collect();
             if !names.is_empty() {
