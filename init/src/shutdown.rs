@@ -1,5 +1,6 @@
 //! Orderly shutdown: stop every process, sync, unmount in reverse order, then `reboot(2)`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -59,6 +60,8 @@ pub trait ShutdownOps {
     fn signal_all(&mut self, sig: Signal) -> bool;
     /// Reaps what has exited; true when no child is left.
     fn reap_all(&mut self) -> bool;
+    /// The processes still there (`pid name`), for the log.
+    fn survivors(&mut self) -> Vec<String>;
     /// Blocks until a child may have exited, or `timeout` passes.
     fn wait(&mut self, timeout: Duration);
     fn now(&self) -> Instant;
@@ -81,6 +84,9 @@ impl<W: FnMut(Duration)> ShutdownOps for Host<W> {
     }
     fn reap_all(&mut self) -> bool {
         reap().none_left
+    }
+    fn survivors(&mut self) -> Vec<String> {
+        user_processes(Path::new("/proc"))
     }
     fn wait(&mut self, timeout: Duration) {
         (self.wait)(timeout);
@@ -161,6 +167,35 @@ pub fn end(action: Action, watchdog: Option<&Watchdog>) -> ! {
     }
 }
 
+/// `pid name` of every process under `proc` but PID 1 and kernel threads.
+fn user_processes(proc: &Path) -> Vec<String> {
+    /// `PF_KTHREAD` in the flags field of `/proc/<pid>/stat`.
+    const KERNEL_THREAD: u64 = 0x0020_0000;
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, String)> = entries
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
+            // `pid (comm) state ppid pgrp session tty tpgid flags …`; comm may hold anything.
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            let flags: u64 = stat
+                .get(close + 1..)?
+                .split_whitespace()
+                .nth(6)?
+                .parse()
+                .ok()?;
+            (pid != 1 && flags & KERNEL_THREAD == 0)
+                .then(|| (pid, stat.get(open + 1..close).unwrap_or("?").to_owned()))
+        })
+        .collect();
+    out.sort();
+    out.into_iter()
+        .map(|(pid, name)| format!("{pid} {name}"))
+        .collect()
+}
+
 /// SIGTERM to every process, up to `grace` while they exit, then SIGKILL to the rest.
 fn stop_processes(ops: &mut impl ShutdownOps, grace: Duration) {
     if !ops.signal_all(Signal::SIGTERM) {
@@ -178,7 +213,8 @@ fn stop_processes(ops: &mut impl ShutdownOps, grace: Duration) {
         }
         ops.wait(left);
     }
-    warn!("processes left after the grace period; sending SIGKILL");
+    let left = ops.survivors().join(", ");
+    warn!(%left, "processes left after the grace period; sending SIGKILL");
     ops.signal_all(Signal::SIGKILL);
     let deadline = ops.now() + Duration::from_secs(1);
     while !ops.reap_all() && ops.now() < deadline {
@@ -233,6 +269,9 @@ mod tests {
             self.killed |= sig == Signal::SIGKILL;
             true
         }
+        fn survivors(&mut self) -> Vec<String> {
+            vec!["42 httpd".to_owned()]
+        }
         fn reap_all(&mut self) -> bool {
             self.reaps += 1;
             self.killed || self.exits_after.is_some_and(|n| self.reaps > n)
@@ -284,6 +323,30 @@ mod tests {
         assert!(
             fake.clock - start >= GRACE,
             "killed before the grace period ended"
+        );
+    }
+
+    #[test]
+    fn survivors_are_user_processes_named_by_pid_and_command() {
+        let proc = tempfile::tempdir().unwrap();
+        let stat = |pid: u32, comm: &str, flags: u64| {
+            let dir = proc.path().join(pid.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(
+                dir.join("stat"),
+                format!("{pid} ({comm}) S 1 {pid} {pid} 0 -1 {flags} 0 0 0 0 0 0 0 0 20 0 1 0"),
+            )
+            .unwrap();
+        };
+        stat(1, "gantry-init", 0x400100);
+        stat(2, "kthreadd", 0x208040);
+        stat(77, "kworker/0:1-events", 0x4208060);
+        stat(310, "gantry run (x)", 0x400100);
+        stat(44, "httpd", 0x400140);
+        std::fs::create_dir(proc.path().join("self")).unwrap();
+        assert_eq!(
+            user_processes(proc.path()),
+            ["44 httpd", "310 gantry run (x)"]
         );
     }
 
