@@ -243,6 +243,22 @@ impl Launcher for Commands {
             let _ = kill(Pid::from_raw(p), sig);
         }
     }
+
+    fn kill_container(&mut self, name: &str, pid: u32) {
+        use gantry_runtime::container::{self, StateDir};
+        // The same state directory `gantry run --state-root` uses.
+        let states = StateDir::new(&self.state.join("containers"));
+        let killed = name
+            .parse()
+            .map_err(|e: gantry_runtime::InvalidContainerId| e.to_string())
+            .and_then(|id| {
+                container::kill(&states, &id, Signal::SIGKILL).map_err(|e| e.to_string())
+            });
+        if let Err(e) = killed {
+            tracing::warn!(container = name, error = %e, "cannot kill the container; killing its gantry run");
+            self.signal(pid, true);
+        }
+    }
 }
 
 /// The container spec's image registry host, for tests and logs.

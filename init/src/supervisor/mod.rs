@@ -61,6 +61,10 @@ pub trait Launcher {
     fn spawn(&mut self, job: &Job<'_>) -> Result<u32, String>;
     /// Sends SIGTERM (`kill` false) or SIGKILL (`kill` true) to a child.
     fn signal(&mut self, pid: u32, kill: bool);
+    /// Kills the container that the `Job::Run` child `pid` runs, so that the child sees it
+    /// die and cleans up after it (mounts, cgroup, network) before it exits; where the
+    /// container cannot be reached, SIGKILL to the child.
+    fn kill_container(&mut self, name: &str, pid: u32);
 }
 
 /// A child process the supervisor starts.
@@ -277,7 +281,9 @@ impl Supervisor {
                 kill_at,
                 killed: false,
             } if now >= kill_at => {
-                launcher.signal(pid, true);
+                // SIGKILL to `gantry run` would orphan the container (its PID 1 may ignore
+                // SIGTERM, as busybox httpd does): it would run on without its cleanup.
+                launcher.kill_container(name, pid);
                 u.phase = Phase::Stopping {
                     pid,
                     kill_at,

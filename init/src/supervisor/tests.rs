@@ -8,6 +8,7 @@ struct Fake {
     next_pid: u32,
     spawned: Vec<(u32, String)>,
     signals: Vec<(u32, bool)>,
+    killed_containers: Vec<(String, u32)>,
     fail_spawn: bool,
 }
 
@@ -27,6 +28,9 @@ impl Launcher for Fake {
     }
     fn signal(&mut self, pid: u32, kill: bool) {
         self.signals.push((pid, kill));
+    }
+    fn kill_container(&mut self, name: &str, pid: u32) {
+        self.killed_containers.push((name.to_owned(), pid));
     }
 }
 
@@ -218,9 +222,14 @@ fn shutdown_stops_dependants_first_then_kills_after_the_grace_period() {
     assert!(!s.all_stopped());
     s.tick(t0 + secs(5), &mut f);
     assert_eq!(
+        f.killed_containers,
+        [("web".to_owned(), web)],
+        "the container itself is killed after web's grace"
+    );
+    assert_eq!(
         f.signals,
-        [(web, false), (web, true)],
-        "SIGKILL after web's grace"
+        [(web, false)],
+        "`gantry run` is left to clean up after its container"
     );
     s.on_exit(web, 137, t0 + secs(5), &mut f);
     assert_eq!(f.signals.last(), Some(&(db, false)), "then db");
