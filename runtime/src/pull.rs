@@ -212,16 +212,19 @@ pub async fn pull(
     }
     let blobs: Vec<Digest> = staged.iter().map(|(b, _)| b.clone()).collect();
     let s = store.clone();
-    tokio::task::spawn_blocking(move || {
+    let committed = tokio::task::spawn_blocking(move || {
         s.commit_layers(staged.into_iter().map(|(_, l)| l).collect())
     })
     .await
-    .map_err(|e| PullError::Task(e.to_string()))??;
-    for blob in &blobs {
-        progress.layer_done(blob, LayerDone::Unpacked);
-    }
+    .map_err(|e| PullError::Task(e.to_string()))
+    .and_then(|r| r.map_err(PullError::from));
+    // The layer that failed is the story; a commit that failed after it is the sequel.
     if let Some(e) = first_error {
         return Err(e);
+    }
+    committed?;
+    for blob in &blobs {
+        progress.layer_done(blob, LayerDone::Unpacked);
     }
     store_bytes(&store, &fetched.digest, &fetched.bytes)?;
     let record = record_for(
@@ -287,7 +290,7 @@ async fn fetch_layer(
     };
     let downloaded = download(registry, progress, layer, &mut partial, &mut tee).await;
     let whole = tee.close(size);
-    let unpacked = unpacking.await.map_err(task_err)?;
+    let mut unpacked = Some(unpacking.await.map_err(task_err)?);
     downloaded?;
     let (source, whole) = match partial.finish(size) {
         Ok(path) => (path, whole),
@@ -295,6 +298,8 @@ async fn fetch_layer(
         // now): fetch it whole, once.
         Err(e @ (BlobError::Mismatch { .. } | BlobError::Size { .. })) if resumed => {
             tracing::warn!(error = %e, "resumed download did not verify; fetching it again");
+            // What was unpacked from it goes now, not after the second unpack.
+            unpacked = None;
             let mut partial = store.blobs().open_partial(blob)?;
             download(registry, progress, layer, &mut partial, &mut Tee::none()).await?;
             (partial.finish(size)?, false)
@@ -302,7 +307,8 @@ async fn fetch_layer(
         Err(e) => return Err(e.into()),
     };
     drop(permit);
-    let staged = if whole {
+    // A stream that was not the blob: its work is dropped here, before the second unpack.
+    let staged = if let Some(unpacked) = unpacked.filter(|_| whole) {
         unpacked
     } else {
         let (s, c, d, b, comp, path) = (

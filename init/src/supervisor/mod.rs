@@ -108,10 +108,26 @@ enum Phase {
     Exited,
     Stopping {
         pid: u32,
+        /// When the next step of `stage` is due.
         kill_at: Instant,
-        killed: bool,
+        stage: StopStage,
     },
 }
+
+/// How far a stop has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopStage {
+    /// SIGTERM sent; the container is killed at `kill_at`.
+    Term,
+    /// The container was killed; its `gantry run` cleans up, or gets SIGKILL at `kill_at`.
+    ContainerKilled,
+    /// SIGKILL sent to the child itself: only its exit is left.
+    Killed,
+}
+
+/// How long `gantry run` gets to clean up after its killed container (unmount, delete the
+/// cgroup, detach the network) before it is killed too.
+const CLEANUP_GRACE: Duration = Duration::from_secs(10);
 
 /// Health as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,11 +229,9 @@ impl Supervisor {
         for u in self.units.values() {
             match &u.phase {
                 Phase::Backoff { until, .. } => at(*until),
-                Phase::Stopping {
-                    kill_at,
-                    killed: false,
-                    ..
-                } => at(*kill_at),
+                Phase::Stopping { kill_at, stage, .. } if *stage != StopStage::Killed => {
+                    at(*kill_at)
+                }
                 Phase::Running { .. } => {
                     if let Some((_, started)) = u.check_pid {
                         let timeout = u.spec.health.as_ref().map_or(0, |h| h.timeout_secs);
@@ -279,17 +293,32 @@ impl Supervisor {
             Phase::Stopping {
                 pid,
                 kill_at,
-                killed: false,
+                stage: StopStage::Term,
             } if now >= kill_at => {
                 // SIGKILL to `gantry run` would orphan the container (its PID 1 may ignore
                 // SIGTERM, as busybox httpd does): it would run on without its cleanup.
                 launcher.kill_container(name, pid);
                 u.phase = Phase::Stopping {
                     pid,
-                    kill_at,
-                    killed: true,
+                    kill_at: later(now, CLEANUP_GRACE),
+                    stage: StopStage::ContainerKilled,
                 };
                 log_state(name, u, "grace period over; SIGKILL");
+            }
+            Phase::Stopping {
+                pid,
+                kill_at,
+                stage: StopStage::ContainerKilled,
+            } if now >= kill_at => {
+                // Its container is gone, yet `gantry run` is still there (stuck in cleanup,
+                // or waiting on processes that were not in the container's PID namespace).
+                launcher.signal(pid, true);
+                u.phase = Phase::Stopping {
+                    pid,
+                    kill_at,
+                    stage: StopStage::Killed,
+                };
+                log_state(name, u, "cleanup took too long; SIGKILL to gantry run");
             }
             _ => {}
         }
@@ -425,7 +454,7 @@ impl Supervisor {
                     u.phase = Phase::Stopping {
                         pid,
                         kill_at: now,
-                        killed: true,
+                        stage: StopStage::Killed,
                     };
                 }
                 Phase::Running { pid, .. } if dependents_done => {
@@ -434,7 +463,7 @@ impl Supervisor {
                     u.phase = Phase::Stopping {
                         pid,
                         kill_at,
-                        killed: false,
+                        stage: StopStage::Term,
                     };
                     log_state(name, u, "SIGTERM");
                 }
@@ -660,11 +689,12 @@ impl Containers {
             count = containers.len(),
             "{CONTAINER_LINE} supervision starts"
         );
-        // Containers in a depends_on chain stop one after another: their graces add up.
+        // Containers in a depends_on chain stop one after another: their graces add up,
+        // each with the time its `gantry run` may take to clean up after a kill.
         let total_grace = Duration::from_secs(
             containers
                 .values()
-                .map(|c| c.stop_grace_secs)
+                .map(|c| c.stop_grace_secs.saturating_add(CLEANUP_GRACE.as_secs()))
                 .fold(0u64, u64::saturating_add),
         );
         let mut c = Containers {

@@ -231,6 +231,11 @@ fn shutdown_stops_dependants_first_then_kills_after_the_grace_period() {
         [(web, false)],
         "`gantry run` is left to clean up after its container"
     );
+    assert_eq!(
+        s.deadline(),
+        Some(t0 + secs(15)),
+        "until its cleanup grace ends"
+    );
     s.on_exit(web, 137, t0 + secs(5), &mut f);
     assert_eq!(f.signals.last(), Some(&(db, false)), "then db");
     assert_eq!(s.deadline(), Some(t0 + secs(12)));
@@ -238,6 +243,25 @@ fn shutdown_stops_dependants_first_then_kills_after_the_grace_period() {
     assert!(s.all_stopped());
     assert_eq!(s.status()["db"].state, "exited");
     assert_eq!(f.count("run web"), 1, "nothing restarts during shutdown");
+}
+
+#[test]
+fn a_gantry_run_stuck_after_its_container_was_killed_gets_sigkill_after_the_cleanup_grace() {
+    let t0 = Instant::now();
+    let mut f = Fake::default();
+    let mut s = sup("[containers.web]\nimage = \"busybox\"\nstop_grace_secs = 2\n");
+    let web = bring_up(&mut s, &mut f, "web", t0);
+    s.stop(t0, &mut f);
+    s.tick(t0 + secs(2), &mut f);
+    assert_eq!(f.killed_containers, [("web".to_owned(), web)]);
+    s.tick(t0 + secs(11), &mut f);
+    assert_eq!(f.signals, [(web, false)], "still inside the cleanup grace");
+    s.tick(t0 + secs(12), &mut f);
+    assert_eq!(f.signals, [(web, false), (web, true)]);
+    assert_eq!(s.deadline(), None, "only its exit is left to wait for");
+    assert!(!s.all_stopped());
+    s.on_exit(web, 137, t0 + secs(12), &mut f);
+    assert!(s.all_stopped());
 }
 
 #[test]

@@ -29,7 +29,7 @@
 //! input nor lets its output be read can stall the relay, as with a pipe.
 
 use std::io::{self, IsTerminal};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -111,10 +111,20 @@ pub(super) fn attach_sized(socket: &UnixStream, size: Option<libc::winsize>) -> 
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
         return Err(os_err("make the pty the controlling terminal"));
     }
-    for target in 0..=2 {
+    let raw = slave.as_raw_fd();
+    for target in (0..=2).filter(|&t| t != raw) {
         // SAFETY: dup2 onto this process's standard descriptors; the source is open.
-        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+        if unsafe { libc::dup2(raw, target) } < 0 {
             return Err(os_err("make the pty standard input and output"));
+        }
+    }
+    if raw <= 2 {
+        // The slave landed on a standard descriptor itself (one was closed when the
+        // runtime started): keep it, open across exec, instead of closing it on drop.
+        let fd = slave.into_raw_fd();
+        // SAFETY: F_SETFD on a descriptor this process owns; 0 clears FD_CLOEXEC.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(os_err("keep the pty open across exec"));
         }
     }
     Ok(())

@@ -263,8 +263,12 @@ pub fn rewrite_in_place(path: &Path, text: &str) -> std::io::Result<bool> {
         .read(true)
         .write(true)
         .open(path)?;
+    // One byte past the new text is enough to know the file differs; a file grown huge
+    // (it is bound read-only, but still) is never read whole.
     let mut old = Vec::new();
-    file.read_to_end(&mut old)?;
+    (&mut file)
+        .take(text.len() as u64 + 1)
+        .read_to_end(&mut old)?;
     if old == text.as_bytes() {
         return Ok(false);
     }
@@ -320,7 +324,8 @@ impl ResolvFollower {
                     | AddWatchFlags::IN_DELETE,
             )
             .map_err(watch_err(&dir))?;
-        let (stop_rx, stop_tx) = nix::unistd::pipe().map_err(watch_err(&dir))?;
+        let (stop_rx, stop_tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(watch_err(&dir))?;
         let sync = Sync {
             host: dir.join(&name),
             target: target.to_owned(),
