@@ -29,9 +29,10 @@
 //!   the `start_period_secs` after a start do not count; `retries` failures in a row make
 //!   the container unhealthy, one success healthy again. An unhealthy container is
 //!   reported, not restarted (Docker's rule).
-//! - Shutdown stops containers in reverse dependency order: SIGTERM, then SIGKILL after
-//!   its `stop_grace_secs`; a container is signalled only once everything that depends
-//!   on it has stopped.
+//! - Shutdown stops containers in reverse dependency order: SIGTERM, then SIGKILL to the
+//!   container itself after its `stop_grace_secs` (its `gantry run` then cleans up), then
+//!   SIGKILL to a `gantry run` still there [`CLEANUP_GRACE`] later; a container is
+//!   signalled only once everything that depends on it has stopped.
 
 pub mod launcher;
 
