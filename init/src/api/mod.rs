@@ -116,7 +116,7 @@ impl Backend for Host {
 }
 
 /// The last `lines` lines of the file at `path` (empty when it does not exist), reading
-/// at most [`MAX_TAIL_BYTES`] from its end; a line cut by that limit is left out.
+/// at most `MAX_TAIL_BYTES` (1 MiB) from its end; a line cut by that limit is left out.
 pub fn tail_lines(path: &Path, lines: usize) -> std::io::Result<String> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,

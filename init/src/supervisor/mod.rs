@@ -31,7 +31,7 @@
 //!   reported, not restarted (Docker's rule).
 //! - Shutdown stops containers in reverse dependency order: SIGTERM, then SIGKILL to the
 //!   container itself after its `stop_grace_secs` (its `gantry run` then cleans up), then
-//!   SIGKILL to a `gantry run` still there [`CLEANUP_GRACE`] later; a container is
+//!   SIGKILL to a `gantry run` still there `CLEANUP_GRACE` (10 s) later; a container is
 //!   signalled only once everything that depends on it has stopped.
 
 pub mod launcher;
