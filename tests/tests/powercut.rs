@@ -94,8 +94,12 @@ fn qemu_power_cut_while_a_container_writes_leaves_var_and_the_store_usable() {
     assert_eq!(field(&line, "problems"), Some("0"), "{line}");
     eprintln!("after the power cut: {line}");
     wait_healthy(&mut vm, "writer", Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
-    // The supervisor pulls before every first start; the layers are in the store already.
+    // The image job finds the image whole in the store after the cut (pull policy
+    // `missing`): nothing is fetched again.
     let console = vm.console().to_owned();
-    assert!(console.contains("already present"), "{console}");
+    assert!(
+        console.contains("using the image in the store (pull policy: missing)"),
+        "{console}"
+    );
     assert!(!console.contains("downloading"), "{console}");
 }
