@@ -208,8 +208,19 @@ fn grubenv_after(mut vm: Vm, dir: &Path, disk: Option<&Path>) -> GrubEnv {
     GrubEnv::parse(&std::fs::read(&saved).unwrap()).unwrap()
 }
 
+/// These tests run one at a time: each boots a VM through several reboots with deadlines
+/// (health gate, watchdog), and two TCG guests on two cores made one miss its own (seen
+/// once in CI: a rollback test timed out waiting for its install).
+fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed holding it says nothing about the next one.
+    ONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn qemu_updates_a_to_b_from_a_served_bundle_and_marks_b_good() {
+    let _one_at_a_time = one_vm_at_a_time();
     let next = v020();
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
@@ -253,6 +264,7 @@ fn qemu_updates_a_to_b_from_a_served_bundle_and_marks_b_good() {
 
 #[test]
 fn qemu_a_release_whose_required_container_never_gets_healthy_rolls_back() {
+    let _one_at_a_time = one_vm_at_a_time();
     // A packaging mistake: the release lost the container runtime, so PID 1 cannot start
     // the required container and the health gate never passes.
     let broken = build_variant("v0.2.1-no-runtime", |t| {
@@ -360,6 +372,7 @@ fn expect_rollback_without_gate(broken: &BuildManifest, per_boot: &str) {
 
 #[test]
 fn qemu_a_release_whose_kernel_panics_at_boot_rolls_back() {
+    let _one_at_a_time = one_vm_at_a_time();
     // The kernel cannot start init: it panics, and panic=10 reboots.
     let broken = build_variant("v0.2.2-panic", |t| {
         edit(
@@ -373,6 +386,7 @@ fn qemu_a_release_whose_kernel_panics_at_boot_rolls_back() {
 
 #[test]
 fn qemu_a_release_whose_init_hangs_is_reset_by_the_watchdog_and_rolls_back() {
+    let _one_at_a_time = one_vm_at_a_time();
     // Its init arms the watchdog and then makes no progress.
     let broken = build_variant("v0.2.3-hang", |t| {
         edit(
@@ -395,6 +409,7 @@ struct Cut {
 
 #[test]
 fn qemu_power_cuts_at_every_phase_of_an_update_leave_a_working_machine() {
+    let _one_at_a_time = one_vm_at_a_time();
     let next = v020();
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
@@ -551,6 +566,7 @@ fn sha256_of_range(disk: &Path, offset: u64, len: u64) -> String {
 
 #[test]
 fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() {
+    let _one_at_a_time = one_vm_at_a_time();
     let good = v020();
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
