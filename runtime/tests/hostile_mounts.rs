@@ -66,7 +66,13 @@ fn spawn_run(store: &str, state: &str, name: &str, extra: &[&str], script: &str)
         .expect("run gantry")
 }
 
-fn run(store: &str, state: &str, name: &str, extra: &[&str], script: &str) -> (bool, String, String) {
+fn run(
+    store: &str,
+    state: &str,
+    name: &str,
+    extra: &[&str],
+    script: &str,
+) -> (bool, String, String) {
     let out = spawn_run(store, state, name, extra, script)
         .wait_with_output()
         .expect("gantry");
@@ -148,7 +154,13 @@ fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
     let gate = volume.join("gate");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
 
-    let mut child = spawn_run(&s, &st, "hostile-1", &["-v", "gate:/gate"], "cat /gate/gate");
+    let mut child = spawn_run(
+        &s,
+        &st,
+        "hostile-1",
+        &["-v", "gate:/gate"],
+        "cat /gate/gate",
+    );
     let writer = wait_for_reader(&gate, &mut child);
 
     let bundle = state.join("bundles/hostile-1");
