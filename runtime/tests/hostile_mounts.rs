@@ -206,3 +206,120 @@ fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
         assert_eq!(m, 0o700, "{} is {m:o}", path.display());
     }
 }
+
+/// Attacks `/dev` through a volume: the image makes `/vol` a symlink to `/dev` and the run
+/// asks for `data:/vol`, which would put a writable host directory over the container's
+/// device nodes (and, on the next start, let the container plant a symlink where the
+/// runtime makes `/dev/null`). The run must be refused, naming the mount and `/dev`.
+#[test]
+fn a_volume_redirected_onto_dev_by_an_image_symlink_is_refused_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let (s, st) = hostile_store(work.path(), &[Entry::Symlink("vol", "/dev")]);
+    let (ok, _, err) = run(&s, &st, "vol-dev", &["-v", "data:/vol"], "ls /vol");
+    assert!(!ok, "the run must be refused");
+    assert!(
+        err.contains("mounts[") && err.contains(".destination") && err.contains("under /dev"),
+        "{err}"
+    );
+    let volume = PathBuf::from(&s).join("volumes/data");
+    assert_eq!(
+        std::fs::read_dir(&volume).map(|d| d.count()).unwrap_or(0),
+        0,
+        "nothing of /dev reached the volume"
+    );
+}
+
+/// Attacks a kernel knob through a file the runtime binds: the image makes
+/// `/etc/resolv.conf` a symlink to `/proc/sys/kernel/core_pattern`, where `gantry run`
+/// binds its generated resolver file. The bind must not land on `/proc/sys`: the run is
+/// refused naming `/proc`, and the host's `core_pattern` is unchanged. (`/etc/hosts` and
+/// `/etc/hostname` are not bound by the runtime; the rule covers every bind destination.)
+#[test]
+fn a_resolv_conf_symlink_into_proc_sys_is_refused_as_root() {
+    require_root();
+    let before = std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("core_pattern");
+    let work = tempfile::tempdir().expect("tmp");
+    let (s, st) = hostile_store(
+        work.path(),
+        &[Entry::Symlink(
+            "etc/resolv.conf",
+            "/proc/sys/kernel/core_pattern",
+        )],
+    );
+    let host_resolv = work.path().join("resolv.conf");
+    std::fs::write(&host_resolv, "nameserver 192.0.2.53\n").expect("resolv.conf");
+    let (ok, out, err) = run(
+        &s,
+        &st,
+        "resolv-proc",
+        &[
+            "--network",
+            "host",
+            "--host-resolv-conf",
+            host_resolv.to_str().expect("utf-8"),
+        ],
+        "cat /proc/sys/kernel/core_pattern",
+    );
+    assert!(!ok, "the run must be refused: {out}");
+    assert!(
+        err.contains("mounts[") && err.contains("under /proc"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").expect("core_pattern"),
+        before
+    );
+}
+
+/// Benign in-root symlinks keep working: the image makes `/var/run` a symlink to `/run`
+/// (as most distributions do) and a volume is asked for at `/var/run/app`. The run must
+/// succeed and the container's write must reach the volume.
+#[test]
+fn a_volume_through_a_benign_in_root_symlink_works_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let (s, st) = hostile_store(
+        work.path(),
+        &[
+            Entry::Dir("run"),
+            Entry::Dir("var"),
+            Entry::Symlink("var/run", "/run"),
+        ],
+    );
+    let (ok, _, err) = run(
+        &s,
+        &st,
+        "var-run",
+        &["-v", "app:/var/run/app"],
+        "echo hello > /run/app/f",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(PathBuf::from(&s).join("volumes/app/f")).expect("volume file"),
+        "hello\n"
+    );
+}
+
+/// Attacks the device nodes the runtime makes: an OCI bundle puts a tmpfs where
+/// `/dev/zero` is to be made, so the container's `/dev/zero` would be whatever the mount
+/// holds. An existing entry where a node is to be made must be an error naming the path.
+#[test]
+fn an_existing_entry_where_a_device_node_is_made_is_refused_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let b = bundle::bundle(work.path(), |c| {
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.push(serde_json::json!({
+                "destination": "/dev/zero", "type": "tmpfs", "source": "tmpfs",
+            }));
+        }
+    });
+    let state = work.path().join("state");
+    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "dev-exists");
+    assert!(!ok, "the run must be refused");
+    assert!(
+        err.contains("/dev/zero") && err.contains("already there"),
+        "{err}"
+    );
+}
