@@ -12,6 +12,18 @@
 //! `openat2(RESOLVE_IN_ROOT)`, and the mount is made on the resulting descriptor
 //! (`/proc/self/fd/N`), so a symlink in the image (`/proc -> /`, `/dev -> /etc`) cannot
 //! send a mount outside the container's root.
+//!
+//! Where the runtime itself mounts (`/dev`, `/proc`, `/sys`) no bind mount may land: a
+//! bind whose destination, once resolved in the root, is on or under one of them is
+//! refused (`mounts[i].destination`), whatever its path says, so an image symlink
+//! (`/data -> /dev`, `/etc/resolv.conf -> /proc/sys/...`) cannot put a volume over the
+//! container's device nodes or a host file over a kernel knob. The decision is made on the
+//! resolved descriptor (its path relative to the root), not on the destination's text, so
+//! benign in-root symlinks (`/var/run -> /run`) keep working; the runtime's own mounts
+//! there (`/dev/pts`, `/dev/shm`, `/dev/mqueue`) are not bind mounts. A device node is
+//! made only where nothing is: an existing entry is an error. Masked and read-only paths
+//! are opened without following a symlink and must be on procfs or sysfs; masked files
+//! are bound from one descriptor of the null device, checked to be the char device 1:3.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -25,16 +37,83 @@ use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
 use super::spec::{ContainerConfig, MountSpec};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{step} {path}: {errno}")]
-pub struct RootfsError {
-    pub step: &'static str,
-    pub path: String,
-    pub errno: Errno,
+pub enum RootfsError {
+    #[error("{step} {path}: {errno}")]
+    Sys {
+        step: &'static str,
+        path: String,
+        errno: Errno,
+    },
+    #[error("{key} {path}: {reason}")]
+    Refused {
+        key: String,
+        path: String,
+        reason: String,
+    },
 }
 
 fn fail(step: &'static str, path: impl AsRef<Path>) -> impl FnOnce(Errno) -> RootfsError {
     let path = path.as_ref().display().to_string();
-    move |errno| RootfsError { step, path, errno }
+    move |errno| RootfsError::Sys { step, path, errno }
+}
+
+fn refused(
+    key: impl Into<String>,
+    path: impl AsRef<Path>,
+    reason: impl Into<String>,
+) -> RootfsError {
+    RootfsError::Refused {
+        key: key.into(),
+        path: path.as_ref().display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Where the runtime mounts itself, and no bind may land.
+const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
+
+/// The path `fd` resolves to, relative to the directory `root` resolves to.
+fn path_below(root: RawFd, fd: RawFd) -> Result<PathBuf, Errno> {
+    let at = |fd: RawFd| nix::fcntl::readlink(format!("/proc/self/fd/{fd}").as_str());
+    let (root_path, path) = (PathBuf::from(at(root)?), PathBuf::from(at(fd)?));
+    path.strip_prefix(&root_path)
+        .map(Path::to_owned)
+        .map_err(|_| Errno::EXDEV)
+}
+
+/// Refuses bind mount `i` if its destination, resolved in the root, is on or under
+/// `/dev`, `/proc` or `/sys`.
+fn check_bind_destination(root: RawFd, i: usize, m: &MountSpec) -> Result<(), RootfsError> {
+    let key = format!("mounts[{i}].destination");
+    let target = make_inside(root, &m.destination, bind_source_is_file(m))?;
+    let below = path_below(root, target.fd.as_raw_fd()).map_err(|_| {
+        refused(
+            &key,
+            &m.destination,
+            "resolves outside the container's root",
+        )
+    })?;
+    let first = below.components().next().map(|c| c.as_os_str().to_owned());
+    if let Some(dir) = first.and_then(|c| c.into_string().ok()) {
+        if RUNTIME_DIRS.contains(&dir.as_str()) {
+            return Err(refused(
+                key,
+                &m.destination,
+                format!(
+                    "resolves to /{}, on or under /{dir}, where the runtime mounts",
+                    below.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bind_source_is_file(m: &MountSpec) -> bool {
+    m.is_bind()
+        && m.source
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()))
 }
 
 /// The device nodes every container gets: (name, major, minor).
@@ -163,7 +242,10 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     let root = unsafe { OwnedFd::from_raw_fd(root) };
     let mut dev_is_tmpfs = false;
     let userns = config.has_userns();
-    for m in &config.mounts {
+    for (i, m) in config.mounts.iter().enumerate() {
+        if m.is_bind() {
+            check_bind_destination(root.as_raw_fd(), i, m)?;
+        }
         mount_one(root.as_raw_fd(), m, userns)?;
         if m.destination == Path::new("/dev") && m.fs_type == "tmpfs" {
             dev_is_tmpfs = true;
@@ -190,10 +272,7 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
 
 fn mount_one(root: RawFd, m: &MountSpec, userns: bool) -> Result<(), RootfsError> {
     let dest = &m.destination;
-    let source_is_file = m.is_bind()
-        && m.source
-            .as_ref()
-            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+    let source_is_file = bind_source_is_file(m);
     let target = make_inside(root, dest, source_is_file)?;
     let at = target.proc_path();
     if m.is_bind() {
@@ -275,6 +354,16 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
     let result = (|| {
         for (name, major, minor) in DEFAULT_DEVICES {
             let path = format!("/dev/{name}");
+            // Whatever is already there (a mount, a volume, a link) is not our node.
+            match nix::sys::stat::fstatat(
+                Some(dev_dir.as_raw_fd()),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Err(Errno::ENOENT) => {}
+                Ok(_) => return Err(refused("device node", &path, "an entry is already there")),
+                Err(e) => return Err(fail("look at", &path)(e)),
+            }
             if userns {
                 let target = make_inside(root, Path::new(&path), true)?;
                 mount(
@@ -294,7 +383,7 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
                 Mode::from_bits_truncate(0o666),
                 nix::sys::stat::makedev(major, minor),
             ) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {}
                 Err(e) => return Err(fail("mknod", &path)(e)),
             }
         }
@@ -322,7 +411,7 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
     // Sysctls first: /proc/sys is about to become read-only.
     for (key, value) in &config.sysctl {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError {
+        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError::Sys {
             step: "set sysctl",
             path: path.display().to_string(),
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
