@@ -323,3 +323,51 @@ fn an_existing_entry_where_a_device_node_is_made_is_refused_as_root() {
         "{err}"
     );
 }
+
+/// The reproduction from issue 15 (CVE-2025-31133's class): the root's `/dev/null` is a
+/// symlink to `/proc/sys/kernel/core_pattern` (what a container could leave in a volume
+/// over `/dev` for its next start; here a bundle with no `/dev` tmpfs). Masking binds the
+/// null device over `/proc/keys` and the others: it must refuse a `/dev/null` that is not
+/// the char device 1:3 instead of binding the knob read-write over the masked paths.
+#[test]
+fn masking_refuses_a_dev_null_that_is_not_the_null_device_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let b = bundle::bundle(work.path(), |c| {
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.retain(|m| m["destination"] != "/dev");
+        }
+        c["process"]["args"] = serde_json::json!(["/bin/busybox", "cat", "/proc/keys"]);
+    });
+    std::fs::create_dir_all(b.join("rootfs/dev")).expect("dev");
+    std::os::unix::fs::symlink("/proc/sys/kernel/core_pattern", b.join("rootfs/dev/null"))
+        .expect("symlink");
+    let state = work.path().join("state");
+    let (ok, out, err) = bundle::run_with(bundle::OURS, &state, &b, "null-link");
+    assert!(
+        !ok,
+        "masking must be refused; the container read /proc/keys as: {out}"
+    );
+    assert!(
+        err.contains("/dev/null") && err.contains("not the null device"),
+        "{err}"
+    );
+}
+
+/// A masked path must be on procfs or sysfs: masking `/etc/passwd` (a file of the image)
+/// is refused, naming the list and the path, not silently bound over.
+#[test]
+fn a_masked_path_off_procfs_and_sysfs_is_refused_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let b = bundle::bundle(work.path(), |c| {
+        c["linux"]["maskedPaths"] = serde_json::json!(["/proc/keys", "/checker"]);
+    });
+    let state = work.path().join("state");
+    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "mask-off");
+    assert!(!ok, "the run must be refused");
+    assert!(
+        err.contains("maskedPaths /checker") && err.contains("not on procfs or sysfs"),
+        "{err}"
+    );
+}
