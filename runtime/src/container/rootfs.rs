@@ -417,23 +417,34 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
     }
+    let mut null: Option<OwnedFd> = None;
     for p in &config.masked_paths {
-        let meta = match std::fs::symlink_metadata(p) {
-            Ok(m) => m,
-            Err(_) => continue,
+        let Some(target) = open_kernel_path(p, "maskedPaths")? else {
+            continue;
         };
-        let result = if meta.is_dir() {
+        let at = format!("/proc/self/fd/{}", target.as_raw_fd());
+        let is_dir = nix::sys::stat::fstat(target.as_raw_fd())
+            .map_err(fail("look at", p))?
+            .st_mode
+            & libc::S_IFMT
+            == libc::S_IFDIR;
+        let result = if is_dir {
             mount(
                 Some("tmpfs"),
-                p,
+                at.as_str(),
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
                 None::<&str>,
             )
         } else {
+            let null = match &null {
+                Some(fd) => fd,
+                None => null.insert(open_null()?),
+            };
+            let from = format!("/proc/self/fd/{}", null.as_raw_fd());
             mount(
-                Some("/dev/null"),
-                p,
+                Some(from.as_str()),
+                at.as_str(),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
@@ -442,23 +453,84 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
         result.map_err(fail("mask", p))?;
     }
     for p in &config.readonly_paths {
-        if std::fs::symlink_metadata(p).is_err() {
+        let Some(target) = open_kernel_path(p, "readonlyPaths")? else {
             continue;
-        }
+        };
+        let at = format!("/proc/self/fd/{}", target.as_raw_fd());
         mount(
-            Some(p),
-            p,
+            Some(at.as_str()),
+            at.as_str(),
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
         .map_err(fail("bind", p))?;
-        remount(p, MsFlags::MS_RDONLY).map_err(fail("make read-only", p))?;
+        // The descriptor names the covered file; the new mount is reopened.
+        let again = open_kernel_path(p, "readonlyPaths")?
+            .ok_or_else(|| fail("reopen", p)(Errno::ENOENT))?;
+        let at = format!("/proc/self/fd/{}", again.as_raw_fd());
+        remount(Path::new(&at), MsFlags::MS_RDONLY).map_err(fail("make read-only", p))?;
     }
     if config.rootfs_readonly {
         remount(Path::new("/"), MsFlags::MS_RDONLY).map_err(fail("make read-only", "/"))?;
     }
     Ok(())
+}
+
+/// Opens a masked or read-only path (`key` names the list) `O_PATH`, following no symlink
+/// on the way; `None` if it does not exist (as runc). It must be on procfs or sysfs.
+fn open_kernel_path(p: &Path, key: &str) -> Result<Option<OwnedFd>, RootfsError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(libc::AT_FDCWD, p, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(refused(key, p, "is or passes through a symlink")),
+        Err(e) => return Err(fail("open", p)(e)),
+    };
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
+    let fs = fstatfs(&fd).map_err(fail("look at", p))?.filesystem_type();
+    if fs != PROC_SUPER_MAGIC && fs != SYSFS_MAGIC {
+        return Err(refused(key, p, "is not on procfs or sysfs"));
+    }
+    if nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(fail("look at", p))?
+        .st_mode
+        & libc::S_IFMT
+        == libc::S_IFLNK
+    {
+        return Err(refused(key, p, "is a symlink"));
+    }
+    Ok(Some(fd))
+}
+
+/// The container's `/dev/null`, opened once without following a symlink and checked to be
+/// the character device 1:3, for every masked file to be bound from.
+fn open_null() -> Result<OwnedFd, RootfsError> {
+    let path = "/dev/null";
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(libc::AT_FDCWD, path, how) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) => return Err(refused("maskedPaths", path, "is a symlink")),
+        Err(e) => return Err(fail("open", path)(e)),
+    };
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(fail("look at", path))?;
+    let null = nix::sys::stat::makedev(1, 3);
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != null {
+        return Err(refused(
+            "maskedPaths",
+            path,
+            "is not the null device (char 1:3)",
+        ));
+    }
+    Ok(fd)
 }
 
 /// Remounts the bind mount at `path` with `add` on top of the flags it has: a bind
