@@ -395,7 +395,14 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
             ("stderr", "/proc/self/fd/2"),
         ] {
             match nix::unistd::symlinkat(target, Some(dev_dir.as_raw_fd()), name) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    return Err(refused(
+                        "device link",
+                        format!("/dev/{name}"),
+                        "an entry is already there",
+                    ))
+                }
                 Err(e) => return Err(fail("symlink", format!("/dev/{name}"))(e)),
             }
         }
