@@ -172,9 +172,14 @@ impl Drop for StagedLayer {
 impl Store {
     /// Opens (creating) the store at `root`, and clears what dead processes left in `tmp/`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in ["blobs/sha256", "layers", "tmp", "locks"] {
+        for dir in ["blobs/sha256", "locks"] {
             let p = root.join(dir);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        // Unpacked layers hold the images' device nodes and setuid files.
+        for dir in ["layers", "tmp"] {
+            let p = root.join(dir);
+            crate::fsutil::private_dir(&p).map_err(io(&p))?;
         }
         let store = Self {
             root: root.to_owned(),
@@ -236,7 +241,10 @@ impl Store {
             .prefix(&format!("{}-{}-{what}-", boot_id(), std::process::id()))
             .tempdir_in(&base)
             .map_err(io(&base))?;
-        Ok(dir.keep())
+        let dir = dir.keep();
+        // A staged layer keeps this mode once it is renamed into `layers/`.
+        crate::fsutil::private_dir(&dir).map_err(io(&dir))?;
+        Ok(dir)
     }
 
     /// Takes the unpack locks of these layers, in one global order so that two pulls that

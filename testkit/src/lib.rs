@@ -235,6 +235,8 @@ pub enum Entry<'a> {
     File(&'a str, &'a [u8], u32),
     Dir(&'a str),
     Symlink(&'a str, &'a str),
+    /// A character device node: path, major, minor.
+    CharDevice(&'a str, u32, u32),
 }
 
 /// An uncompressed tar layer.
@@ -264,6 +266,15 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 h.set_mode(0o777);
                 h.set_size(0);
                 b.append_link(&mut h, path, target).expect("tar symlink");
+            }
+            Entry::CharDevice(path, major, minor) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_mode(0o666);
+                h.set_size(0);
+                h.set_device_major(*major).expect("tar major");
+                h.set_device_minor(*minor).expect("tar minor");
+                b.append_data(&mut h, path, std::io::empty())
+                    .expect("tar device");
             }
         }
     }

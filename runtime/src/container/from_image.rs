@@ -152,6 +152,10 @@ pub fn parse_volume(v: &str) -> Result<(String, String, bool), String> {
 
 /// Makes `<bundle>/config.json` and mounts `<bundle>/rootfs` (overlayfs of the image's
 /// layers over `<bundle>/upper`). Undo with [`remove_bundle`].
+///
+/// The bundle and its parent are 0700 and the overlay is mounted `nodev,nosuid`, so that no
+/// host process can use the image's device nodes or setuid files. The container's root
+/// inherits `nosuid`, which changes nothing: its processes run with `no_new_privs`.
 pub fn make_bundle(
     store: &Store,
     image: &ImageRecord,
@@ -177,6 +181,12 @@ pub fn make_bundle(
         bundle.join("upper"),
         bundle.join("work"),
     );
+    // The merged view holds the image's device nodes and setuid files: only root may
+    // enter the bundle, and the host's mount is nodev,nosuid.
+    if let Some(parent) = bundle.parent() {
+        crate::fsutil::private_dir(parent).map_err(io(parent))?;
+    }
+    crate::fsutil::private_dir(bundle).map_err(io(bundle))?;
     for d in [&rootfs, &upper, &work] {
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
@@ -198,7 +208,7 @@ pub fn make_bundle(
         Some("overlay"),
         &rootfs,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
         Some(data.as_str()),
     )
     .map_err(|errno| FromImageError::Mount {

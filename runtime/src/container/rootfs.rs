@@ -12,6 +12,18 @@
 //! `openat2(RESOLVE_IN_ROOT)`, and the mount is made on the resulting descriptor
 //! (`/proc/self/fd/N`), so a symlink in the image (`/proc -> /`, `/dev -> /etc`) cannot
 //! send a mount outside the container's root.
+//!
+//! Where the runtime itself mounts (`/dev`, `/proc`, `/sys`) no bind mount may land: a
+//! bind whose destination, once resolved in the root, is on or under one of them is
+//! refused (`mounts[i].destination`), whatever its path says, so an image symlink
+//! (`/data -> /dev`, `/etc/resolv.conf -> /proc/sys/...`) cannot put a volume over the
+//! container's device nodes or a host file over a kernel knob. The decision is made on the
+//! resolved descriptor (its path relative to the root), not on the destination's text, so
+//! benign in-root symlinks (`/var/run -> /run`) keep working; the runtime's own mounts
+//! there (`/dev/pts`, `/dev/shm`, `/dev/mqueue`) are not bind mounts. A device node is
+//! made only where nothing is: an existing entry is an error. Masked and read-only paths
+//! are opened without following a symlink and must be on procfs or sysfs; masked files
+//! are bound from one descriptor of the null device, checked to be the char device 1:3.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -25,16 +37,83 @@ use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
 use super::spec::{ContainerConfig, MountSpec};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{step} {path}: {errno}")]
-pub struct RootfsError {
-    pub step: &'static str,
-    pub path: String,
-    pub errno: Errno,
+pub enum RootfsError {
+    #[error("{step} {path}: {errno}")]
+    Sys {
+        step: &'static str,
+        path: String,
+        errno: Errno,
+    },
+    #[error("{key} {path}: {reason}")]
+    Refused {
+        key: String,
+        path: String,
+        reason: String,
+    },
 }
 
 fn fail(step: &'static str, path: impl AsRef<Path>) -> impl FnOnce(Errno) -> RootfsError {
     let path = path.as_ref().display().to_string();
-    move |errno| RootfsError { step, path, errno }
+    move |errno| RootfsError::Sys { step, path, errno }
+}
+
+fn refused(
+    key: impl Into<String>,
+    path: impl AsRef<Path>,
+    reason: impl Into<String>,
+) -> RootfsError {
+    RootfsError::Refused {
+        key: key.into(),
+        path: path.as_ref().display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Where the runtime mounts itself, and no bind may land.
+const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
+
+/// The path `fd` resolves to, relative to the directory `root` resolves to.
+fn path_below(root: RawFd, fd: RawFd) -> Result<PathBuf, Errno> {
+    let at = |fd: RawFd| nix::fcntl::readlink(format!("/proc/self/fd/{fd}").as_str());
+    let (root_path, path) = (PathBuf::from(at(root)?), PathBuf::from(at(fd)?));
+    path.strip_prefix(&root_path)
+        .map(Path::to_owned)
+        .map_err(|_| Errno::EXDEV)
+}
+
+/// Refuses bind mount `i` if its destination, resolved in the root, is on or under
+/// `/dev`, `/proc` or `/sys`.
+fn check_bind_destination(root: RawFd, i: usize, m: &MountSpec) -> Result<(), RootfsError> {
+    let key = format!("mounts[{i}].destination");
+    let target = make_inside(root, &m.destination, bind_source_is_file(m))?;
+    let below = path_below(root, target.fd.as_raw_fd()).map_err(|_| {
+        refused(
+            &key,
+            &m.destination,
+            "resolves outside the container's root",
+        )
+    })?;
+    let first = below.components().next().map(|c| c.as_os_str().to_owned());
+    if let Some(dir) = first.and_then(|c| c.into_string().ok()) {
+        if RUNTIME_DIRS.contains(&dir.as_str()) {
+            return Err(refused(
+                key,
+                &m.destination,
+                format!(
+                    "resolves to /{}, on or under /{dir}, where the runtime mounts",
+                    below.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bind_source_is_file(m: &MountSpec) -> bool {
+    m.is_bind()
+        && m.source
+            .as_ref()
+            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()))
 }
 
 /// The device nodes every container gets: (name, major, minor).
@@ -163,7 +242,10 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     let root = unsafe { OwnedFd::from_raw_fd(root) };
     let mut dev_is_tmpfs = false;
     let userns = config.has_userns();
-    for m in &config.mounts {
+    for (i, m) in config.mounts.iter().enumerate() {
+        if m.is_bind() {
+            check_bind_destination(root.as_raw_fd(), i, m)?;
+        }
         mount_one(root.as_raw_fd(), m, userns)?;
         if m.destination == Path::new("/dev") && m.fs_type == "tmpfs" {
             dev_is_tmpfs = true;
@@ -190,10 +272,7 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
 
 fn mount_one(root: RawFd, m: &MountSpec, userns: bool) -> Result<(), RootfsError> {
     let dest = &m.destination;
-    let source_is_file = m.is_bind()
-        && m.source
-            .as_ref()
-            .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+    let source_is_file = bind_source_is_file(m);
     let target = make_inside(root, dest, source_is_file)?;
     let at = target.proc_path();
     if m.is_bind() {
@@ -275,6 +354,16 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
     let result = (|| {
         for (name, major, minor) in DEFAULT_DEVICES {
             let path = format!("/dev/{name}");
+            // Whatever is already there (a mount, a volume, a link) is not our node.
+            match nix::sys::stat::fstatat(
+                Some(dev_dir.as_raw_fd()),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Err(Errno::ENOENT) => {}
+                Ok(_) => return Err(refused("device node", &path, "an entry is already there")),
+                Err(e) => return Err(fail("look at", &path)(e)),
+            }
             if userns {
                 let target = make_inside(root, Path::new(&path), true)?;
                 mount(
@@ -294,7 +383,7 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
                 Mode::from_bits_truncate(0o666),
                 nix::sys::stat::makedev(major, minor),
             ) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {}
                 Err(e) => return Err(fail("mknod", &path)(e)),
             }
         }
@@ -306,7 +395,14 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
             ("stderr", "/proc/self/fd/2"),
         ] {
             match nix::unistd::symlinkat(target, Some(dev_dir.as_raw_fd()), name) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    return Err(refused(
+                        "device link",
+                        format!("/dev/{name}"),
+                        "an entry is already there",
+                    ))
+                }
                 Err(e) => return Err(fail("symlink", format!("/dev/{name}"))(e)),
             }
         }
@@ -322,29 +418,40 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
     // Sysctls first: /proc/sys is about to become read-only.
     for (key, value) in &config.sysctl {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError {
+        std::fs::write(&path, value.as_bytes()).map_err(|e| RootfsError::Sys {
             step: "set sysctl",
             path: path.display().to_string(),
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
     }
+    let mut null: Option<OwnedFd> = None;
     for p in &config.masked_paths {
-        let meta = match std::fs::symlink_metadata(p) {
-            Ok(m) => m,
-            Err(_) => continue,
+        let Some(target) = open_kernel_path(p, "maskedPaths")? else {
+            continue;
         };
-        let result = if meta.is_dir() {
+        let at = format!("/proc/self/fd/{}", target.as_raw_fd());
+        let is_dir = nix::sys::stat::fstat(target.as_raw_fd())
+            .map_err(fail("look at", p))?
+            .st_mode
+            & libc::S_IFMT
+            == libc::S_IFDIR;
+        let result = if is_dir {
             mount(
                 Some("tmpfs"),
-                p,
+                at.as_str(),
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY,
                 None::<&str>,
             )
         } else {
+            let null = match &null {
+                Some(fd) => fd,
+                None => null.insert(open_null()?),
+            };
+            let from = format!("/proc/self/fd/{}", null.as_raw_fd());
             mount(
-                Some("/dev/null"),
-                p,
+                Some(from.as_str()),
+                at.as_str(),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
@@ -353,23 +460,84 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
         result.map_err(fail("mask", p))?;
     }
     for p in &config.readonly_paths {
-        if std::fs::symlink_metadata(p).is_err() {
+        let Some(target) = open_kernel_path(p, "readonlyPaths")? else {
             continue;
-        }
+        };
+        let at = format!("/proc/self/fd/{}", target.as_raw_fd());
         mount(
-            Some(p),
-            p,
+            Some(at.as_str()),
+            at.as_str(),
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
         .map_err(fail("bind", p))?;
-        remount(p, MsFlags::MS_RDONLY).map_err(fail("make read-only", p))?;
+        // The descriptor names the covered file; the new mount is reopened.
+        let again = open_kernel_path(p, "readonlyPaths")?
+            .ok_or_else(|| fail("reopen", p)(Errno::ENOENT))?;
+        let at = format!("/proc/self/fd/{}", again.as_raw_fd());
+        remount(Path::new(&at), MsFlags::MS_RDONLY).map_err(fail("make read-only", p))?;
     }
     if config.rootfs_readonly {
         remount(Path::new("/"), MsFlags::MS_RDONLY).map_err(fail("make read-only", "/"))?;
     }
     Ok(())
+}
+
+/// Opens a masked or read-only path (`key` names the list) `O_PATH`, following no symlink
+/// on the way; `None` if it does not exist (as runc). It must be on procfs or sysfs.
+fn open_kernel_path(p: &Path, key: &str) -> Result<Option<OwnedFd>, RootfsError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(libc::AT_FDCWD, p, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(refused(key, p, "is or passes through a symlink")),
+        Err(e) => return Err(fail("open", p)(e)),
+    };
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
+    let fs = fstatfs(&fd).map_err(fail("look at", p))?.filesystem_type();
+    if fs != PROC_SUPER_MAGIC && fs != SYSFS_MAGIC {
+        return Err(refused(key, p, "is not on procfs or sysfs"));
+    }
+    if nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(fail("look at", p))?
+        .st_mode
+        & libc::S_IFMT
+        == libc::S_IFLNK
+    {
+        return Err(refused(key, p, "is a symlink"));
+    }
+    Ok(Some(fd))
+}
+
+/// The container's `/dev/null`, opened once without following a symlink and checked to be
+/// the character device 1:3, for every masked file to be bound from.
+fn open_null() -> Result<OwnedFd, RootfsError> {
+    let path = "/dev/null";
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(libc::AT_FDCWD, path, how) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) => return Err(refused("maskedPaths", path, "is a symlink")),
+        Err(e) => return Err(fail("open", path)(e)),
+    };
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(fail("look at", path))?;
+    let null = nix::sys::stat::makedev(1, 3);
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != null {
+        return Err(refused(
+            "maskedPaths",
+            path,
+            "is not the null device (char 1:3)",
+        ));
+    }
+    Ok(fd)
 }
 
 /// Remounts the bind mount at `path` with `add` on top of the flags it has: a bind

@@ -100,9 +100,11 @@ impl StateDir {
 
     /// Makes the container's directory; fails if the id is taken.
     pub fn claim(&self, id: &ContainerId) -> Result<PathBuf, StateError> {
-        std::fs::create_dir_all(&self.root).map_err(self.io(id, &self.root))?;
+        crate::fsutil::private_dir(&self.root).map_err(self.io(id, &self.root))?;
         let dir = self.dir(id);
-        match std::fs::create_dir(&dir) {
+        match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)
+        {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(StateError::Exists(id.to_string()))
