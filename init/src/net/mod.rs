@@ -170,7 +170,9 @@ impl Network {
                         return;
                     }
                 };
-                rt.block_on(manage(opts, shared, stop_rx));
+                crate::tasks::supervise_thread("network", Default::default(), || {
+                    rt.block_on(manage(opts.clone(), shared.clone(), stop_rx.clone()))
+                });
             });
         let thread = match thread {
             Ok(t) => Some(t),
@@ -689,7 +691,19 @@ async fn run_interface(
             }
         })
     };
-    client::run(netlink, client_opts, etx, stop).await;
+    // A panic in the client (a hostile reply that got past its checks) costs a restart,
+    // which takes up the saved lease again, not the interface's DHCP for the boot.
+    let task = format!("dhcp {name}");
+    let client_stop = stop.clone();
+    crate::tasks::supervise(&task, Default::default(), stop, move || {
+        client::run(
+            netlink.clone(),
+            client_opts.clone(),
+            etx.clone(),
+            client_stop.clone(),
+        )
+    })
+    .await;
     let _ = forward.await;
 }
 
