@@ -395,20 +395,21 @@ type ExecArgs = (CString, Vec<CString>, Vec<CString>);
 
 /// The home directory of `uid` in the container's `/etc/passwd`, or `/`.
 fn home_of(uid: u32) -> String {
-    // Only a regular file: a FIFO planted by the image would hold this process, still a
-    // copy of the runtime, as long as the image likes.
-    let regular = std::fs::metadata("/etc/passwd").is_ok_and(|m| m.is_file());
-    regular
-        .then(|| std::fs::read_to_string("/etc/passwd").ok())
-        .flatten()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                (f.len() >= 7 && f[2].parse::<u32>() == Ok(uid) && !f[5].is_empty())
-                    .then(|| f[5].to_owned())
-            })
+    // In-root, a regular file, capped (see `inroot`): a FIFO planted by the image would
+    // hold this process, still a copy of the runtime, as long as the image likes.
+    super::inroot::read_text(
+        std::path::Path::new("/"),
+        std::path::Path::new("etc/passwd"),
+    )
+    .ok()
+    .and_then(|text| {
+        text.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 7 && f[2].parse::<u32>() == Ok(uid) && !f[5].is_empty())
+                .then(|| f[5].to_owned())
         })
-        .unwrap_or_else(|| "/".to_owned())
+    })
+    .unwrap_or_else(|| "/".to_owned())
 }
 
 /// The program path (searched in the container's PATH when it has no `/`), its arguments

@@ -24,6 +24,7 @@ pub mod devices;
 mod exec;
 pub mod from_image;
 mod init;
+pub mod inroot;
 pub mod log;
 pub mod rootfs;
 pub mod seccomp;
