@@ -14,7 +14,7 @@
 //! runc's `--tty`.
 
 use std::io::IsTerminal;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 
@@ -167,6 +167,17 @@ pub fn exec(
                 drop(ours);
                 (theirs, size)
             });
+            // Only what the helper needs: nothing of the runtime's may be reachable through
+            // /proc/self/fd once the program's cwd is set.
+            let keep: Vec<_> = namespaces
+                .iter()
+                .map(|(_, fd)| fd.as_raw_fd())
+                .chain(terminal.as_ref().map(|(s, _)| s.as_raw_fd()))
+                .collect();
+            if let Err(e) = init::close_fds_except(&keep) {
+                eprintln!("gantry-runtime exec: {e}");
+                exit(1);
+            }
             init::harden_child();
             // If the caller dies (a health check killed at its deadline), so does this
             // helper, and with it (below) the process in the container.
@@ -187,6 +198,7 @@ pub fn exec(
                     exit(1);
                 }
             }
+            drop(namespaces);
             // Now in the container's PID namespace for children: fork the real process.
             // SAFETY: still single-threaded (this is the forked child).
             match unsafe { fork() } {
@@ -198,6 +210,11 @@ pub fn exec(
                     })
                 }
                 Ok(ForkResult::Child) => {
+                    let keep: Vec<_> = terminal.iter().map(|(s, _)| s.as_raw_fd()).collect();
+                    if let Err(e) = init::close_fds_except(&keep) {
+                        eprintln!("gantry-runtime exec: {e}");
+                        exit(127);
+                    }
                     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                     if let Some((socket, size)) = &terminal {
                         if let Err(e) = console::attach_sized(socket, *size) {

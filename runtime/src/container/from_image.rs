@@ -589,7 +589,8 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let passwd = super::inroot::read_text(rootfs, Path::new("etc/passwd"))
+        .map_err(|e| format!("look up user {u:?}: {e}"))?;
     let (uid, primary) = match u.parse::<u32>() {
         Ok(uid) => (
             uid,
@@ -611,8 +612,8 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => std::fs::read_to_string(rootfs.join("etc/group"))
-                .unwrap_or_default()
+            Err(_) => super::inroot::read_text(rootfs, Path::new("etc/group"))
+                .map_err(|e| format!("look up group {g:?}: {e}"))?
                 .lines()
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 3 && f[0] == g)
@@ -729,5 +730,26 @@ mod tests {
         assert!(resolve_user(dir.path(), "nobody")
             .unwrap_err()
             .contains("nobody"));
+    }
+
+    /// Hostile image: `etc/passwd` a link to the host's `/dev/zero`, a FIFO, or a link out
+    /// of the root. The lookup must end at once with an error naming the file, never
+    /// block on the FIFO, read the device or the host's file.
+    #[test]
+    fn a_hostile_passwd_fails_the_lookup_at_once() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("passwd"), "web:x:1:1::/:/bin/sh\n").unwrap();
+        for make in ["zero", "fifo", "host"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("etc")).unwrap();
+            let passwd = dir.path().join("etc/passwd");
+            match make {
+                "zero" => std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap(),
+                "fifo" => nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+                _ => std::os::unix::fs::symlink(host.path().join("passwd"), &passwd).unwrap(),
+            }
+            let e = resolve_user(dir.path(), "web").unwrap_err();
+            assert!(e.contains("etc/passwd"), "{make}: {e}");
+        }
     }
 }

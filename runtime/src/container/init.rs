@@ -10,7 +10,7 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -79,6 +79,50 @@ pub(super) fn close_inherited_fds() -> Result<(), String> {
     Ok(())
 }
 
+/// Closes every descriptor from 3 up but `keep`, so that nothing the runtime had open (the
+/// host's cgroup directory `clone3` needed, a namespace, whatever its caller left) can be
+/// reached through `/proc/self/fd` (CVE-2024-21626). First thing in every child that will
+/// run container code, before any path from the container's config is touched.
+pub(super) fn close_fds_except(keep: &[RawFd]) -> Result<(), String> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, u32::MAX)
+}
+
+fn close_range(first: u32, last: u32) -> Result<(), String> {
+    // SAFETY: close_range only closes this process's descriptors; none in the range is
+    // owned by live Rust objects the caller will use (the caller keeps those out of it).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(format!("close descriptors {first}-{last}: {err}"));
+    }
+    // Before Linux 5.9: one at a time, up to the descriptor limit.
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1 << 20, |(soft, hard)| soft.max(hard).min(1 << 20));
+    let last = u64::from(last).min(limit);
+    for fd in u64::from(first)..=last {
+        // SAFETY: as above; EBADF for a descriptor not open is harmless.
+        unsafe { libc::close(fd as libc::c_int) };
+    }
+    Ok(())
+}
+
 /// What the runtime hands the init: its ends of the hand-shake pipes, the exec fifo
 /// (`O_PATH`), the logger's pipes, the console socket.
 pub struct Handoff {
@@ -89,6 +133,22 @@ pub struct Handoff {
     pub console: Option<std::os::unix::net::UnixStream>,
 }
 
+impl Handoff {
+    /// Its descriptors: all the init keeps of what it inherits.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![
+            self.ready.as_raw_fd(),
+            self.go.as_raw_fd(),
+            self.fifo.as_raw_fd(),
+        ];
+        if let Some(p) = &self.stdio {
+            fds.extend([p.stdout.as_raw_fd(), p.stderr.as_raw_fd()]);
+        }
+        fds.extend(self.console.as_ref().map(|c| c.as_raw_fd()));
+        fds
+    }
+}
+
 /// Runs in the cloned child; never returns.
 pub fn run(
     config: &ContainerConfig,
@@ -96,6 +156,11 @@ pub fn run(
     handoff: Handoff,
     join_paths: bool,
 ) -> ! {
+    if let Err(e) = close_fds_except(&handoff.fds()) {
+        let mut ready = std::fs::File::from(handoff.ready);
+        let _ = ready.write_all(format!("error: {e}\n").as_bytes());
+        exit(1);
+    }
     let Handoff {
         ready,
         go,
@@ -305,6 +370,24 @@ fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
         }
     }
     nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir {}: {e}", p.cwd.display()))?;
+    cwd_in_root(&p.cwd)
+}
+
+/// Refuses a working directory the container's root does not contain (reached through a
+/// descriptor or a magic link): the kernel's getcwd then fails or says `(unreachable)`.
+fn cwd_in_root(cwd: &std::path::Path) -> Result<(), String> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which outlives the
+    // call. The raw system call: glibc's wrapper hides the "(unreachable)" prefix.
+    let rc = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    let outside = "the working directory is outside the container's root";
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("process.cwd {cwd:?}: {outside} (getcwd: {e})"));
+    }
+    if buf.first() != Some(&b'/') {
+        return Err(format!("process.cwd {cwd:?}: {outside}"));
+    }
     Ok(())
 }
 
@@ -312,20 +395,21 @@ type ExecArgs = (CString, Vec<CString>, Vec<CString>);
 
 /// The home directory of `uid` in the container's `/etc/passwd`, or `/`.
 fn home_of(uid: u32) -> String {
-    // Only a regular file: a FIFO planted by the image would hold this process, still a
-    // copy of the runtime, as long as the image likes.
-    let regular = std::fs::metadata("/etc/passwd").is_ok_and(|m| m.is_file());
-    regular
-        .then(|| std::fs::read_to_string("/etc/passwd").ok())
-        .flatten()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                (f.len() >= 7 && f[2].parse::<u32>() == Ok(uid) && !f[5].is_empty())
-                    .then(|| f[5].to_owned())
-            })
+    // In-root, a regular file, capped (see `inroot`): a FIFO planted by the image would
+    // hold this process, still a copy of the runtime, as long as the image likes.
+    super::inroot::read_text(
+        std::path::Path::new("/"),
+        std::path::Path::new("etc/passwd"),
+    )
+    .ok()
+    .and_then(|text| {
+        text.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 7 && f[2].parse::<u32>() == Ok(uid) && !f[5].is_empty())
+                .then(|| f[5].to_owned())
         })
-        .unwrap_or_else(|| "/".to_owned())
+    })
+    .unwrap_or_else(|| "/".to_owned())
 }
 
 /// The program path (searched in the container's PATH when it has no `/`), its arguments

@@ -24,6 +24,7 @@ pub mod devices;
 mod exec;
 pub mod from_image;
 mod init;
+pub mod inroot;
 pub mod log;
 pub mod rootfs;
 pub mod seccomp;
@@ -281,6 +282,7 @@ fn clone_init(
         stdio,
         console,
     });
+    let keep = handoff.as_ref().map(init::Handoff::fds).unwrap_or_default();
     // With a user namespace the helper has joined the namespaces named by path already.
     let init_joins = !config.has_userns();
     let init_cb: nix::sched::CloneCb = Box::new(move || -> isize {
@@ -291,7 +293,7 @@ fn clone_init(
     });
     let (child, in_cgroup) = if config.has_userns() {
         (
-            clone_through_helper(id, config, fifo, init_cb, &mut stack)?,
+            clone_through_helper(id, config, fifo, init_cb, &keep, &mut stack)?,
             false,
         )
     } else {
@@ -367,6 +369,7 @@ fn clone_through_helper(
     config: &ContainerConfig,
     fifo: &Path,
     init_cb: nix::sched::CloneCb,
+    keep: &[std::os::fd::RawFd],
     stack: &mut [u8],
 ) -> Result<Pid, ContainerError> {
     let io = |path: &str| {
@@ -378,7 +381,7 @@ fn clone_through_helper(
     let mut parts = Some((sync_child, init_cb));
     let helper_cb = Box::new(move || -> isize {
         match parts.take() {
-            Some((sync, init_cb)) => userns::helper(config, sync, init_cb),
+            Some((sync, init_cb)) => userns::helper(config, sync, init_cb, keep),
             None => 1,
         }
     });

@@ -246,7 +246,20 @@ pub(super) fn await_init(
 
 /// Runs in the helper the runtime cloned; clones `init` into the container's namespaces
 /// (see the module docs) and exits. Never returns.
-pub(super) fn helper(config: &ContainerConfig, mut sync: UnixStream, init: CloneCb) -> ! {
+/// `keep`: the init's hand-over descriptors, the only ones kept with the socket.
+pub(super) fn helper(
+    config: &ContainerConfig,
+    mut sync: UnixStream,
+    init: CloneCb,
+    keep: &[std::os::fd::RawFd],
+) -> ! {
+    let mut keep = keep.to_vec();
+    keep.push(std::os::fd::AsRawFd::as_raw_fd(&sync));
+    if let Err(e) = super::init::close_fds_except(&keep) {
+        let _ = sync.write_all(format!("error: {e}\n").as_bytes());
+        // SAFETY: _exit ends the helper at once, without the runtime's atexit handlers.
+        unsafe { libc::_exit(1) }
+    }
     super::init::harden_child();
     // If the runtime dies, so does the set-up.
     // SAFETY: prctl with plain integers touches no memory of ours.
