@@ -542,10 +542,7 @@ impl Machine {
 pub fn decode_reply(packet: &[u8]) -> Result<Message, String> {
     check_framing(packet)?;
     let [op, htype, hlen, ..] = *packet else {
-        return Err(format!(
-            "{} bytes is shorter than a DHCP header",
-            packet.len()
-        ));
+        return Err(format!("{} bytes is shorter than a DHCP header", packet.len()));
     };
     if op != 2 {
         return Err(format!("op {op} is not a BOOTREPLY (2)"));
