@@ -311,8 +311,6 @@ impl Updates {
         let spawned = std::thread::Builder::new()
             .name("update-agent".into())
             .spawn(move || {
-                // A panic on a hostile channel or bundle costs a restart of the agent.
-                crate::tasks::supervise_thread("update-agent", Default::default(), || {
                 let fetcher = Fetcher::new(FetchOptions::default());
                 std::thread::sleep(FIRST_CHECK);
                 loop {
@@ -349,7 +347,6 @@ impl Updates {
                     }
                     std::thread::sleep(policy.check_interval());
                 }
-                })
             });
         match spawned {
             Ok(_) => self.agent = Some(rx),

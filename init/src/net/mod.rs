@@ -170,9 +170,7 @@ impl Network {
                         return;
                     }
                 };
-                crate::tasks::supervise_thread("network", Default::default(), || {
-                    rt.block_on(manage(opts.clone(), shared.clone(), stop_rx.clone()))
-                });
+                rt.block_on(manage(opts, shared, stop_rx));
             });
         let thread = match thread {
             Ok(t) => Some(t),
@@ -691,19 +689,7 @@ async fn run_interface(
             }
         })
     };
-    // A panic in the client (a hostile reply that got past its checks) costs a restart,
-    // which takes up the saved lease again, not the interface's DHCP for the boot.
-    let task = format!("dhcp {name}");
-    let client_stop = stop.clone();
-    crate::tasks::supervise(&task, Default::default(), stop, move || {
-        client::run(
-            netlink.clone(),
-            client_opts.clone(),
-            etx.clone(),
-            client_stop.clone(),
-        )
-    })
-    .await;
+    client::run(netlink, client_opts, etx, stop).await;
     let _ = forward.await;
 }
 
