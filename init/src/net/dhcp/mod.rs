@@ -30,7 +30,6 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
-use dhcproto::Decodable;
 
 pub use lease::{Lease, SavedLease};
 
@@ -289,10 +288,8 @@ impl Machine {
 
     /// A reply arrived. Returns what to do, or why it was dropped.
     pub fn on_reply(&mut self, msg: &Message, now: Instant) -> Result<Vec<Action>, Ignored> {
-        // `hlen` first: `chaddr` slices with it and panics above 16 (see `decode_reply`).
         if msg.opcode() != Opcode::BootReply
             || msg.xid() != self.xid
-            || msg.hlen() != 6
             || msg.chaddr().get(..6) != Some(&self.mac[..])
         {
             return Err(Ignored::NotForUs);
@@ -532,30 +529,6 @@ impl Machine {
         }
         msg
     }
-}
-
-/// Decodes a received packet into a reply, after checking every field that the decoder
-/// or its accessors trust: the framing ([`check_framing`]), then the fixed header's `op`
-/// (BOOTREPLY), `htype` (Ethernet) and `hlen` (6). `dhcproto` keeps `hlen` as sent and
-/// slices the 16-byte `chaddr` with it, so a reply with `hlen` over 16 would make
-/// `Message::chaddr` panic: such a packet never becomes a [`Message`].
-pub fn decode_reply(packet: &[u8]) -> Result<Message, String> {
-    check_framing(packet)?;
-    let [op, htype, hlen, ..] = *packet else {
-        return Err(format!("{} bytes is shorter than a DHCP header", packet.len()));
-    };
-    if op != 2 {
-        return Err(format!("op {op} is not a BOOTREPLY (2)"));
-    }
-    if htype != 1 {
-        return Err(format!("htype {htype} is not Ethernet (1)"));
-    }
-    if hlen != 6 {
-        return Err(format!(
-            "hlen {hlen}: an Ethernet address has 6 bytes (RFC 2131 allows at most 16)"
-        ));
-    }
-    Message::from_bytes(packet).map_err(|e| e.to_string())
 }
 
 /// Checks a received packet's framing before it is decoded: a BOOTP header, the magic
