@@ -166,8 +166,7 @@ pub async fn run(
             got = driver.socket.recv_from(&mut buf) => match got {
                 Ok((n, from)) => {
                     let bytes = buf.get(..n).unwrap_or_default();
-                    let decoded = super::check_framing(bytes)
-                        .and_then(|()| Message::from_bytes(bytes).map_err(|e| e.to_string()));
+                    let decoded = super::decode_reply(bytes);
                     match decoded {
                         Ok(msg) => match machine.on_reply(&msg, Instant::now()) {
                             Ok(actions) => driver.perform(actions).await,
