@@ -184,7 +184,9 @@ fn run<B: Backend + Send + Sync + 'static>(
 ) {
     let handler = Arc::new(handler);
     let backend = Arc::new(backend);
+    let mut restarts = crate::tasks::Restarts::new(crate::tasks::Backoff::PID1);
     loop {
+        let started = std::time::Instant::now();
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -207,10 +209,22 @@ fn run<B: Backend + Send + Sync + 'static>(
                 }
             })
         }));
-        if served.is_err() {
-            error!("api: recovered from a panic; starting again");
+        match served {
+            Ok(()) => {
+                restarts = crate::tasks::Restarts::new(crate::tasks::Backoff::PID1);
+                std::thread::sleep(RETRY);
+            }
+            Err(payload) => {
+                let delay = restarts.after_panic(started.elapsed());
+                error!(
+                    task = "api",
+                    panic = %crate::tasks::panic_message(payload.as_ref()),
+                    restart_in_ms = delay.as_millis() as u64,
+                    "{}", crate::tasks::TASK_PANICKED
+                );
+                std::thread::sleep(delay);
+            }
         }
-        std::thread::sleep(RETRY);
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Message, MessageType};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Encodable;
 use ipnet::IpNet;
 use nix::sys::socket::{self, setsockopt, sockopt, AddressFamily, SockFlag, SockType};
 use tokio::net::UdpSocket;
