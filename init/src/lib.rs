@@ -37,6 +37,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod store_check;
 pub mod supervisor;
+pub mod tasks;
 pub mod update;
 pub mod var;
 pub mod watchdog;

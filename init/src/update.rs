@@ -313,7 +313,7 @@ impl Updates {
             .spawn(move || {
                 let fetcher = Fetcher::new(FetchOptions::default());
                 std::thread::sleep(FIRST_CHECK);
-                loop {
+                crate::tasks::supervise_thread("update-agent", crate::tasks::Backoff::PID1, || loop {
                     info!(server = %server, "{UPDATE_LINE} checking");
                     // Each step on the console: the power-cut tests cut at them.
                     let mut log_step = |step: Step| info!(step = ?step, "{UPDATE_LINE} install step");
@@ -346,7 +346,7 @@ impl Updates {
                         Err(e) => warn!(error = %error_chain(&e), "{UPDATE_LINE} check failed"),
                     }
                     std::thread::sleep(policy.check_interval());
-                }
+                }, std::thread::sleep);
             });
         match spawned {
             Ok(_) => self.agent = Some(rx),

@@ -564,3 +564,67 @@ fn malformed_and_foreign_replies_are_dropped_without_harm() {
     assert_configured(&pair, addr);
     client.stop();
 }
+
+/// In the server's namespace, waits for the client's next BOOTREQUEST (a raw IPPROTO_UDP
+/// socket gets a copy of every UDP datagram) and answers it with the same bytes as a
+/// BOOTREPLY with `hlen = 255`: the right xid and chaddr, so the client reads its chaddr.
+fn answer_next_request_with_hlen_255(ns: &str) -> std::thread::JoinHandle<()> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType};
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        in_netns(&ns, || async {
+            let raw = socket::socket(
+                AddressFamily::Inet,
+                SockType::Raw,
+                SockFlag::empty(),
+                SockProtocol::Udp,
+            )
+            .unwrap();
+            let raw = std::net::UdpSocket::from(raw);
+            raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = [0u8; 1500];
+            loop {
+                let n = raw.recv(&mut buf).expect("a DHCP request within 30 s");
+                let ip = &buf[..n];
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let (udp, bootp) = ip[ihl..].split_at(8);
+                if u16::from_be_bytes([udp[2], udp[3]]) != 67 || bootp.first() != Some(&1) {
+                    continue;
+                }
+                let ciaddr = Ipv4Addr::new(bootp[12], bootp[13], bootp[14], bootp[15]);
+                let mut hostile = bootp.to_vec();
+                hostile[0] = 2;
+                hostile[2] = 255;
+                let to = if ciaddr.is_unspecified() {
+                    Ipv4Addr::BROADCAST
+                } else {
+                    ciaddr
+                };
+                let out = UdpSocket::bind("0.0.0.0:0").unwrap();
+                out.set_broadcast(true).unwrap();
+                out.send_to(&hostile, (to, 68)).unwrap();
+                return;
+            }
+        })
+    })
+}
+
+#[test]
+fn a_reply_with_hlen_255_is_dropped_and_the_client_keeps_renewing() {
+    let pair = Pair::new();
+    let _server = pair.dnsmasq(50, 60, false);
+    let mut client = pair.client(None);
+    let addr = client.bound(Bound::Discovered, Duration::from_secs(15));
+    let hostile = answer_next_request_with_hlen_255(&pair.srv);
+    client.wait_for(
+        "the hostile reply dropped",
+        Duration::from_secs(20),
+        |e| matches!(e, Event::Dropped(why) if why.contains("hlen 255")),
+    );
+    hostile.join().unwrap();
+    // The client is still there: it renews at the next T1 against dnsmasq.
+    assert_eq!(client.bound(Bound::Renewed, Duration::from_secs(25)), addr);
+    assert_eq!(client.bound(Bound::Renewed, Duration::from_secs(25)), addr);
+    assert_configured(&pair, addr);
+    client.stop();
+}

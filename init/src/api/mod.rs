@@ -17,8 +17,8 @@
 //! - HTTPS only, with rustls and ring (already in the image for the registry client), and
 //!   HTTP/1.1 only: hyper's HTTP/1 server and tokio-rustls, both already in the tree
 //!   through reqwest. No HTTP/2: one protocol, fewer limits to get right.
-//! - Limits: 16 connections at once (more are closed at once), 10 s for the TLS handshake,
-//!   10 s to send the request head, 16 KiB and 64 header lines for it, 60 s per connection.
+//! - Limits ([`Limits`]): 16 connections at once and 4 from one source address (more are
+//!   closed at once), 5 s for the TLS handshake and 5 s to send the request head, 16 KiB and 64 header lines for it, 60 s per connection.
 //! - The server has its own thread and a current-thread tokio runtime: nothing it does can
 //!   block PID 1's event loop. It never ends: a listener that cannot be bound (an address
 //!   not up yet) is retried every 5 s, accept errors back off, a panic is caught, logged,
@@ -55,9 +55,63 @@ pub const API_LISTENING: &str = "gantry-init: api listening";
 /// Logged for each request, with `peer= method= path= status= token=`.
 pub const API_REQUEST: &str = "gantry-init: api request";
 
-const MAX_CONNECTIONS: usize = 16;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many connections the server holds, and how long one may take to say who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections at once, from everyone; more are closed at once.
+    pub max_connections: usize,
+    /// Connections at once from one source address; more are closed at once.
+    pub per_peer: usize,
+    /// Each of the TLS handshake and the request head must arrive within this.
+    pub pre_auth: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 16,
+            per_peer: 4,
+            pre_auth: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A connection counted against its peer's share until dropped.
+struct PeerSlot {
+    peers: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(
+        peers: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        limit: usize,
+    ) -> Option<PeerSlot> {
+        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+        let held = map.entry(ip).or_insert(0);
+        if *held >= limit {
+            return None;
+        }
+        *held += 1;
+        Some(PeerSlot {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = map.get_mut(&self.ip) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// hyper's read buffer, which bounds the request head (hyper's minimum is 8 KiB).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -184,7 +238,9 @@ fn run<B: Backend + Send + Sync + 'static>(
 ) {
     let handler = Arc::new(handler);
     let backend = Arc::new(backend);
+    let mut restarts = crate::tasks::Restarts::new(crate::tasks::Backoff::PID1);
     loop {
+        let started = std::time::Instant::now();
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -207,10 +263,22 @@ fn run<B: Backend + Send + Sync + 'static>(
                 }
             })
         }));
-        if served.is_err() {
-            error!("api: recovered from a panic; starting again");
+        match served {
+            Ok(()) => {
+                restarts = crate::tasks::Restarts::new(crate::tasks::Backoff::PID1);
+                std::thread::sleep(RETRY);
+            }
+            Err(payload) => {
+                let delay = restarts.after_panic(started.elapsed());
+                error!(
+                    task = "api",
+                    panic = %crate::tasks::panic_message(payload.as_ref()),
+                    restart_in_ms = delay.as_millis() as u64,
+                    "{}", crate::tasks::TASK_PANICKED
+                );
+                std::thread::sleep(delay);
+            }
         }
-        std::thread::sleep(RETRY);
     }
 }
 
@@ -221,8 +289,20 @@ pub async fn serve<B: Backend + Send + Sync + 'static>(
     handler: Arc<Handler>,
     backend: Arc<B>,
 ) {
+    serve_with(listener, tls, handler, backend, Limits::default()).await
+}
+
+/// [`serve`] with other [`Limits`].
+pub async fn serve_with<B: Backend + Send + Sync + 'static>(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    handler: Arc<Handler>,
+    backend: Arc<B>,
+    limits: Limits,
+) {
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::default();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -237,9 +317,14 @@ pub async fn serve<B: Backend + Send + Sync + 'static>(
             warn!(%peer, "api: too many connections; closing");
             continue;
         };
+        let Some(peer_slot) = PeerSlot::take(&peers, peer.ip(), limits.per_peer) else {
+            warn!(%peer, limit = limits.per_peer, "api: too many connections from this peer; closing");
+            continue;
+        };
         let (acceptor, handler, backend) = (acceptor.clone(), handler.clone(), backend.clone());
         tokio::spawn(async move {
-            connection(tcp, peer, acceptor, handler, backend).await;
+            connection(tcp, peer, acceptor, handler, backend, limits.pre_auth).await;
+            drop(peer_slot);
             drop(slot);
         });
     }
@@ -253,8 +338,9 @@ async fn connection<B: Backend + Send + Sync + 'static>(
     acceptor: TlsAcceptor,
     handler: Arc<Handler>,
     backend: Arc<B>,
+    pre_auth: Duration,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(pre_auth, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             warn!(%peer, error = %e, "api: TLS handshake failed");
@@ -289,7 +375,7 @@ async fn connection<B: Backend + Send + Sync + 'static>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(pre_auth)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(tls), service);

@@ -26,6 +26,11 @@ fn sha256(token: &str) -> TokenHash {
 
 /// Runs the server on a loopback port with the test certificate; returns the port.
 fn start_server() -> u16 {
+    start_server_with(Limits::default())
+}
+
+/// [`start_server`] with other limits; listens on 0.0.0.0 so 127.0.0.2 can be a second peer.
+fn start_server_with(limits: Limits) -> u16 {
     let api = ApiConfig {
         listen: "127.0.0.1:1".parse().unwrap(),
         tls_cert: CERT.to_owned(),
@@ -37,7 +42,7 @@ fn start_server() -> u16 {
     };
     let tls = api.tls().unwrap();
     let handler = Handler::new(api.tokens, BTreeSet::from(["web".to_owned()]), "9.9".into());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
@@ -47,7 +52,7 @@ fn start_server() -> u16 {
             .unwrap();
         rt.block_on(async move {
             let listener = TcpListener::from_std(listener).unwrap();
-            serve(listener, tls, Arc::new(handler), Arc::new(Fake)).await
+            serve_with(listener, tls, Arc::new(handler), Arc::new(Fake), limits).await
         })
     });
     port
@@ -159,4 +164,67 @@ fn tails_find_lines_across_chunks_and_stop_at_the_byte_limit() {
     // No trailing newline: the last line still counts.
     std::fs::write(&path, "a\nb").unwrap();
     assert_eq!(tail_lines(&path, 1).unwrap(), "b");
+}
+
+/// A plain TCP connection from `source` that sends nothing.
+fn idle_from(source: [u8; 4], port: u16) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((source, 0).into()).unwrap();
+        let c = s.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        c.into_std().unwrap()
+    })
+}
+
+/// Whether the server closes `s` within `within` (EOF or reset); false on the deadline.
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn an_authenticated_client_gets_through_while_another_peer_holds_idle_connections() {
+    let limits = Limits {
+        pre_auth: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let port = start_server_with(limits);
+    // Peer 127.0.0.2 tries to take every slot and sends nothing.
+    let mut idle: Vec<_> = (0..limits.max_connections)
+        .map(|_| idle_from([127, 0, 0, 2], port))
+        .collect();
+    let mut refused = 0;
+    for s in idle.iter_mut().skip(limits.per_peer) {
+        if closed_within(s, Duration::from_secs(10)) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, limits.max_connections - limits.per_peer);
+    let auth = vec![("authorization", "Bearer s3cret".to_owned())];
+    let (status, body) = get(port, "/v1/status", &auth).unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn an_idle_connection_is_closed_at_the_pre_authentication_deadline() {
+    let port = start_server_with(Limits {
+        pre_auth: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    let mut s = idle_from([127, 0, 0, 1], port);
+    assert!(closed_within(&mut s, Duration::from_secs(20)));
 }

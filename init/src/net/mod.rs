@@ -689,7 +689,22 @@ async fn run_interface(
             }
         })
     };
-    client::run(netlink, client_opts, etx, stop).await;
+    // A panic in the client (a reply it failed to refuse) must not end DHCP on this link.
+    crate::tasks::supervise_async(
+        &format!("dhcp {name}"),
+        crate::tasks::Backoff::PID1,
+        || {
+            client::run(
+                netlink.clone(),
+                client_opts.clone(),
+                etx.clone(),
+                stop.clone(),
+            )
+        },
+        tokio::time::sleep,
+    )
+    .await;
+    drop(etx);
     let _ = forward.await;
 }
 

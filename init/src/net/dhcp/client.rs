@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dhcproto::v4::{Message, MessageType};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Encodable;
 use ipnet::IpNet;
 use nix::sys::socket::{self, setsockopt, sockopt, AddressFamily, SockFlag, SockType};
 use tokio::net::UdpSocket;
@@ -166,8 +166,7 @@ pub async fn run(
             got = driver.socket.recv_from(&mut buf) => match got {
                 Ok((n, from)) => {
                     let bytes = buf.get(..n).unwrap_or_default();
-                    let decoded = super::check_framing(bytes)
-                        .and_then(|()| Message::from_bytes(bytes).map_err(|e| e.to_string()));
+                    let decoded = super::decode_reply(bytes);
                     match decoded {
                         Ok(msg) => match machine.on_reply(&msg, Instant::now()) {
                             Ok(actions) => driver.perform(actions).await,

@@ -531,6 +531,33 @@ impl Machine {
     }
 }
 
+/// Decodes a packet received on the client's socket into a reply it may act on. Every
+/// field a later library call trusts is checked first: the framing ([`check_framing`]),
+/// `op` = BOOTREPLY, `htype` = Ethernet and `hlen` <= 16 (dhcproto's `chaddr()` slices its
+/// 16-byte array by `hlen` and panics past it). A refused packet gets the reason.
+pub fn decode_reply(packet: &[u8]) -> Result<Message, String> {
+    const BOOTREPLY: u8 = 2;
+    const ETHERNET: u8 = 1;
+    const CHADDR_LEN: u8 = 16;
+    check_framing(packet)?;
+    let (op, htype, hlen) = match packet {
+        [op, htype, hlen, ..] => (*op, *htype, *hlen),
+        _ => return Err("no BOOTP header".to_owned()),
+    };
+    if op != BOOTREPLY {
+        return Err(format!("op {op} is not a BOOTREPLY"));
+    }
+    if htype != ETHERNET {
+        return Err(format!("htype {htype} is not Ethernet"));
+    }
+    if hlen > CHADDR_LEN {
+        return Err(format!(
+            "hlen {hlen} is longer than chaddr's {CHADDR_LEN} bytes"
+        ));
+    }
+    <Message as dhcproto::Decodable>::from_bytes(packet).map_err(|e| e.to_string())
+}
+
 /// Checks a received packet's framing before it is decoded: a BOOTP header, the magic
 /// cookie, and options that each fit in the packet up to an END. The decoder is lenient
 /// (it keeps the options before a broken one); a packet with any broken option is dropped

@@ -374,3 +374,29 @@ fn framing_is_checked_before_decoding() {
     cookie[236] = 0;
     assert!(check_framing(&cookie).unwrap_err().contains("magic cookie"));
 }
+
+#[test]
+fn decode_reply_refuses_hostile_header_fields_with_a_reason() {
+    let t0 = Instant::now();
+    let (m, _) = machine(None, t0);
+    let good = dhcproto::Encodable::to_vec(&reply(&m, MessageType::Offer, ADDR)).unwrap();
+    let msg = decode_reply(&good).unwrap();
+    assert_eq!(msg.chaddr().len(), 6);
+    // hlen 255 made dhcproto's chaddr() index past its 16-byte array: a panic in PID 1.
+    let mut hlen = good.clone();
+    hlen[2] = 255;
+    // The old receive path (framing, then the library) let it through to chaddr().
+    assert_eq!(check_framing(&hlen), Ok(()));
+    let old = <Message as dhcproto::Decodable>::from_bytes(&hlen).unwrap();
+    assert!(std::panic::catch_unwind(|| old.chaddr().len()).is_err());
+    assert!(decode_reply(&hlen).unwrap_err().contains("hlen 255"));
+    let mut op = good.clone();
+    op[0] = 1;
+    assert!(decode_reply(&op).unwrap_err().contains("op 1"));
+    let mut htype = good.clone();
+    htype[1] = 6;
+    assert!(decode_reply(&htype).unwrap_err().contains("htype 6"));
+    let mut framing = good;
+    framing[236] = 0;
+    assert!(decode_reply(&framing).unwrap_err().contains("magic cookie"));
+}
