@@ -170,7 +170,13 @@ impl Network {
                         return;
                     }
                 };
-                rt.block_on(manage(opts, shared, stop_rx));
+                // The manager too: a panic outside the per-link tasks starts it again.
+                crate::tasks::supervise_thread(
+                    "network",
+                    crate::tasks::Backoff::PID1,
+                    || rt.block_on(manage(opts.clone(), shared.clone(), stop_rx.clone())),
+                    std::thread::sleep,
+                );
             });
         let thread = match thread {
             Ok(t) => Some(t),

@@ -288,8 +288,11 @@ impl Machine {
 
     /// A reply arrived. Returns what to do, or why it was dropped.
     pub fn on_reply(&mut self, msg: &Message, now: Instant) -> Result<Vec<Action>, Ignored> {
+        // `hlen` before `chaddr`, which slices with it and panics above 16 (`decode_reply`
+        // refuses those; a message from anywhere else gets the same care).
         if msg.opcode() != Opcode::BootReply
             || msg.xid() != self.xid
+            || msg.hlen() != 6
             || msg.chaddr().get(..6) != Some(&self.mac[..])
         {
             return Err(Ignored::NotForUs);

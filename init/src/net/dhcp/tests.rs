@@ -400,3 +400,15 @@ fn decode_reply_refuses_hostile_header_fields_with_a_reason() {
     framing[236] = 0;
     assert!(decode_reply(&framing).unwrap_err().contains("magic cookie"));
 }
+
+/// A message with a hostile `hlen` that reached the state machine some other way than
+/// `decode_reply` is dropped instead of panicking on `chaddr`.
+#[test]
+fn the_machine_drops_a_message_with_an_oversized_hlen() {
+    let t0 = Instant::now();
+    let (mut m, _) = machine(None, t0);
+    let mut bytes = dhcproto::Encodable::to_vec(&reply(&m, MessageType::Offer, ADDR)).unwrap();
+    bytes[2] = 255;
+    let msg = <Message as dhcproto::Decodable>::from_bytes(&bytes).unwrap();
+    assert!(matches!(m.on_reply(&msg, t0), Err(Ignored::NotForUs)));
+}
