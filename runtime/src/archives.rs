@@ -162,8 +162,34 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, archive: &Path) -> Result<Members
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A gzip tar whose first header is a GNU long name claiming 8 GiB, followed by only a
+    /// little of that payload: a reader that trusts the size allocates for all of it.
+    pub(crate) fn huge_long_name(path: &Path) {
+        use std::io::Write;
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(8 << 30);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(h.as_bytes()).unwrap();
+        e.write_all(&vec![b'a'; 2 << 20]).unwrap();
+        std::fs::write(path, e.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_huge_gnu_long_name_is_refused_at_the_extension_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.tar");
+        huge_long_name(&path);
+        let err = names(&path).unwrap_err().to_string();
+        assert!(err.contains("huge.tar"), "{err}");
+        assert!(err.contains("8589934592 bytes is over the"), "{err}");
+    }
 
     /// A tar of `members` (name, content), optionally gzip-compressed.
     fn archive(path: &Path, members: &[(&str, &[u8])], gzip: bool) {

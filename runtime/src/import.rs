@@ -618,4 +618,16 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn staging_refuses_a_huge_gnu_long_name_at_the_extension_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("huge.tar");
+        crate::archives::tests::huge_long_name(&archive);
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let err = stage_tar(&archive, &stage).unwrap_err().to_string();
+        assert!(err.contains("huge.tar"), "{err}");
+        assert!(err.contains("8589934592 bytes is over the"), "{err}");
+    }
 }
