@@ -7,11 +7,13 @@
 //! wins. An archive that cannot be read is reported and passed over, so that one bad
 //! archive costs only the images it was meant to provide.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::import::{format_err, io, oci_name, ImportError, SaveEntry, MAX_JSON};
+use crate::import::{
+    format_err, io, oci_name, open_archive, walk_err, ImportError, SaveEntry, MAX_JSON,
+};
 use crate::manifest::{self, Manifest};
 use crate::reference::ImageRef;
 
@@ -110,28 +112,12 @@ struct Members {
 }
 
 fn top_level_json(archive: &Path) -> Result<Members, ImportError> {
-    let mut file = File::open(archive).map_err(io(archive))?;
-    let mut magic = [0u8; 2];
-    let n = file.read(&mut magic).map_err(io(archive))?;
-    file.seek(SeekFrom::Start(0)).map_err(io(archive))?;
-    if n == 2 && magic == [0x1f, 0x8b] {
-        let gz = flate2::read::GzDecoder::new(BufReader::new(file));
-        scan(
-            tar::Archive::new(gz).entries().map_err(io(archive))?,
-            archive,
-        )
-    } else {
-        // A plain tar is walked by its headers, seeking over the layers.
-        let mut tar = tar::Archive::new(file);
-        scan(tar.entries_with_seek().map_err(io(archive))?, archive)
-    }
-}
-
-fn scan<R: Read>(entries: tar::Entries<'_, R>, archive: &Path) -> Result<Members, ImportError> {
+    // Walked by the layer walker (plain tars too, reading over the layers rather than
+    // seeking), so that extension headers are capped before they are read.
+    let mut tar = open_archive(archive)?;
     let mut members = Members::default();
-    for entry in entries {
-        let entry = entry.map_err(io(archive))?;
-        let path = entry.path().map_err(io(archive))?.into_owned();
+    while let Some(member) = tar.next_member().map_err(walk_err(archive))? {
+        let path = Path::new(OsStr::from_bytes(&member.name));
         let mut parts = path.components().filter(|c| *c != Component::CurDir);
         let (Some(Component::Normal(name)), None) = (parts.next(), parts.next()) else {
             continue;
@@ -145,17 +131,12 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, archive: &Path) -> Result<Members
             Some(n @ "manifest.json") => (n, &mut members.docker_manifest),
             _ => continue,
         };
-        let mut bytes = Vec::new();
-        entry
-            .take(MAX_JSON + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io(archive))?;
-        if bytes.len() as u64 > MAX_JSON {
+        let Some(bytes) = tar.read_data(MAX_JSON).map_err(walk_err(archive))? else {
             return Err(format_err(
                 archive,
                 format!("{name} is larger than {MAX_JSON} bytes"),
             ));
-        }
+        };
         *slot = Some(bytes);
     }
     Ok(members)
