@@ -42,6 +42,9 @@ fn serve(reply: impl Fn(&str, Option<String>) -> String + Send + 'static) -> u16
     port
 }
 
+/// Requests the realm saw: (path, Authorization header).
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 fn response(status: &str, headers: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -51,7 +54,7 @@ fn response(status: &str, headers: &str, body: &str) -> String {
 
 #[tokio::test]
 async fn credentials_go_only_to_the_registrys_own_challenge() {
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let record = seen.clone();
     let realm = serve(move |path, auth| {
         record.lock().unwrap().push((path.to_owned(), auth));
@@ -103,9 +106,13 @@ async fn credentials_go_only_to_the_registrys_own_challenge() {
         },
     );
     let reg = Registry::connect(&image, &opts).await.expect("connect");
-    // The storage host's challenge: answered anonymously (or refused), never with the
-    // registry's credentials.
-    let _ = reg.small_blob(&foreign, 1).await;
+    // The storage host's challenge is refused by name, never answered with the registry's
+    // credentials.
+    let err = reg.small_blob(&foreign, 1).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{storage}")) && err.contains("not answered"),
+        "{err}"
+    );
     // The registry's own challenge gets them.
     reg.small_blob(&own, 1).await.expect("own blob");
     let seen = seen.lock().unwrap().clone();
