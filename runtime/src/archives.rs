@@ -7,11 +7,13 @@
 //! wins. An archive that cannot be read is reported and passed over, so that one bad
 //! archive costs only the images it was meant to provide.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::import::{format_err, io, oci_name, ImportError, SaveEntry, MAX_JSON};
+use crate::import::{
+    format_err, io, oci_name, open_archive, walk_err, ImportError, SaveEntry, MAX_JSON,
+};
 use crate::manifest::{self, Manifest};
 use crate::reference::ImageRef;
 
@@ -110,28 +112,12 @@ struct Members {
 }
 
 fn top_level_json(archive: &Path) -> Result<Members, ImportError> {
-    let mut file = File::open(archive).map_err(io(archive))?;
-    let mut magic = [0u8; 2];
-    let n = file.read(&mut magic).map_err(io(archive))?;
-    file.seek(SeekFrom::Start(0)).map_err(io(archive))?;
-    if n == 2 && magic == [0x1f, 0x8b] {
-        let gz = flate2::read::GzDecoder::new(BufReader::new(file));
-        scan(
-            tar::Archive::new(gz).entries().map_err(io(archive))?,
-            archive,
-        )
-    } else {
-        // A plain tar is walked by its headers, seeking over the layers.
-        let mut tar = tar::Archive::new(file);
-        scan(tar.entries_with_seek().map_err(io(archive))?, archive)
-    }
-}
-
-fn scan<R: Read>(entries: tar::Entries<'_, R>, archive: &Path) -> Result<Members, ImportError> {
+    // Walked by the layer walker (plain tars too, reading over the layers rather than
+    // seeking), so that extension headers are capped before they are read.
+    let mut tar = open_archive(archive)?;
     let mut members = Members::default();
-    for entry in entries {
-        let entry = entry.map_err(io(archive))?;
-        let path = entry.path().map_err(io(archive))?.into_owned();
+    while let Some(member) = tar.next_member().map_err(walk_err(archive))? {
+        let path = Path::new(OsStr::from_bytes(&member.name));
         let mut parts = path.components().filter(|c| *c != Component::CurDir);
         let (Some(Component::Normal(name)), None) = (parts.next(), parts.next()) else {
             continue;
@@ -145,25 +131,46 @@ fn scan<R: Read>(entries: tar::Entries<'_, R>, archive: &Path) -> Result<Members
             Some(n @ "manifest.json") => (n, &mut members.docker_manifest),
             _ => continue,
         };
-        let mut bytes = Vec::new();
-        entry
-            .take(MAX_JSON + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io(archive))?;
-        if bytes.len() as u64 > MAX_JSON {
+        let Some(bytes) = tar.read_data(MAX_JSON).map_err(walk_err(archive))? else {
             return Err(format_err(
                 archive,
                 format!("{name} is larger than {MAX_JSON} bytes"),
             ));
-        }
+        };
         *slot = Some(bytes);
     }
     Ok(members)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A gzip tar whose first header is a GNU long name claiming 8 GiB, followed by only a
+    /// little of that payload: a reader that trusts the size allocates for all of it.
+    pub(crate) fn huge_long_name(path: &Path) {
+        use std::io::Write;
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(8 << 30);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(h.as_bytes()).unwrap();
+        e.write_all(&vec![b'a'; 2 << 20]).unwrap();
+        std::fs::write(path, e.finish().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_huge_gnu_long_name_is_refused_at_the_extension_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.tar");
+        huge_long_name(&path);
+        let err = names(&path).unwrap_err().to_string();
+        assert!(err.contains("huge.tar"), "{err}");
+        assert!(err.contains("8589934592 bytes is over the"), "{err}");
+    }
 
     /// A tar of `members` (name, content), optionally gzip-compressed.
     fn archive(path: &Path, members: &[(&str, &[u8])], gzip: bool) {

@@ -9,13 +9,17 @@
 //! plain relative names, and symlinks that stay inside the archive.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::Verifying;
+use crate::layer::archive::{Archive, Kind};
+use crate::layer::LayerError;
 use crate::manifest::{self, Descriptor, ImageConfig, InvalidManifest, Manifest};
 use crate::pull::{record_for, store_bytes};
 use crate::reference::{Digest, ImageRef, Sha256};
@@ -42,6 +46,12 @@ pub enum ImportError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// The archive's tar stream, walked as a pulled layer's is (extension headers capped).
+    #[error("{path}: {source}")]
+    Archive {
+        path: PathBuf,
+        source: crate::layer::LayerError,
+    },
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
@@ -49,6 +59,28 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImportError + '_
         path: path.to_owned(),
         source,
     }
+}
+
+pub(crate) fn walk_err(path: &Path) -> impl FnOnce(LayerError) -> ImportError + '_ {
+    move |source| ImportError::Archive {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The archive's tar stream (plain or gzip), for the layer walker, which caps PAX and GNU
+/// long-name payloads before reading them.
+pub(crate) fn open_archive(archive: &Path) -> Result<Archive<Box<dyn Read>>, ImportError> {
+    let mut file = File::open(archive).map_err(io(archive))?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic).map_err(io(archive))?;
+    let file = File::open(archive).map_err(io(archive))?;
+    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    Ok(Archive::new(reader))
 }
 
 pub(crate) fn format_err(path: &Path, reason: impl Into<String>) -> ImportError {
@@ -452,21 +484,10 @@ fn hash_layer_file(path: &Path) -> Result<(Digest, u64, &'static str), ImportErr
 
 /// Stages the members of an archive (plain or gzip tar) in `dest`.
 fn stage_tar(archive: &Path, dest: &Path) -> Result<(), ImportError> {
-    let mut file = File::open(archive).map_err(io(archive))?;
-    let mut magic = [0u8; 2];
-    let n = file.read(&mut magic).map_err(io(archive))?;
-    let file = File::open(archive).map_err(io(archive))?;
-    let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
-    let mut tar = tar::Archive::new(reader);
+    let mut tar = open_archive(archive)?;
     let mut links: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-    let entries = tar.entries().map_err(io(archive))?;
-    for entry in entries {
-        let mut entry = entry.map_err(io(archive))?;
-        let raw = entry.path().map_err(io(archive))?.into_owned();
+    while let Some(member) = tar.next_member().map_err(walk_err(archive))? {
+        let raw = PathBuf::from(OsStr::from_bytes(&member.name));
         let mut rel = PathBuf::new();
         for c in raw.components() {
             match c {
@@ -484,9 +505,9 @@ fn stage_tar(archive: &Path, dest: &Path) -> Result<(), ImportError> {
             continue;
         }
         let out = dest.join(&rel);
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => std::fs::create_dir_all(&out).map_err(io(&out))?,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
+        match &member.kind {
+            Kind::Dir => std::fs::create_dir_all(&out).map_err(io(&out))?,
+            Kind::File => {
                 if let Some(parent) = out.parent() {
                     std::fs::create_dir_all(parent).map_err(io(parent))?;
                 }
@@ -497,15 +518,12 @@ fn stage_tar(archive: &Path, dest: &Path) -> Result<(), ImportError> {
                     .create_new(true)
                     .open(&out)
                     .map_err(io(&out))?;
-                std::io::copy(&mut entry, &mut f).map_err(io(&out))?;
+                tar.copy_data(&mut f).map_err(walk_err(archive))?;
             }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io(archive))?
-                    .ok_or_else(|| format_err(archive, format!("symlink {rel:?} has no target")))?;
+            Kind::Symlink(target) => {
+                let target = Path::new(OsStr::from_bytes(target));
                 let base = rel.parent().unwrap_or(Path::new(""));
-                let resolved = normalize(&base.join(&target)).ok_or_else(|| {
+                let resolved = normalize(&base.join(target)).ok_or_else(|| {
                     format_err(
                         archive,
                         format!("symlink {rel:?} points outside the archive ({target:?})"),
@@ -617,5 +635,17 @@ mod tests {
             err.to_string().contains("points outside the archive"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn staging_refuses_a_huge_gnu_long_name_at_the_extension_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("huge.tar");
+        crate::archives::tests::huge_long_name(&archive);
+        let stage = dir.path().join("stage");
+        std::fs::create_dir(&stage).unwrap();
+        let err = stage_tar(&archive, &stage).unwrap_err().to_string();
+        assert!(err.contains("huge.tar"), "{err}");
+        assert!(err.contains("8589934592 bytes is over the"), "{err}");
     }
 }

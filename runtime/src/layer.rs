@@ -93,7 +93,7 @@ use nix::sys::stat::SFlag;
 
 use crate::reference::Digest;
 
-mod archive;
+pub(crate) mod archive;
 mod header;
 mod path;
 /// Writes a file's data and starts writing it to disk every [`Writeback::STEP`] bytes and

@@ -404,6 +404,17 @@ impl Registry {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
+        // A redirect target (blob storage, a CDN) that asks for authorization does not get
+        // the registry's credentials, nor a token got with them: only the registry's own
+        // challenge is answered. reqwest already drops Authorization on a redirect that
+        // changes host or port, so the retry below never carries it there either.
+        if !same_origin(resp.url(), &self.base) {
+            let origin = origin_of(resp.url());
+            return Err(self.auth_error(format!(
+                "{url}: redirected to {origin}, which answered 401; challenges from hosts \
+                 other than the registry are not answered with its credentials"
+            )));
+        }
         let challenge = resp
             .headers()
             .get_all(WWW_AUTHENTICATE)
@@ -605,6 +616,25 @@ async fn read_limited(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Whether `url` has the scheme, host and port of `base`.
+fn same_origin(url: &reqwest::Url, base: &str) -> bool {
+    reqwest::Url::parse(base).is_ok_and(|b| {
+        b.scheme() == url.scheme()
+            && b.host_str() == url.host_str()
+            && b.port_or_known_default() == url.port_or_known_default()
+    })
+}
+
+/// `scheme://host:port` of `url`, for messages.
+fn origin_of(url: &reqwest::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 /// Whether `host[:port]` names this machine.

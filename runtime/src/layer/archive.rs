@@ -19,7 +19,7 @@ pub(super) const MAX_EXTENSION: u64 = 1 << 20;
 /// An archive member with its extension headers applied. Its file data, if any, is read
 /// with [`Archive::copy_data`] or skipped by the next [`Archive::next_member`].
 #[derive(Debug)]
-pub(super) struct Member {
+pub(crate) struct Member {
     /// The name as the archive gives it, after GNU long-name and PAX `path` records.
     pub name: Vec<u8>,
     pub kind: Kind,
@@ -34,13 +34,13 @@ pub(super) struct Member {
 
 impl Member {
     /// The name for messages.
-    pub(super) fn entry(&self) -> String {
+    pub(crate) fn entry(&self) -> String {
         lossy(&self.name)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(crate) enum Kind {
     File,
     /// A hard link to the named member, as the archive writes the name.
     HardLink(Vec<u8>),
@@ -74,7 +74,7 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-pub(super) struct Archive<R> {
+pub(crate) struct Archive<R> {
     stream: Hashing<R>,
     /// File data of the current member not read yet, then the padding after it.
     data_left: u64,
@@ -99,7 +99,7 @@ impl Extensions {
 }
 
 impl<R: Read> Archive<R> {
-    pub(super) fn new(stream: R) -> Self {
+    pub(crate) fn new(stream: R) -> Self {
         Archive {
             stream: Hashing {
                 inner: stream,
@@ -115,7 +115,7 @@ impl<R: Read> Archive<R> {
 
     /// The next member, after skipping what is left of the current one's data; `None` at
     /// the end-of-archive marker, or when the stream ends cleanly between members.
-    pub(super) fn next_member(&mut self) -> Result<Option<Member>, LayerError> {
+    pub(crate) fn next_member(&mut self) -> Result<Option<Member>, LayerError> {
         self.skip_data()?;
         let mut ext = Extensions::default();
         loop {
@@ -275,7 +275,7 @@ impl<R: Read> Archive<R> {
     }
 
     /// Copies the current member's data to `out`, then skips its padding.
-    pub(super) fn copy_data(&mut self, out: &mut impl Write) -> Result<(), LayerError> {
+    pub(crate) fn copy_data(&mut self, out: &mut impl Write) -> Result<(), LayerError> {
         while self.data_left > 0 {
             let want = self
                 .buf
@@ -297,6 +297,17 @@ impl<R: Read> Archive<R> {
             self.data_left -= n as u64;
         }
         self.skip_data()
+    }
+
+    /// The current member's data, or `None` (nothing read) when it is over `max` bytes.
+    pub(crate) fn read_data(&mut self, max: u64) -> Result<Option<Vec<u8>>, LayerError> {
+        if self.data_left > max {
+            return Ok(None);
+        }
+        // At most `max`, which callers keep small.
+        let mut data = Vec::with_capacity(usize::try_from(self.data_left).unwrap_or(0));
+        self.copy_data(&mut data)?;
+        Ok(Some(data))
     }
 
     /// Reads what follows the end-of-archive marker to the end of the stream, so that the

@@ -5,7 +5,7 @@ use tar::Header;
 
 /// A modification time: seconds since the epoch (maybe negative) and nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Mtime {
+pub(crate) struct Mtime {
     pub secs: i64,
     pub nanos: u32,
 }
