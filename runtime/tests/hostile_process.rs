@@ -3,6 +3,8 @@
 //! test says what it attacks and what it must see. Needs root (CI runs as root) and runc
 //! (for `runc spec`); busybox in the rootfs is the container's program.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -20,32 +22,15 @@ fn require_root() {
     );
 }
 
-/// A bundle in `dir/bundle` made by `runc spec`, busybox as `/bin/busybox` (and `sh`),
-/// running `script` with busybox's sh; `edit` changes config.json.
+/// The shared fixture's bundle (`runc spec`, busybox in `/bin`), running `script` with
+/// busybox's sh; `edit` changes config.json.
 fn bundle(dir: &Path, script: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    let b = dir.join("bundle");
-    let bin = b.join("rootfs/bin");
-    std::fs::create_dir_all(&bin).expect("rootfs");
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static");
-    std::os::unix::fs::symlink("busybox", bin.join("sh")).expect("sh");
-    let out = Command::new("runc")
-        .arg("spec")
-        .current_dir(&b)
-        .output()
-        .expect("runc spec");
-    assert!(
-        out.status.success(),
-        "runc spec: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = b.join("config.json");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
-    config["process"]["terminal"] = false.into();
-    config["process"]["args"] = serde_json::json!(["/bin/busybox", "sh", "-c", script]);
-    config["process"]["env"] = serde_json::json!(["PATH=/bin"]);
-    edit(&mut config);
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
+    let b = common::bundle::bundle(dir, |config| {
+        config["process"]["args"] = serde_json::json!(["/bin/busybox", "sh", "-c", script]);
+        config["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+        edit(config);
+    });
+    std::os::unix::fs::symlink("busybox", b.join("rootfs/bin/sh")).expect("sh");
     b
 }
 
