@@ -22,26 +22,9 @@ fn require_root() {
 /// A store (`<work>/store`) holding the standard busybox image with `extra` layered on top,
 /// as `example.com/hostile:1`; returns (store, state root).
 fn hostile_store(work: &Path, extra: &[Entry]) -> (String, String) {
-    let layout = work.join("layout");
-    std::fs::create_dir(&layout).expect("layout");
     let mut layers = busybox_layers();
     layers.push(layer_tar(extra));
-    let d = amd64_image(&layout, &layers, Comp::Gzip);
-    finish_layout(&layout, vec![("example.com/hostile:1", d)]);
-    let store = work.join("store").display().to_string();
-    let state = work.join("run").display().to_string();
-    let (ok, _, err) = gantry(
-        &[
-            "--root",
-            &store,
-            "image",
-            "import",
-            layout.to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    (store, state)
+    store_with(work, &layers, "example.com/hostile:1")
 }
 
 /// `gantry run --name NAME [extra] example.com/hostile:1 sh -c SCRIPT`, started.

@@ -129,24 +129,7 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
 
 /// Imports the standard busybox image as `example.com/busybox:1` into a new store.
 fn busybox_store(work: &std::path::Path) -> (String, String) {
-    let layout = work.join("layout");
-    std::fs::create_dir(&layout).expect("layout");
-    let d = amd64_image(&layout, &busybox_layers(), Comp::Gzip);
-    finish_layout(&layout, vec![("example.com/busybox:1", d)]);
-    let store = work.join("store").display().to_string();
-    let state = work.join("run").display().to_string();
-    let (ok, _, err) = gantry(
-        &[
-            "--root",
-            &store,
-            "image",
-            "import",
-            layout.to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
-    (store, state)
+    store_with(work, &busybox_layers(), "example.com/busybox:1")
 }
 
 #[test]

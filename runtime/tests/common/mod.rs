@@ -85,3 +85,26 @@ pub fn checker_layout(layout: &Path, cmd: &[&str], tag: &str) {
     );
     finish_layout(layout, vec![(tag, d)]);
 }
+
+/// A new store (`<work>/store`) holding an image of `layers` as `name`, imported with the
+/// `gantry` binary from an OCI layout; returns (store, state root `<work>/run`).
+pub fn store_with(work: &Path, layers: &[Vec<u8>], name: &str) -> (String, String) {
+    let layout = work.join("layout");
+    std::fs::create_dir(&layout).expect("layout");
+    let d = amd64_image(&layout, layers, Comp::Gzip);
+    finish_layout(&layout, vec![(name, d)]);
+    let store = work.join("store").display().to_string();
+    let state = work.join("run").display().to_string();
+    let (ok, _, err) = gantry(
+        &[
+            "--root",
+            &store,
+            "image",
+            "import",
+            layout.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    (store, state)
+}
