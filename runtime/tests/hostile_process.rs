@@ -101,20 +101,12 @@ fn rt_quiet(state: &Path, cgroup_root: &Path, args: &[&str]) -> bool {
 }
 
 fn rt(state: &Path, cgroup_root: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(OURS)
-        .arg("--root")
-        .arg(state)
-        .arg("--cgroup-root")
-        .arg(cgroup_root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runtime");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let cgroup_root = cgroup_root.to_str().expect("utf-8");
+    let all: Vec<&str> = ["--cgroup-root", cgroup_root]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    common::bundle::runtime(OURS, state, &all)
 }
 
 /// Deletes the container however the test ends.
