@@ -311,10 +311,13 @@ impl Updates {
         let spawned = std::thread::Builder::new()
             .name("update-agent".into())
             .spawn(move || {
-                let fetcher = Fetcher::new(FetchOptions::default());
+                let fetcher = Fetcher::new(FetchOptions {
+                    insecure: policy.insecure,
+                    ..FetchOptions::default()
+                });
                 std::thread::sleep(FIRST_CHECK);
                 crate::tasks::supervise_thread("update-agent", crate::tasks::Backoff::PID1, || loop {
-                    info!(server = %server, "{UPDATE_LINE} checking");
+                    info!(server = %server, insecure = policy.insecure, "{UPDATE_LINE} checking");
                     // Each step on the console: the power-cut tests cut at them.
                     let mut log_step = |step: Step| info!(step = ?step, "{UPDATE_LINE} install step");
                     match check_server(&policy, &server, &fetcher, &mut log_step) {

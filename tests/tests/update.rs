@@ -96,9 +96,12 @@ fn publish(dir: &Path, build: &BuildManifest, rollback_index: u64) {
     let sha256 = sha256_of(&dest);
     let key = dev_key();
     assert_eq!(key.id().to_string(), build.signing_key_id);
+    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
     let channel = Channel {
-        format: 1,
+        format: gantry_updater::channel::FORMAT,
         channel: "stable".into(),
+        serial: now,
+        expires: now + 86_400,
         os_version: build.version.clone(),
         rollback_index,
         arch: "x86_64".into(),
@@ -121,7 +124,7 @@ fn sha256_of(path: &Path) -> String {
 
 fn update_config(tries: u8, health_timeout_secs: u64) -> String {
     format!(
-        "{}\n[update]\nserver = \"http://{SERVER_IN_GUEST}/channel.json\"\n\
+        "{}\n[update]\nserver = \"http://{SERVER_IN_GUEST}/channel.json\"\ninsecure = true\n\
          check_interval_secs = 10\ntries = {tries}\nhealth_timeout_secs = {health_timeout_secs}\n",
         web_config()
     )
@@ -670,8 +673,10 @@ fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() 
         let served = www.join(format!("case-{i}.bundle"));
         std::fs::copy(bundle, &served).unwrap();
         let channel = Channel {
-            format: 1,
+            format: gantry_updater::channel::FORMAT,
             channel: "stable".into(),
+            serial: 100 + i as u64,
+            expires: gantry_updater::policy::unix_secs(std::time::SystemTime::now()) + 86_400,
             os_version: format!("0.2.{}", 10 + i),
             rollback_index: 2,
             arch: "x86_64".into(),
@@ -686,6 +691,49 @@ fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() 
         gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();
         // The next check (every 10 s) downloads it and refuses it for its own reason.
         let line = wait_update(&mut vm, want, Duration::from_secs(120));
+        assert!(line.contains("check failed"), "{name}: {line}");
+        table.push_str(&format!(
+            "| {name} | {} |\n",
+            line.split("error=").nth(1).unwrap_or(&line).trim()
+        ));
+    }
+    // Channel documents a mirror replays or freezes: validly signed, refused for their
+    // serial or their expiry, naming both values, before any bundle is fetched.
+    let highest = 100 + cases.len() as u64 - 1;
+    let served = www.join("case-0.bundle");
+    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
+    for (name, serial, expires, want) in [
+        (
+            "a replayed, older document",
+            highest - 1,
+            now + 86_400,
+            format!("serial {} is lower than {highest}", highest - 1),
+        ),
+        (
+            "a frozen document past its expiry",
+            highest + 1,
+            now - 60,
+            format!("expired at {}", now - 60),
+        ),
+    ] {
+        let channel = Channel {
+            format: gantry_updater::channel::FORMAT,
+            channel: "stable".into(),
+            serial,
+            expires,
+            os_version: "0.3.0".into(),
+            rollback_index: 3,
+            arch: "x86_64".into(),
+            board: "generic".into(),
+            bundle: BundleRef {
+                url: "case-0.bundle".into(),
+                size: std::fs::metadata(&served).unwrap().len(),
+                sha256: sha256_of(&served),
+            },
+        };
+        let doc = channel.sign(&[&dev_key()]).unwrap();
+        gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();
+        let line = wait_update(&mut vm, &want, Duration::from_secs(120));
         assert!(line.contains("check failed"), "{name}: {line}");
         table.push_str(&format!(
             "| {name} | {} |\n",

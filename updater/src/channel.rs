@@ -5,6 +5,18 @@
 //!
 //! On the wire it is JSON: `{"document": "<base64 of the document's JSON>", "signatures":
 //! [...]}`. The signed bytes are the decoded document, exactly.
+//!
+//! A signature alone does not stop a mirror from serving an old document it once saw
+//! (a replay, which could point machines back at a release the channel has left) or from
+//! serving the same document for ever (a freeze, which hides every later release). So the
+//! signed document carries, as TUF's timestamp metadata does:
+//! - `serial`: grows with every document of a channel. A machine keeps the highest serial
+//!   it accepted for each channel (see [`crate::state`]) and refuses a lower one. The
+//!   publishing tool defaults it to the signing time in unix seconds, so documents signed
+//!   on different machines still grow.
+//! - `expires`: unix seconds (UTC) after which the document is refused. A frozen mirror
+//!   is noticed once the document it keeps serving expires: the machine logs it at each
+//!   check. The publisher re-signs before then, even with nothing new to offer.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -16,6 +28,9 @@ use crate::keys::{
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 /// The largest channel document accepted.
 pub const MAX_CHANNEL_BYTES: usize = 64 << 10;
+/// The document format this code writes and reads; format 1 had no serial and no expiry
+/// and is refused.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +38,11 @@ pub struct Channel {
     pub format: u32,
     /// The channel's name (`stable`); a machine following another channel refuses it.
     pub channel: String,
+    /// Grows with each document of the channel; a machine refuses one lower than the
+    /// highest it accepted.
+    pub serial: u64,
+    /// Unix seconds after which the document is refused.
+    pub expires: u64,
     pub os_version: String,
     pub rollback_index: u64,
     pub arch: String,
@@ -104,9 +124,42 @@ impl Channel {
         Ok(channel)
     }
 
+    /// Whether the document may be acted on at `now` (unix seconds) by a machine whose
+    /// highest accepted serial for this channel is `highest`: not expired and not older
+    /// than what was seen. The same serial again is the same document fetched again.
+    pub fn check_fresh(&self, now: u64, highest: Option<u64>) -> Result<(), String> {
+        if now >= self.expires {
+            return Err(format!(
+                "it expired at {} (unix seconds); the time here is {now}: the server \
+                 serves a document that is no longer re-signed (a frozen mirror?)",
+                self.expires
+            ));
+        }
+        if let Some(highest) = highest.filter(|h| self.serial < *h) {
+            return Err(format!(
+                "serial {} is lower than {highest}, the highest accepted here for channel \
+                 {:?}: an older document replayed",
+                self.serial, self.channel
+            ));
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<(), String> {
-        if self.format != 1 {
-            return Err(format!("format {} is not 1", self.format));
+        if self.format != FORMAT {
+            return Err(format!(
+                "format {} is not {FORMAT}{}",
+                self.format,
+                if self.format == 1 {
+                    " (format 1 has no serial and no expiry; re-sign it with this \
+                     gantry-update)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if self.serial == 0 {
+            return Err("serial is 0; serials start at 1".into());
         }
         if self.bundle.url.is_empty() || self.bundle.url.chars().any(char::is_control) {
             return Err(format!("bundle.url {:?} is not a URL", self.bundle.url));
@@ -135,8 +188,10 @@ mod tests {
 
     fn channel() -> Channel {
         Channel {
-            format: 1,
+            format: FORMAT,
             channel: "stable".into(),
+            serial: 7,
+            expires: 2_000_000_000,
             os_version: "0.2.0".into(),
             rollback_index: 2,
             arch: "x86_64".into(),
@@ -204,5 +259,57 @@ mod tests {
             .to_string()
             .contains("envelope"));
         assert!(Channel::verify(&vec![b' '; MAX_CHANNEL_BYTES + 1], &keys, "u").is_err());
+    }
+
+    #[test]
+    fn expired_and_replayed_documents_are_refused_with_both_values() {
+        let c = channel();
+        assert!(c.check_fresh(1_999_999_999, None).is_ok());
+        assert!(
+            c.check_fresh(1_999_999_999, Some(7)).is_ok(),
+            "the same one again"
+        );
+        assert!(c.check_fresh(1_999_999_999, Some(6)).is_ok());
+        let err = c.check_fresh(2_000_000_000, None).unwrap_err();
+        assert!(
+            err.contains("expired at 2000000000") && err.contains("the time here is 2000000000"),
+            "{err}"
+        );
+        let err = c.check_fresh(1_000, Some(8)).unwrap_err();
+        assert!(
+            err.contains("serial 7 is lower than 8") && err.contains("\"stable\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn format_1_and_serial_0_are_refused() {
+        let k = key();
+        let keys = TrustedKeys::new([k.public_key()]);
+        let mut c = channel();
+        c.format = 1;
+        let err = Channel::verify(&c.sign(&[&k]).unwrap(), &keys, "u")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("format 1 is not 2 (format 1 has no serial"),
+            "{err}"
+        );
+        let mut c = channel();
+        c.serial = 0;
+        let err = Channel::verify(&c.sign(&[&k]).unwrap(), &keys, "u")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("serial is 0"), "{err}");
+        // A format-1 document as it was written, without the fields, does not parse.
+        let old = br#"{"format":1,"channel":"stable","os_version":"0.2.0","rollback_index":2,"arch":"x86_64","board":"generic","bundle":{"url":"b","size":1,"sha256":"ab"}}"#;
+        let envelope = Envelope {
+            signatures: SignatureBlock::sign(Domain::Channel, old, &[&k]).signatures,
+            document: B64.encode(old),
+        };
+        let err = Channel::verify(&serde_json::to_vec(&envelope).unwrap(), &keys, "u")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `serial`"), "{err}");
     }
 }

@@ -26,8 +26,10 @@
 //!   no limit on the whole transfer: a slow but moving download of a large bundle is fine.
 //! - Errors name the URL (without any user or password in it) and the reason. Retrying is
 //!   the caller's business; every failure leaves a partial that the next call resumes.
-//! - Redirects are followed (reqwest's default, at most 10); no proxy is used, as PID 1 has
-//!   no proxy settings and a test process must not use its own.
+//! - Redirects are followed (at most 10), but never to plain `http://` on a host that is
+//!   not loopback unless [`FetchOptions::insecure`] is set: a mirror must not be able to
+//!   take a machine off TLS. No proxy is used, as PID 1 has no proxy settings
+//!   and a test process must not use its own.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
@@ -46,6 +48,8 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// For any single wait on the server once connected.
     pub stall_timeout: Duration,
+    /// Redirects to plain http on a host that is not loopback are followed.
+    pub insecure: bool,
 }
 
 impl Default for FetchOptions {
@@ -53,6 +57,7 @@ impl Default for FetchOptions {
         FetchOptions {
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(30),
+            insecure: false,
         }
     }
 }
@@ -351,14 +356,39 @@ impl Fetcher {
             .enable_all()
             .build()
             .map_err(FetchError::Runtime)?;
+        let insecure = self.options.insecure;
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            match redirect_refused(attempt.previous(), attempt.url(), insecure) {
+                Some(reason) => attempt.error(reason),
+                None => attempt.follow(),
+            }
+        });
         let http = reqwest::Client::builder()
             .no_proxy()
+            .redirect(redirects)
             .connect_timeout(self.options.connect_timeout)
             .user_agent(concat!("gantry-updater/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(FetchError::Client)?;
         rt.block_on(job(http))
     }
+}
+
+/// Why a redirect to `next` after `previous` is not followed, if it is not: more than 10,
+/// or to plain http on a host that is not loopback without `insecure` (the rule
+/// [`crate::policy::UpdatePolicy::transport_problem`] applies to the first URL).
+fn redirect_refused(previous: &[Url], next: &Url, insecure: bool) -> Option<String> {
+    if previous.len() >= 10 {
+        return Some("more than 10 redirects".into());
+    }
+    let plain = next.scheme() == "http" && !crate::policy::is_loopback(next);
+    (plain && !insecure).then(|| {
+        format!(
+            "redirected to plain http ({}) on a host that is not loopback; refused without \
+             update.insecure = true",
+            shown(next)
+        )
+    })
 }
 
 /// `url` for messages: without a user or password.
@@ -522,6 +552,23 @@ mod tests {
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn redirects_never_go_to_a_remote_plain_http_host_unless_insecure() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        let tls = [u("https://updates.example.net/c.json")];
+        let local = [u("http://127.0.0.1:8080/c.json")];
+        let err = redirect_refused(&tls, &u("http://cdn.example.net/c.json"), false).unwrap();
+        assert!(err.contains("http://cdn.example.net/c.json"), "{err}");
+        assert!(redirect_refused(&tls, &u("http://cdn.example.net/c"), true).is_none());
+        assert!(redirect_refused(&tls, &u("http://127.0.0.1:8080/c"), false).is_none());
+        assert!(redirect_refused(&tls, &u("https://cdn.example.net/c"), false).is_none());
+        // A loopback server cannot hand the machine on to a remote plain one either.
+        assert!(redirect_refused(&local, &u("http://cdn.example.net/c"), false).is_some());
+        assert!(redirect_refused(&local, &u("http://localhost:81/c"), false).is_none());
+        let many = vec![u("https://a.example/"); 10];
+        assert!(redirect_refused(&many, &u("https://b.example/"), true).is_some());
     }
 
     #[test]

@@ -216,6 +216,19 @@ pub fn check_server(
             channel.arch, channel.board, release.board
         )));
     }
+    {
+        // Serials are checked and raised under the install lock, so that no other writer of
+        // the state file loses this update or has its own lost.
+        let _lock = lock()?;
+        let mut state = UpdateState::load(Path::new(STATE_DIR))?;
+        let now = crate::policy::unix_secs(std::time::SystemTime::now());
+        channel
+            .check_fresh(now, state.channel_serials.get(&channel.channel).copied())
+            .map_err(refuse)?;
+        if state.accept_serial(&channel.channel, channel.serial) {
+            state.save(Path::new(STATE_DIR))?;
+        }
+    }
     if channel.os_version == release.version || channel.rollback_index < release.rollback_index {
         return Ok(Check::UpToDate {
             version: release.version,
@@ -240,6 +253,9 @@ pub fn check_server(
     let url = server
         .join(&channel.bundle.url)
         .map_err(|e| refuse(format!("bundle.url {:?}: {e}", channel.bundle.url)))?;
+    policy
+        .transport_problem(&url)
+        .map_err(|reason| refuse(format!("bundle.url {:?}: {reason}", channel.bundle.url)))?;
     let staged = PathBuf::from(STAGED_BUNDLE);
     if let Some(dir) = staged.parent() {
         std::fs::create_dir_all(dir).map_err(|source| HereError::Io {

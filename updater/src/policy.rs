@@ -14,6 +14,7 @@
 //! tries = 3                       # boots a new version gets before GRUB falls back (1 to 9)
 //! health_timeout_secs = 300       # how long the health gate may take on a trial boot
 //! lease = "none"                  # reboot coordination; see below
+//! insecure = false                # true: allow plain http:// to hosts other than loopback
 //!
 //! [update.window]                 # only with reboot = "window"; times are UTC
 //! days = ["sat", "sun"]           # mon tue wed thu fri sat sun; every day when left out
@@ -21,10 +22,15 @@
 //! duration_mins = 120             # 1 minute to a week; a window may run past midnight
 //! ```
 //!
-//! - `server`: the `http://` or `https://` URL of the channel document, which names the
-//!   newest bundle. Plain HTTP is allowed because the document and the bundle are signed;
-//!   TLS adds privacy, not trust. A user or password in the URL is refused, since URLs are
-//!   logged. Without a server the machine installs only what it is handed.
+//! - `server`: the `https://` URL of the channel document, which names the newest bundle.
+//!   A user or password in the URL is refused, since URLs are logged. Without a server the
+//!   machine installs only what it is handed.
+//! - `insecure`: plain `http://` is refused for the channel document and the bundle (and
+//!   for a redirect to either) unless the host is loopback or `insecure = true`. The
+//!   document and the bundle are signed, and the document's serial and expiry stop replays
+//!   and freezes, but over plain HTTP anyone on the path can withhold updates silently or
+//!   see which version a machine runs; `insecure` is for test networks and air-gapped
+//!   mirrors, and is logged at each check.
 //! - `channel`: lower-case letters, digits and `-`, at most 63. The signed channel document
 //!   names its channel, and a document for another channel is refused, so a machine on
 //!   `stable` cannot be fed a `beta` document from the same server.
@@ -94,6 +100,8 @@ pub struct UpdatePolicy {
     pub health_timeout_secs: u64,
     /// Who must agree to a reboot into an update.
     pub lease: LeaseKind,
+    /// Plain http:// to hosts other than loopback is allowed.
+    pub insecure: bool,
 }
 
 impl Default for UpdatePolicy {
@@ -107,6 +115,7 @@ impl Default for UpdatePolicy {
             tries: 3,
             health_timeout_secs: 300,
             lease: LeaseKind::None,
+            insecure: false,
         }
     }
 }
@@ -138,6 +147,9 @@ impl UpdatePolicy {
             &HEALTH_TIMEOUT_SECS,
             "a day",
         );
+        if let Some(Err(reason)) = self.server.as_ref().map(|u| self.transport_problem(u)) {
+            out.push(("server".to_owned(), reason));
+        }
         if self.tries == 0 {
             out.push((
                 "tries".to_owned(),
@@ -180,6 +192,19 @@ impl UpdatePolicy {
             (None, _) => {}
         }
         out
+    }
+
+    /// Whether the updater may fetch `url`: https, or plain http to a loopback host or
+    /// with `insecure` set; otherwise the reason, naming the URL.
+    pub fn transport_problem(&self, url: &Url) -> Result<(), String> {
+        if url.scheme() == "https" || self.insecure || is_loopback(url) {
+            return Ok(());
+        }
+        Err(format!(
+            "{:?} is plain HTTP to a host that is not loopback; use https://, or set \
+             update.insecure = true for a test network or an air-gapped mirror",
+            url.as_str()
+        ))
     }
 
     /// The boot tries for a new slot, within 1 to [`MAX_TRIES`] whatever the field holds.
@@ -574,6 +599,18 @@ pub fn parse_server_url(s: &str) -> Result<Url, String> {
         ));
     }
     Ok(url)
+}
+
+/// Whether `url`'s host is this machine: `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 fn server_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {

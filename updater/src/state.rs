@@ -1,8 +1,10 @@
 //! What the updater remembers across boots, in `/var/lib/gantry/update/state.json`
 //! (written to a temporary name, fsynced, renamed): the update on trial, and the versions
 //! that failed, so that a bundle that rolled back is not installed again until a newer one
-//! appears.
+//! appears, and the highest channel document serial accepted per channel, so that a
+//! mirror cannot replay an older document (see [`crate::channel`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,9 @@ pub struct UpdateState {
     /// Versions that were rolled back.
     #[serde(default)]
     pub failed: Vec<Failure>,
+    /// The highest channel document serial accepted, by channel name.
+    #[serde(default)]
+    pub channel_serials: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +96,15 @@ impl UpdateState {
         self.failed.iter().rev().find(|f| f.version == version)
     }
 
+    /// Records `serial` as accepted for `channel`; returns whether that raised the highest
+    /// (and so the state needs saving).
+    pub fn accept_serial(&mut self, channel: &str, serial: u64) -> bool {
+        let highest = self.channel_serials.entry(channel.to_owned()).or_insert(0);
+        let raised = serial > *highest;
+        *highest = (*highest).max(serial);
+        raised
+    }
+
     /// Records that the pending update rolled back, for `reason`.
     pub fn roll_back(&mut self, reason: String) -> Option<Failure> {
         let p = self.pending.take()?;
@@ -128,9 +142,26 @@ mod tests {
                 gate_failures: vec!["container web is not healthy".into()],
             }),
             failed: vec![],
+            channel_serials: BTreeMap::new(),
         };
+        assert!(s.accept_serial("stable", 9));
+        assert!(!s.accept_serial("stable", 9));
+        assert!(!s.accept_serial("stable", 3));
+        assert!(s.accept_serial("beta", 2));
         s.save(dir.path()).unwrap();
         assert_eq!(UpdateState::load(dir.path()).unwrap(), s);
+        assert_eq!(s.channel_serials["stable"], 9);
+        // A state written before serials were kept still loads.
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"pending":null,"failed":[]}"#,
+        )
+        .unwrap();
+        assert!(UpdateState::load(dir.path())
+            .unwrap()
+            .channel_serials
+            .is_empty());
+        s.save(dir.path()).unwrap();
         let f = s.roll_back("gate".into()).unwrap();
         assert_eq!(f.version, "0.2.0");
         assert!(s.pending.is_none());

@@ -266,6 +266,8 @@ fn channel_output_verifies_and_names_the_whole_bundle() {
             "rel.key",
             "--out",
             "channel.json",
+            "--serial",
+            "42",
         ],
     );
     let text = std::fs::read_to_string(d.join("rel.pub")).unwrap();
@@ -274,6 +276,13 @@ fn channel_output_verifies_and_names_the_whole_bundle() {
     let c = Channel::verify(&wire, &keys, "channel.json").unwrap();
     let bundle_bytes = std::fs::read(d.join("b.bundle")).unwrap();
     assert_eq!(c.channel, "beta");
+    assert_eq!(c.serial, 42);
+    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
+    assert!(
+        (now + 30 * 86_400 - 120..=now + 30 * 86_400).contains(&c.expires),
+        "30 days by default: {} at {now}",
+        c.expires
+    );
     assert_eq!((c.os_version.as_str(), c.rollback_index), ("0.2.0", 7));
     assert_eq!((c.arch.as_str(), c.board.as_str()), ("x86_64", "generic"));
     assert_eq!(c.bundle.url, "gantry-0.2.0.bundle");

@@ -511,6 +511,7 @@ fn a_stalled_server_times_out_with_the_url() {
     let fetcher = Fetcher::new(FetchOptions {
         connect_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_millis(300),
+        insecure: false,
     });
     // Mid-body: the bytes that came are kept.
     let server = Canned::start(|_, _| Reply {

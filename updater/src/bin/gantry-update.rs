@@ -149,6 +149,14 @@ struct ChannelArgs {
     /// The channel document to write.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    /// The document's serial: machines refuse one lower than the highest they accepted.
+    /// Default: the signing time in unix seconds, which grows by itself.
+    #[arg(long)]
+    serial: Option<u64>,
+    /// Days until machines refuse the document as expired: re-sign before then, even with
+    /// nothing new, or machines log a frozen channel at each check.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=366))]
+    valid_days: u64,
 }
 
 /// What the command line itself can get wrong; the library's errors pass through as they
@@ -314,9 +322,12 @@ fn channel(a: &ChannelArgs) -> Result<()> {
         path: a.bundle.clone(),
         source,
     })?;
+    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
     let doc = Channel {
-        format: 1,
+        format: gantry_updater::channel::FORMAT,
         channel: a.channel.to_string(),
+        serial: a.serial.unwrap_or(now),
+        expires: now + a.valid_days * 86_400,
         os_version: m.os_version,
         rollback_index: m.rollback_index,
         arch: m.arch,
@@ -333,9 +344,11 @@ fn channel(a: &ChannelArgs) -> Result<()> {
     Channel::verify(&wire, &trusted, &a.out.display().to_string())?;
     write_file(&a.out, &wire)?;
     println!(
-        "channel {} {} rollback_index={} bundle={} size={} sha256={}",
+        "channel {} {} serial={} expires={} rollback_index={} bundle={} size={} sha256={}",
         doc.channel,
         doc.os_version,
+        doc.serial,
+        doc.expires,
         doc.rollback_index,
         doc.bundle.url,
         doc.bundle.size,

@@ -209,13 +209,57 @@ fn out_of_range_and_contradicting_keys_are_all_reported() {
 }
 
 #[test]
+fn plain_http_is_refused_unless_loopback_or_insecure() {
+    for server in [
+        "http://10.0.2.100:8080/c.json",
+        "http://updates.example.net/c",
+        "http://[fe80::1]/c",
+    ] {
+        let e = problems(&format!("[update]\nserver = \"{server}\"\n"));
+        assert_eq!(e.len(), 1, "{server}: {e:?}");
+        assert!(
+            e[0].starts_with(&format!("server: \"{server}\" is plain HTTP"))
+                && e[0].contains("update.insecure = true"),
+            "{e:?}"
+        );
+        let e = problems(&format!(
+            "[update]\nserver = \"{server}\"\ninsecure = true\n"
+        ));
+        assert!(e.is_empty(), "{server}: {e:?}");
+    }
+    for server in [
+        "http://127.0.0.1:8080/c",
+        "http://127.9.0.1/c",
+        "http://localhost/c",
+        "http://[::1]:80/c",
+        "https://updates.example.net/c",
+    ] {
+        let e = problems(&format!("[update]\nserver = \"{server}\"\n"));
+        assert!(e.is_empty(), "{server}: {e:?}");
+    }
+    // A bundle URL the channel names is held to the same rule.
+    let p = UpdatePolicy::default();
+    let bundle = Url::parse("http://cdn.example.net/b.bundle").unwrap();
+    assert!(p
+        .transport_problem(&bundle)
+        .unwrap_err()
+        .contains("cdn.example.net"));
+    let lax = UpdatePolicy {
+        insecure: true,
+        ..UpdatePolicy::default()
+    };
+    assert!(lax.transport_problem(&bundle).is_ok());
+}
+
+#[test]
 fn the_bounds_themselves_are_accepted() {
     for text in [
         "check_interval_secs = 10\ntries = 1\nhealth_timeout_secs = 10",
         "check_interval_secs = 604800\ntries = 9\nhealth_timeout_secs = 86400",
         "reboot = \"window\"\nwindow = { start = \"00:00\", duration_mins = 1 }",
         "reboot = \"window\"\nwindow = { start = \"23:59\", duration_mins = 10080 }",
-        "server = \"http://10.0.2.100:8080/channel.json\"\nchannel = \"beta-2\"",
+        "server = \"http://10.0.2.100:8080/channel.json\"\nchannel = \"beta-2\"\ninsecure = true",
+        "server = \"https://10.0.2.100:8080/channel.json\"\nchannel = \"beta-2\"",
     ] {
         let e = problems(&format!("[update]\n{text}\n"));
         assert!(e.is_empty(), "{text}: {e:?}");
