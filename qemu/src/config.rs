@@ -54,6 +54,18 @@ pub struct GuestForward {
     pub host_port: u16,
 }
 
+/// The netdev id of a [`SegmentNic`].
+pub const SEGMENT_NETDEV: &str = "cnet";
+
+/// A NIC on a VDE switch (`vde_switch`, user space, a unix socket directory): frames go
+/// only to the other ports of that switch, never to a host interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentNic {
+    /// The switch's socket directory.
+    pub switch: PathBuf,
+    pub mac: String,
+}
+
 /// UEFI firmware: read-only code, and a template for each VM's own variable store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firmware {
@@ -97,6 +109,11 @@ pub struct VmConfig {
     /// More NICs after the user-network one, each alone on its own QEMU hub: a link with
     /// carrier where nothing answers (no DHCP server, no traffic leaves).
     pub silent_nics: u32,
+    /// The user-network NIC's hardware address; QEMU's default when `None`.
+    pub mac: Option<String>,
+    /// A second NIC on a user-space switch shared with other VMs (a local cluster's
+    /// segment); its netdev is `cnet`, so QMP `set_link` can cut it.
+    pub segment: Option<SegmentNic>,
     /// Run on a qcow2 overlay over `image` (the default), so the image is never written.
     /// False: the VM writes `image` itself — the caller's own copy, for booting the same
     /// disk again in a later VM (after a power cut, say).
@@ -120,6 +137,8 @@ impl VmConfig {
             no_reboot: false,
             watchdog: false,
             silent_nics: 0,
+            mac: None,
+            segment: None,
             overlay: true,
         }
     }
@@ -189,7 +208,16 @@ impl VmConfig {
                 f.guest_addr, f.guest_port, f.host_port
             ));
         }
-        push(&["-netdev", &net, "-device", "virtio-net-pci,netdev=net0"]);
+        let mut nic = "virtio-net-pci,netdev=net0".to_owned();
+        if let Some(mac) = &self.mac {
+            nic.push_str(&format!(",mac={mac}"));
+        }
+        push(&["-netdev", &net, "-device", &nic]);
+        if let Some(seg) = &self.segment {
+            let netdev = format!("vde,id={SEGMENT_NETDEV},sock={}", opt_path(&seg.switch));
+            let device = format!("virtio-net-pci,netdev={SEGMENT_NETDEV},mac={}", seg.mac);
+            push(&["-netdev", &netdev, "-device", &device]);
+        }
         for n in 1..=self.silent_nics {
             let netdev = format!("hubport,id=silent{n},hubid={n}");
             let device = format!("virtio-net-pci,netdev=silent{n}");
@@ -278,6 +306,28 @@ mod tests {
             net,
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,\
              guestfwd=tcp:10.0.2.100:80-cmd:/bin/busybox nc 127.0.0.1 9000"
+        );
+    }
+
+    #[test]
+    fn a_segment_nic_is_a_second_virtio_nic_on_the_vde_switch() {
+        let mut cfg = VmConfig::new("/img.qcow2");
+        cfg.mac = Some("52:54:00:12:00:01".into());
+        cfg.segment = Some(SegmentNic {
+            switch: "/c,1/switch".into(),
+            mac: "52:54:00:88:00:01".into(),
+        });
+        let joined = cfg.args(&VmFiles::in_dir(Path::new("/vm"))).join(" ");
+        assert!(
+            joined.contains("-device virtio-net-pci,netdev=net0,mac=52:54:00:12:00:01 "),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "-netdev vde,id=cnet,sock=/c,,1/switch \
+                 -device virtio-net-pci,netdev=cnet,mac=52:54:00:88:00:01"
+            ),
+            "{joined}"
         );
     }
 

@@ -7,10 +7,14 @@
 //! `hostfwd`/`guestfwd` forwards to 127.0.0.1 given in the [`VmConfig`]. Acceleration is TCG
 //! unless `GANTRY_QEMU_ACCEL=kvm` (KVM fails on the build machines this project runs on).
 
+pub mod cluster;
 mod config;
 mod qmp;
 mod vm;
 
-pub use config::{Accel, DiskBus, Firmware, GuestForward, HostForward, VmConfig, VmFiles};
+pub use config::{
+    Accel, DiskBus, Firmware, GuestForward, HostForward, SegmentNic, VmConfig, VmFiles,
+    SEGMENT_NETDEV,
+};
 pub use qmp::{Qmp, QmpError};
 pub use vm::{Vm, VmError};

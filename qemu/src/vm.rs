@@ -264,7 +264,7 @@ impl Drop for Vm {
 }
 
 /// A qcow2 overlay on `image`, so the VM never writes the image itself.
-fn create_overlay(image: &Path, overlay: &Path) -> Result<(), VmError> {
+pub(crate) fn create_overlay(image: &Path, overlay: &Path) -> Result<(), VmError> {
     let image = image.canonicalize().map_err(|source| VmError::Io {
         path: image.to_owned(),
         source,
