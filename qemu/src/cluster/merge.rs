@@ -62,7 +62,11 @@ mod tests {
         assert_eq!(m["hostname"].as_str(), Some("node-2"));
         let web = m["containers"]["web"].as_table().unwrap();
         assert_eq!(web["image"].as_str(), Some("web:2"));
-        assert_eq!(web["ports"].as_array().unwrap().len(), 1, "kept from the base");
+        assert_eq!(
+            web["ports"].as_array().unwrap().len(),
+            1,
+            "kept from the base"
+        );
         assert_eq!(m["containers"]["db"]["image"].as_str(), Some("db:1"));
         let ifaces = m["network"]["interfaces"].as_array().unwrap();
         assert_eq!(ifaces.len(), 1, "an array of tables is replaced whole");

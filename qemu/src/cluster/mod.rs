@@ -171,9 +171,11 @@ impl Cluster {
             std::fs::write(ndir.join("config.toml"), config)
                 .map_err(|e| format!("{}: {e}", ndir.join("config.toml").display()))?;
             let fw = crate::Firmware::default();
-            std::fs::copy(&fw.vars_template, &files.vars)
-                .map_err(|e| format!("{}: {e} (apt-get install ovmf)", fw.vars_template.display()))?;
-            crate::vm::create_overlay(&self.state.image, &files.overlay).map_err(|e| e.to_string())?;
+            std::fs::copy(&fw.vars_template, &files.vars).map_err(|e| {
+                format!("{}: {e} (apt-get install ovmf)", fw.vars_template.display())
+            })?;
+            crate::vm::create_overlay(&self.state.image, &files.overlay)
+                .map_err(|e| e.to_string())?;
             self.state.nodes.push(node);
         }
         for i in 1..=spec.nodes {
@@ -186,9 +188,8 @@ impl Cluster {
 
     /// The cluster whose directory is `dir`.
     pub fn open(dir: &Path) -> Result<Cluster, String> {
-        let state = ClusterState::load(dir).map_err(|e| {
-            format!("{e} (no cluster there? `gantry-qemu cluster up` makes one)")
-        })?;
+        let state = ClusterState::load(dir)
+            .map_err(|e| format!("{e} (no cluster there? `gantry-qemu cluster up` makes one)"))?;
         Ok(Cluster { state })
     }
 
@@ -292,8 +293,16 @@ impl Cluster {
     fn anything_running(&self) -> bool {
         let dir = &self.state.dir;
         self.state.nodes.iter().any(|n| self.node_alive(n))
-            || self.state.services.iter().any(|s| s.pid.is_some_and(|p| process::alive(p, dir)))
-            || self.state.switch.pid.is_some_and(|p| process::alive(p, dir))
+            || self
+                .state
+                .services
+                .iter()
+                .any(|s| s.pid.is_some_and(|p| process::alive(p, dir)))
+            || self
+                .state
+                .switch
+                .pid
+                .is_some_and(|p| process::alive(p, dir))
     }
 
     fn qmp(&self, i: u32, command: &str, args: Option<serde_json::Value>) -> Result<(), String> {
@@ -369,7 +378,11 @@ impl Cluster {
             .map(|n| {
                 let alive = self.node_alive(n);
                 let ready = alive.then(|| ready_line(&n.serial_log)).flatten();
-                let health = if alive { container_health(&n.serial_log) } else { BTreeMap::new() };
+                let health = if alive {
+                    container_health(&n.serial_log)
+                } else {
+                    BTreeMap::new()
+                };
                 NodeStatus {
                     index: n.index,
                     name: n.name.clone(),
@@ -379,8 +392,14 @@ impl Cluster {
                         (true, None) => "booting",
                         (true, Some(_)) => "running",
                     },
-                    version: ready.as_deref().and_then(|l| field(l, "os_version")).map(str::to_owned),
-                    slot: ready.as_deref().and_then(|l| field(l, "slot")).map(str::to_owned),
+                    version: ready
+                        .as_deref()
+                        .and_then(|l| field(l, "os_version"))
+                        .map(str::to_owned),
+                    slot: ready
+                        .as_deref()
+                        .and_then(|l| field(l, "slot"))
+                        .map(str::to_owned),
                     containers_healthy: health.values().filter(|h| *h == "Healthy").count(),
                     containers_total: health.len(),
                     partitioned: n.partitioned,
@@ -421,7 +440,10 @@ impl Cluster {
 fn check_spec(spec: &ClusterSpec) -> Result<(), String> {
     let name_ok = !spec.name.is_empty()
         && spec.name.len() <= 48
-        && spec.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && spec
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !spec.name.starts_with('-')
         && !spec.name.ends_with('-');
     if !name_ok {
@@ -434,8 +456,15 @@ fn check_spec(spec: &ClusterSpec) -> Result<(), String> {
     if spec.nodes == 0 || spec.nodes > MAX_NODES {
         return Err(format!("--nodes {}: 1 to {MAX_NODES}", spec.nodes));
     }
-    if let Some(i) = spec.node_configs.keys().find(|i| **i == 0 || **i > spec.nodes) {
-        return Err(format!("--node-config {i}: the cluster has nodes 1 to {}", spec.nodes));
+    if let Some(i) = spec
+        .node_configs
+        .keys()
+        .find(|i| **i == 0 || **i > spec.nodes)
+    {
+        return Err(format!(
+            "--node-config {i}: the cluster has nodes 1 to {}",
+            spec.nodes
+        ));
     }
     if !spec.image.is_file() {
         return Err(format!(
@@ -532,7 +561,10 @@ fn container_health(log: &Path) -> BTreeMap<String, String> {
     let Ok(text) = std::fs::read_to_string(log) else {
         return out;
     };
-    for line in text.lines().filter(|l| l.contains("gantry-init: container ")) {
+    for line in text
+        .lines()
+        .filter(|l| l.contains("gantry-init: container "))
+    {
         if let (Some(name), Some(health)) = (field(line, "name"), field(line, "health")) {
             out.insert(name.to_owned(), health.to_owned());
         }
@@ -568,7 +600,10 @@ mod tests {
             base_config: Some(
                 "[containers.web]\nimage = \"10.0.2.100:5000/web:1\"\nports = [\"80:80\"]\n".into(),
             ),
-            node_configs: BTreeMap::from([(2, "hostname = \"special\"\n[containers.web]\nimage = \"x:2\"\n".into())]),
+            node_configs: BTreeMap::from([(
+                2,
+                "hostname = \"special\"\n[containers.web]\nimage = \"x:2\"\n".into(),
+            )]),
             memory_mib: 512,
             cpus: 1,
             forward_ports: vec![80],
@@ -594,14 +629,26 @@ mod tests {
 
     #[test]
     fn node_configs_layer_the_launcher_the_base_and_the_overlay() {
-        let one: toml::Table = node_config(&spec(), &node(1), true).unwrap().parse().unwrap();
+        let one: toml::Table = node_config(&spec(), &node(1), true)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(one["hostname"].as_str(), Some("demo-1"));
         let ifaces = one["network"]["interfaces"].as_array().unwrap();
         assert_eq!(ifaces[1]["mac"].as_str(), Some("52:54:00:88:01:01"));
         assert_eq!(ifaces[1]["addresses"][0].as_str(), Some("10.88.0.11/24"));
-        assert_eq!(one["registries"]["insecure"][0].as_str(), Some("10.0.2.100:5000"));
-        assert_eq!(one["containers"]["web"]["image"].as_str(), Some("10.0.2.100:5000/web:1"));
-        let two: toml::Table = node_config(&spec(), &node(2), true).unwrap().parse().unwrap();
+        assert_eq!(
+            one["registries"]["insecure"][0].as_str(),
+            Some("10.0.2.100:5000")
+        );
+        assert_eq!(
+            one["containers"]["web"]["image"].as_str(),
+            Some("10.0.2.100:5000/web:1")
+        );
+        let two: toml::Table = node_config(&spec(), &node(2), true)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(two["hostname"].as_str(), Some("special"));
         assert_eq!(two["containers"]["web"]["image"].as_str(), Some("x:2"));
         assert_eq!(two["containers"]["web"]["ports"][0].as_str(), Some("80:80"));
@@ -611,7 +658,9 @@ mod tests {
     fn bad_specs_are_refused_by_name() {
         let mut s = spec();
         s.name = "Demo".into();
-        assert!(check_spec(&s).unwrap_err().contains("cluster name \"Demo\""));
+        assert!(check_spec(&s)
+            .unwrap_err()
+            .contains("cluster name \"Demo\""));
         let mut s = spec();
         s.nodes = 0;
         assert!(check_spec(&s).unwrap_err().contains("--nodes 0"));
@@ -620,7 +669,9 @@ mod tests {
         assert!(check_spec(&s).unwrap_err().contains("--node-config 4"));
         let mut s = spec();
         s.base_config = Some("[x".into());
-        assert!(node_config(&s, &node(1), false).unwrap_err().starts_with("--config: not a TOML"));
+        assert!(node_config(&s, &node(1), false)
+            .unwrap_err()
+            .starts_with("--config: not a TOML"));
     }
 
     #[test]

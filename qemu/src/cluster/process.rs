@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 /// into `log`.
 pub fn spawn(mut cmd: Command, log: &Path) -> Result<Child, String> {
     let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdin(Stdio::null())
         .stdout(out)
@@ -30,7 +32,9 @@ pub fn alive(pid: u32, marker: &Path) -> bool {
         return false;
     };
     // The state follows the command name's closing parenthesis.
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
     if matches!(state, Some('Z' | 'X') | None) {
         return false;
     }

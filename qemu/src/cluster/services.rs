@@ -22,9 +22,21 @@ struct Spot {
 }
 
 const SPOTS: [Spot; 3] = [
-    Spot { name: "registry", addr: Ipv4Addr::new(10, 0, 2, 100), port: 5000 },
-    Spot { name: "channel", addr: Ipv4Addr::new(10, 0, 2, 101), port: 80 },
-    Spot { name: "etcd", addr: Ipv4Addr::new(10, 0, 2, 102), port: 2379 },
+    Spot {
+        name: "registry",
+        addr: Ipv4Addr::new(10, 0, 2, 100),
+        port: 5000,
+    },
+    Spot {
+        name: "channel",
+        addr: Ipv4Addr::new(10, 0, 2, 101),
+        port: 80,
+    },
+    Spot {
+        name: "etcd",
+        addr: Ipv4Addr::new(10, 0, 2, 102),
+        port: 2379,
+    },
 ];
 
 fn spot(name: &str) -> &'static Spot {
@@ -50,7 +62,11 @@ pub fn start(dir: &Path, name: &str) -> Result<Vec<Service>, String> {
                 "channel" => ("http://", "/"),
                 _ => ("http://", ""),
             };
-            let node_port = if spot.port == 80 { String::new() } else { format!(":{}", spot.port) };
+            let node_port = if spot.port == 80 {
+                String::new()
+            } else {
+                format!(":{}", spot.port)
+            };
             started.push(Service {
                 name: spot.name.to_owned(),
                 host_url: format!("{scheme}127.0.0.1:{port}{path}"),
@@ -88,7 +104,10 @@ fn command(service: &str, sdir: &Path, name: &str, port: u16) -> Result<Command,
             let www = sdir.join("www");
             std::fs::create_dir_all(&www).map_err(|e| format!("{}: {e}", www.display()))?;
             cmd = Command::new("busybox");
-            cmd.args(["httpd", "-f", "-p"]).arg(format!("127.0.0.1:{port}")).arg("-h").arg(&www);
+            cmd.args(["httpd", "-f", "-p"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("-h")
+                .arg(&www);
         }
         _ => {
             let peer = process::free_port()?;
@@ -99,8 +118,18 @@ fn command(service: &str, sdir: &Path, name: &str, port: u16) -> Result<Command,
                 .arg(name)
                 .arg("--data-dir")
                 .arg(sdir.join("data"))
-                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                ])
                 .arg("--initial-cluster")
                 .arg(format!("{name}={peer_url}"))
                 .args(["--log-level", "warn"]);
@@ -121,7 +150,14 @@ fn wait_listening(service: &str, port: u16, log: &Path, timeout: Duration) -> Re
     Err(format!(
         "{service} did not listen on 127.0.0.1:{port} within {timeout:?} (is it installed? \
          bash .ci/deps); its log:\n{}",
-        tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        tail.lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     ))
 }
 
@@ -130,9 +166,19 @@ pub fn guest_forwards(services: &[Service]) -> Vec<GuestForward> {
     services
         .iter()
         .filter_map(|s| {
-            let port = s.host_url.trim_end_matches('/').rsplit(':').next()?.parse().ok()?;
+            let port = s
+                .host_url
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()?;
             let spot = spot(&s.name);
-            Some(GuestForward { guest_addr: spot.addr, guest_port: spot.port, host_port: port })
+            Some(GuestForward {
+                guest_addr: spot.addr,
+                guest_port: spot.port,
+                host_port: port,
+            })
         })
         .collect()
 }

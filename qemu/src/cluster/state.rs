@@ -85,10 +85,13 @@ impl ClusterState {
 
     /// Node `index` (1-based), or an error naming the nodes there are.
     pub fn node(&self, index: u32) -> Result<&Node, String> {
-        self.nodes
-            .iter()
-            .find(|n| n.index == index)
-            .ok_or_else(|| format!("no node {index}; cluster {} has nodes 1 to {}", self.name, self.nodes.len()))
+        self.nodes.iter().find(|n| n.index == index).ok_or_else(|| {
+            format!(
+                "no node {index}; cluster {} has nodes 1 to {}",
+                self.name,
+                self.nodes.len()
+            )
+        })
     }
 
     pub fn node_mut(&mut self, index: u32) -> Result<&mut Node, String> {
