@@ -10,7 +10,7 @@
 //!   (`--node-config I=FILE`), merged key by key ([`merge`]).
 //! - **The segment.** Every node's second NIC is on one `vde_switch` (user space, a unix
 //!   socket in the cluster's directory): no root, no host interface, frames go only
-//!   between the nodes. Node `i` has the static address `10.88.0.(10+i)/24` there. Each
+//!   between the nodes. Node `i` has the static address `10.123.0.(10+i)/24` there. Each
 //!   node keeps a user-network NIC (`restrict=on`) with `hostfwd`s of the ports asked for
 //!   and `guestfwd`s to the services on loopback.
 //! - **Processes** outlive the command that started them and are found again by PID
@@ -37,8 +37,10 @@ use crate::config::{HostForward, SegmentNic, VmConfig, VmFiles, SEGMENT_NETDEV};
 use crate::qmp::Qmp;
 use state::{ClusterState, Node, Switch};
 
-/// The segment's subnet; node `i` is `.10+i`.
-pub const SUBNET: &str = "10.88.0.0/24";
+/// The segment's subnet; node `i` is `.10+i`. Not the container bridge's 10.88.0.0/16
+/// (Docker's and Podman's habit, and the runtime's default): a node would route its
+/// neighbours' addresses into its own bridge.
+pub const SUBNET: &str = "10.123.0.0/24";
 /// The most nodes a cluster may have (addresses .11 to .210).
 pub const MAX_NODES: u32 = 200;
 /// The fw_cfg name PID 1 reads its machine config from.
@@ -234,7 +236,7 @@ impl Cluster {
         let _ = std::fs::remove_file(&files.qmp);
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(cfg.args(&files));
-        let child = process::spawn(cmd, &node.dir.join("qemu.log"))?;
+        let child = process::spawn(cmd, &node.dir.join("qemu.log"), &node.dir)?;
         let n = self.state.node_mut(i)?;
         n.pid = Some(child.id());
         n.partitioned = false;
@@ -477,7 +479,7 @@ fn check_spec(spec: &ClusterSpec) -> Result<(), String> {
 
 /// Node `i`'s segment address.
 pub fn node_address(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 88, 0, u8::try_from(10 + i).unwrap_or(255))
+    Ipv4Addr::new(10, 123, 0, u8::try_from(10 + i).unwrap_or(255))
 }
 
 /// A byte from the cluster's name, so that two clusters' nodes differ in their MACs.
@@ -636,7 +638,7 @@ mod tests {
         assert_eq!(one["hostname"].as_str(), Some("demo-1"));
         let ifaces = one["network"]["interfaces"].as_array().unwrap();
         assert_eq!(ifaces[1]["mac"].as_str(), Some("52:54:00:88:01:01"));
-        assert_eq!(ifaces[1]["addresses"][0].as_str(), Some("10.88.0.11/24"));
+        assert_eq!(ifaces[1]["addresses"][0].as_str(), Some("10.123.0.11/24"));
         assert_eq!(
             one["registries"]["insecure"][0].as_str(),
             Some("10.0.2.100:5000")
@@ -676,8 +678,8 @@ mod tests {
 
     #[test]
     fn addresses_and_macs_are_stable_and_distinct() {
-        assert_eq!(node_address(1), Ipv4Addr::new(10, 88, 0, 11));
-        assert_eq!(node_address(MAX_NODES), Ipv4Addr::new(10, 88, 0, 210));
+        assert_eq!(node_address(1), Ipv4Addr::new(10, 123, 0, 11));
+        assert_eq!(node_address(MAX_NODES), Ipv4Addr::new(10, 123, 0, 210));
         assert_eq!(cluster_byte("demo"), cluster_byte("demo"));
         assert_ne!(cluster_byte("demo"), cluster_byte("prod"));
     }

@@ -11,19 +11,42 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Starts `cmd` detached: its own process group, stdin from /dev/null, stdout and stderr
-/// into `log`.
-pub fn spawn(mut cmd: Command, log: &Path) -> Result<Child, String> {
+/// into `log`. Returns once the new process runs the program with `marker` in its
+/// command line (between fork and exec it still looks like this process), or fails with
+/// the log's tail if it exits first.
+pub fn spawn(mut cmd: Command, log: &Path, marker: &Path) -> Result<Child, String> {
     let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out
         .try_clone()
         .map_err(|e| format!("{}: {e}", log.display()))?;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
+    let mut child = cmd
+        .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if alive(child.id(), marker) {
+            return Ok(child);
+        }
+        let exited = child.try_wait().map_err(|e| format!("{program}: {e}"))?;
+        if exited.is_none() && Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if exited.is_some() || Instant::now() >= deadline {
+            let why = exited.map_or("did not start".to_owned(), |s| format!("exited ({s})"));
+            return Err(format!(
+                "{program} {why}; {}:\n{}",
+                log.display(),
+                super::tail(log, 10)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Whether `pid` is a live (not zombie) process whose command line contains `marker`.
@@ -99,20 +122,28 @@ mod tests {
     fn a_process_is_ours_only_while_its_command_line_names_the_marker() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("node-1");
+        // `sleep 30` does not carry the marker; `sh -c 'sleep 30; true' MARKER` does.
         let mut cmd = Command::new("sleep");
         cmd.arg("30").env("UNUSED", &marker);
-        // `sleep 30` does not carry the marker; `sh -c 'sleep 30' MARKER` does.
-        let stranger = spawn(cmd, &dir.path().join("a.log")).unwrap();
+        let stranger = spawn(cmd, &dir.path().join("a.log"), Path::new("30")).unwrap();
         assert!(!alive(stranger.id(), &marker));
         assert!(!signal(stranger.id(), &marker, libc::SIGKILL));
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "sleep 30; true"]).arg(&marker);
-        let ours = spawn(cmd, &dir.path().join("b.log")).unwrap();
+        let ours = spawn(cmd, &dir.path().join("b.log"), &marker).unwrap();
         assert!(alive(ours.id(), &marker));
         stop(ours.id(), &marker, Duration::from_secs(5));
         assert!(!alive(ours.id(), &marker), "gone, and reaped");
         let mut stranger = stranger;
         let _ = stranger.kill();
         let _ = stranger.wait();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo no such thing >&2; exit 3"])
+            .arg(&marker);
+        let err = spawn(cmd, &dir.path().join("c.log"), Path::new("never")).unwrap_err();
+        assert!(
+            err.contains("exited") && err.contains("no such thing"),
+            "{err}"
+        );
     }
 }

@@ -56,7 +56,7 @@ pub fn start(dir: &Path, name: &str) -> Result<Vec<Service>, String> {
             let sdir = base.join(spot.name);
             std::fs::create_dir_all(&sdir).map_err(|e| format!("{}: {e}", sdir.display()))?;
             let cmd = command(spot.name, &sdir, name, port)?;
-            let child = process::spawn(cmd, &sdir.join("log"))?;
+            let child = process::spawn(cmd, &sdir.join("log"), dir)?;
             let (scheme, path) = match spot.name {
                 "registry" => ("", ""),
                 "channel" => ("http://", "/"),

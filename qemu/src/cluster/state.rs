@@ -16,7 +16,7 @@ pub struct ClusterState {
     pub dir: PathBuf,
     /// The image every node's overlay sits on.
     pub image: PathBuf,
-    /// The segment's subnet, e.g. `10.88.0.0/24`.
+    /// The segment's subnet, e.g. `10.123.0.0/24`.
     pub subnet: String,
     /// Each node's memory and CPUs.
     pub memory_mib: u32,
