@@ -65,7 +65,12 @@ struct Console {
 
 impl Console {
     fn of(cluster: &Cluster, i: u32) -> Console {
-        let path = cluster.state().node(i).unwrap().serial_log.clone();
+        let path = cluster
+            .state()
+            .node(i)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .serial_log
+            .clone();
         Console { path, seen: 0 }
     }
 
@@ -98,7 +103,11 @@ impl Console {
 }
 
 fn page(cluster: &Cluster, i: u32) -> String {
-    let (host, _) = cluster.state().node(i).unwrap().forwards[0];
+    let (host, _) = cluster
+        .state()
+        .node(i)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .forwards[0];
     fetch(&format!("http://127.0.0.1:{host}/")).unwrap_or_else(|e| panic!("node {i}: {e}"))
 }
 
