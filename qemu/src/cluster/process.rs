@@ -130,10 +130,12 @@ mod tests {
         assert!(!signal(stranger.id(), &marker, libc::SIGKILL));
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "sleep 30; true"]).arg(&marker);
-        let ours = spawn(cmd, &dir.path().join("b.log"), &marker).unwrap();
+        let mut ours = spawn(cmd, &dir.path().join("b.log"), &marker).unwrap();
         assert!(alive(ours.id(), &marker));
         stop(ours.id(), &marker, Duration::from_secs(5));
         assert!(!alive(ours.id(), &marker), "gone, and reaped");
+        // Reaped by stop already; this only tells the compiler so.
+        let _ = ours.wait();
         let mut stranger = stranger;
         let _ = stranger.kill();
         let _ = stranger.wait();
