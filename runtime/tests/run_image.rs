@@ -466,3 +466,46 @@ fn ensure_uses_the_stored_image_when_the_registry_cannot_be_reached() {
     assert!(!ok, "the registry was asked and cannot be reached");
     assert!(err.contains("127.0.0.1:9"), "{err}");
 }
+
+/// `/etc/hosts` is the runtime's: localhost, the container's host name, each `--add-host`
+/// (a cluster node's neighbours); with `--network host` the image's own unless hosts are
+/// added. Root: it runs containers.
+#[test]
+fn a_container_gets_an_etc_hosts_with_its_name_and_the_added_hosts_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root; CI runs as root"
+    );
+    let work = tempfile::tempdir().expect("tmp");
+    let (s, st) = busybox_store(work.path());
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--root", &s, "run", "--name", name, "--state-root", &st];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["example.com/busybox:1", "/bin/busybox", "cat", "/etc/hosts"]);
+        gantry(&args, None)
+    };
+    let (ok, out, err) = run(
+        "hosts-1",
+        &[
+            "--network",
+            "none",
+            "--hostname",
+            "web",
+            "--add-host",
+            "node-2:10.123.0.12",
+            "--add-host",
+            "v6:2001:db8::1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tweb\n\
+         10.123.0.12\tnode-2\n2001:db8::1\tv6\n"
+    );
+    let (ok, _, err) = run(
+        "hosts-2",
+        &["--network", "none", "--add-host", "bad name:1.2.3.4"],
+    );
+    assert!(!ok && err.contains("is not a host name"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! A local cluster, end to end (needs QEMU, OVMF, vde2, docker-registry, etcd-server and
 //! skopeo; CI installs them with `.ci/deps`): three nodes from the built image on one
 //! segment, each serving a page from a container that counts its starts in a volume, and
-//! each probing the next node's page across the segment from a container of its own. Then
+//! each probing the next node's page by host name across the segment from a container of
+//! its own. Then
 //! the faults: a power cut of node 2 (its prober's neighbour goes unhealthy, the others
 //! carry on), node 2 booted again (same address, its volume kept), a partition of node 3
 //! and its healing, and `cluster down` leaving no process and no listening port behind.
@@ -46,13 +47,12 @@ stop_grace_secs = 1
 /// `nc`: Debian's static busybox `wget` crashes in a root without glibc's NSS modules).
 fn node_config(i: u32) -> String {
     let n = next(i);
-    let addr = gantry_qemu::cluster::node_address(n);
     format!(
         r#"[containers.web]
 env = {{ NODE = "cluster-{i}" }}
 
 [containers.probe]
-health = {{ exec = ["/bin/busybox", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {addr} {PORT} | busybox grep -q cluster-{n}"], interval_secs = 2, timeout_secs = 5, retries = 2 }}
+health = {{ exec = ["/bin/busybox", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 cluster-{n} {PORT} | busybox grep -q cluster-{n}"], interval_secs = 2, timeout_secs = 5, retries = 2 }}
 "#
     )
 }

@@ -34,6 +34,9 @@
 //! servers = ["192.0.2.53"]        # used before any the DHCP server gives
 //! search = ["example.net"]
 //!
+//! [network.hosts]                 # lines of every container's /etc/hosts
+//! "db-1" = "192.0.2.21"
+//!
 //! [update]                        # every key optional; see gantry_updater::policy
 //! server = "https://updates.example.net/gantry/stable.json"
 //! channel = "stable"
@@ -118,6 +121,9 @@ pub struct NetworkConfig {
     /// stays configured and is used as soon as carrier comes).
     #[serde(default = "default_carrier_timeout")]
     pub carrier_timeout_secs: u64,
+    /// Names every container's `/etc/hosts` gets (a cluster's nodes, say), by name.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, IpAddr>,
 }
 
 impl Default for NetworkConfig {
@@ -126,6 +132,7 @@ impl Default for NetworkConfig {
             interfaces: Vec::new(),
             dns: DnsConfig::default(),
             carrier_timeout_secs: default_carrier_timeout(),
+            hosts: BTreeMap::new(),
         }
     }
 }
@@ -347,6 +354,14 @@ impl MachineConfig {
 
 impl NetworkConfig {
     fn problems(&self, out: &mut Vec<(String, String)>) {
+        for name in self.hosts.keys() {
+            if !crate::cmdline::valid_hostname(name) {
+                out.push((
+                    format!("network.hosts.{name:?}"),
+                    "is not a host name".to_owned(),
+                ));
+            }
+        }
         let mut names = BTreeSet::new();
         let mut macs = BTreeSet::new();
         for (i, iface) in self.interfaces.iter().enumerate() {
@@ -686,7 +701,8 @@ mod tests {
              [[network.interfaces]]\nname = \"a/b\"\n\
              [[network.interfaces]]\nname = \"eth1\"\naddresses = [\"10.0.0.255/24\"]\n\
              routes = [{ to = \"10.1.0.0/16\", via = \"fe80::1\" }]\ngateway6 = \"fe80::1\"\n\
-             [network.dns]\nservers = [\"1.1.1.1\", \"1.0.0.1\", \"8.8.8.8\", \"9.9.9.9\"]\nsearch = [\"-bad\"]\n",
+             [network.dns]\nservers = [\"1.1.1.1\", \"1.0.0.1\", \"8.8.8.8\", \"9.9.9.9\"]\nsearch = [\"-bad\"]\n\
+             [network.hosts]\n\"bad host\" = \"10.0.0.1\"\n\"good-1\" = \"10.0.0.2\"\n",
         )
         .expect_err("must be refused");
         let text: Vec<String> = errors
@@ -704,6 +720,7 @@ mod tests {
             "network.interfaces[2].routes[0].via: fe80::1 is not the same address family",
             "network.dns.servers: 4 servers given",
             "network.dns.search[0]: \"-bad\" is not a domain name",
+            "network.hosts.\"bad host\": is not a host name",
         ];
         test_support::assert_exactly(&text, &expect);
     }

@@ -55,11 +55,16 @@ pub struct Commands {
     pub ca_files: Vec<PathBuf>,
     /// Image archives to import from before pulling (the config drive's `images/`).
     pub archives: Option<PathBuf>,
+    /// Extra `/etc/hosts` lines of every container (`network.hosts`).
+    pub hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Commands {
     /// The launcher PID 1 uses; writes the configured CA certificates under `STATE/ca`.
-    pub fn for_pid1(registries: RegistriesConfig) -> (Commands, Vec<String>) {
+    pub fn for_pid1(
+        registries: RegistriesConfig,
+        hosts: Vec<(String, std::net::IpAddr)>,
+    ) -> (Commands, Vec<String>) {
         let mut problems = Vec::new();
         let state = PathBuf::from(STATE);
         let mut ca_files = Vec::new();
@@ -89,6 +94,7 @@ impl Commands {
             registries,
             ca_files,
             archives: Some(PathBuf::from(IMAGES_DIR)).filter(|d| d.is_dir()),
+            hosts,
         };
         (c, problems)
     }
@@ -163,6 +169,9 @@ impl Commands {
                 a.extend(["--log-max-bytes".into(), LOG_MAX_BYTES.to_string()]);
                 a.extend(["--log-keep".into(), LOG_KEEP.to_string()]);
                 a.extend(["--host-resolv-conf".into(), path(&self.resolv_conf)]);
+                for (name, addr) in &self.hosts {
+                    a.extend(["--add-host".into(), format!("{name}:{addr}")]);
+                }
                 let mut rest: Vec<String> = Vec::new();
                 if let Some(ep) = &spec.entrypoint {
                     if let Some((first, more)) = ep.split_first() {
@@ -285,6 +294,7 @@ mod tests {
             registries: c.registries.clone(),
             ca_files: vec!["/run/gantry/ca/0.pem".into()],
             archives: None,
+            hosts: c.network.hosts.clone().into_iter().collect(),
         };
         (cmds, c)
     }
@@ -295,12 +305,14 @@ mod tests {
             "[containers.web]\nimage = \"10.0.2.100:5000/demo/web:1\"\n\
              entrypoint = [\"httpd\", \"-f\"]\ncommand = [\"-p\", \"80\"]\n\
              env = { A = \"1\" }\nports = [\"8080:80\"]\nvolumes = [\"data:/data:ro\"]\n\
-             resources = { memory_mib = 64, pids = 50 }\nuser = \"100\"\n",
+             resources = { memory_mib = 64, pids = 50 }\nuser = \"100\"\n\
+             [network.hosts]\n\"node-2\" = \"10.123.0.12\"\n",
         );
         let spec = &c.containers["web"];
         let (args, stdin) = cmds.command(&Job::Run { name: "web", spec });
         let line = args.join(" ");
         assert!(stdin.is_none());
+        assert!(line.contains(" --add-host node-2:10.123.0.12 "), "{line}");
         assert!(line.starts_with("--root /var/lib/gantry run --name web --state-root /run/gantry --replace --network bridge -p 8080:80 -e A=1 --user 100 -v data:/data:ro --memory-mib 64 --pids 50 --log-file /var/log/containers/web.log"), "{line}");
         assert!(
             line.ends_with("--entrypoint httpd -- 10.0.2.100:5000/demo/web:1 -f -p 80"),

@@ -677,12 +677,16 @@ pub struct Containers {
 impl Containers {
     /// Supervises the containers `config` names (none without a config).
     pub fn start(config: Option<&crate::config::MachineConfig>) -> Containers {
-        let (containers, registries) = match config {
-            Some(c) => (c.containers.clone(), c.registries.clone()),
+        let (containers, registries, hosts) = match config {
+            Some(c) => (
+                c.containers.clone(),
+                c.registries.clone(),
+                c.network.hosts.clone().into_iter().collect(),
+            ),
             None => Default::default(),
         };
         forget_stale_leases(Path::new(launcher::NETWORK_STATE));
-        let (launcher, problems) = launcher::Commands::for_pid1(registries);
+        let (launcher, problems) = launcher::Commands::for_pid1(registries, hosts);
         for p in problems {
             warn!(problem = %p, "{CONTAINER_LINE} setup");
         }

@@ -5,7 +5,8 @@
 //! - **Nodes.** Each node is a QEMU process with its own qcow2 overlay over the image, its
 //!   own copy of the firmware variables, stable hardware addresses derived from the
 //!   cluster's name and the node's index, and the host name `NAME-i`. Its machine config
-//!   (through fw_cfg) is the launcher's own part (host name, the two NICs, the registry),
+//!   (through fw_cfg) is the launcher's own part (host name, the two NICs, every node's
+//!   name in `network.hosts` so containers reach their neighbours by name, the registry),
 //!   then the cluster's base config (`--config`), then the node's overlay
 //!   (`--node-config I=FILE`), merged key by key ([`merge`]).
 //! - **The segment.** Every node's second NIC is on one `vde_switch` (user space, a unix
@@ -494,6 +495,15 @@ fn node_config(spec: &ClusterSpec, node: &Node, services: bool) -> Result<String
          [[network.interfaces]]\nmac = \"{}\"\naddresses = [\"{}/24\"]\n",
         node.name, node.mac, node.segment_mac, node.address
     );
+    // Every node's name, in every container's /etc/hosts.
+    own.push_str("\n[network.hosts]\n");
+    for i in 1..=spec.nodes {
+        own.push_str(&format!(
+            "\"{}-{i}\" = \"{}\"\n",
+            spec.name,
+            node_address(i)
+        ));
+    }
     if services {
         own.push_str(&format!(
             "\n[registries]\ninsecure = [\"{}\"]\n",
@@ -643,6 +653,9 @@ mod tests {
             one["registries"]["insecure"][0].as_str(),
             Some("10.0.2.100:5000")
         );
+        let hosts = one["network"]["hosts"].as_table().unwrap();
+        assert_eq!(hosts.len(), 3);
+        assert_eq!(hosts["demo-3"].as_str(), Some("10.123.0.13"));
         assert_eq!(
             one["containers"]["web"]["image"].as_str(),
             Some("10.0.2.100:5000/web:1")

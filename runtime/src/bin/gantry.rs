@@ -117,6 +117,11 @@ struct RunArgs {
     /// [default: 8.8.8.8, 8.8.4.4].
     #[arg(long = "dns-upstream")]
     dns_upstream: Vec<std::net::Ipv4Addr>,
+    /// An extra line of the container's /etc/hosts, NAME:IP; repeatable. The runtime
+    /// writes /etc/hosts (localhost, the container's host name, these) unless the network
+    /// is `host` and none is given.
+    #[arg(long = "add-host", value_name = "NAME:IP", value_parser = gantry_runtime::container::from_image::parse_add_host)]
+    add_host: Vec<(String, std::net::IpAddr)>,
     /// A named volume, `NAME:/path[:ro]`: the directory `<volumes-dir>/NAME` (made if
     /// missing) bind-mounted at `/path`; repeatable.
     #[arg(short = 'v', long = "volume")]
@@ -540,11 +545,17 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
     let host_dns = from_image::read_host_dns(&args.host_resolv_conf)
         .with_context(|| format!("cannot read {}", args.host_resolv_conf.display()))?;
     let resolv_conf = container_dns.render(&host_dns);
+    let hostname = args.hostname.unwrap_or_else(|| id.to_string());
+    let hosts = (args.network != NetworkMode::Host || !args.add_host.is_empty()).then(|| {
+        let own = (args.network != NetworkMode::Host).then_some(hostname.as_str());
+        from_image::hosts_file(own, &args.add_host)
+    });
     let opts = from_image::RunOptions {
         command: args.command,
         entrypoint: args.entrypoint.map(|e| vec![e]),
         env: args.env,
-        hostname: Some(args.hostname.unwrap_or_else(|| id.to_string())),
+        hosts,
+        hostname: Some(hostname),
         user: args.user,
         workdir: args.workdir,
         network: args.network,

@@ -107,6 +107,8 @@ pub struct RunOptions {
     /// The container's `/etc/resolv.conf` (see [`crate::network::dns`]); the image's own
     /// when absent.
     pub resolv_conf: Option<String>,
+    /// The container's `/etc/hosts` (see [`hosts_file`]); the image's own when absent.
+    pub hosts: Option<String>,
     /// Bind mounts of host directories (named volumes): host path, container path, read-only.
     pub volumes: Vec<(PathBuf, String, bool)>,
     /// cgroup v2 limits: `memory.max` in bytes, CPU in thousandths of a CPU, `pids.max`.
@@ -216,12 +218,22 @@ pub fn make_bundle(
         errno,
     })?;
     let mut spec = spec_for(&config, &rootfs, opts).map_err(bad)?;
-    if let Some(text) = &opts.resolv_conf {
-        let path = resolv_conf_path(bundle);
+    let generated = [
+        (
+            &opts.resolv_conf,
+            resolv_conf_path(bundle),
+            "/etc/resolv.conf",
+        ),
+        (&opts.hosts, bundle.join("hosts"), "/etc/hosts"),
+    ];
+    for (text, path, destination) in generated {
+        let Some(text) = text else {
+            continue;
+        };
         std::fs::write(&path, text).map_err(io(&path))?;
         if let Some(mounts) = spec["mounts"].as_array_mut() {
             mounts.push(json!({
-                "destination": "/etc/resolv.conf", "type": "bind", "source": path,
+                "destination": destination, "type": "bind", "source": path,
                 "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
             }));
         }
@@ -230,6 +242,46 @@ pub fn make_bundle(
     std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap_or_default())
         .map_err(io(&path))?;
     Ok(())
+}
+
+/// A container's `/etc/hosts`, as Docker writes one: localhost for IPv4 and IPv6, the
+/// container's own host name on 127.0.1.1 (Debian's habit; its address on the bridge is
+/// not known before the network is attached), then `extra` (`--add-host`, the machine's
+/// `network.hosts`) in order.
+pub fn hosts_file(hostname: Option<&str>, extra: &[(String, std::net::IpAddr)]) -> String {
+    let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(h) = hostname {
+        out.push_str(&format!("127.0.1.1\t{h}\n"));
+    }
+    for (name, addr) in extra {
+        out.push_str(&format!("{addr}\t{name}\n"));
+    }
+    out
+}
+
+/// Parses `--add-host NAME:IP` (IPv6 too: the name ends at the first `:`).
+pub fn parse_add_host(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, addr) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not NAME:IP"))?;
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if !valid {
+        return Err(format!("{s:?}: {name:?} is not a host name"));
+    }
+    let addr = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
+    Ok((name.to_owned(), addr))
 }
 
 /// The bundle's copy of the container's `/etc/resolv.conf`.
@@ -629,6 +681,33 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn hosts_files_name_localhost_the_container_and_the_extra_hosts() {
+        let extra = vec![
+            parse_add_host("node-2:10.123.0.12").unwrap(),
+            parse_add_host("v6.example:[2001:db8::1]").unwrap(),
+        ];
+        assert_eq!(
+            hosts_file(Some("web"), &extra),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             127.0.1.1\tweb\n10.123.0.12\tnode-2\n2001:db8::1\tv6.example\n"
+        );
+        assert_eq!(
+            parse_add_host("v6:2001:db8::2").unwrap().1.to_string(),
+            "2001:db8::2"
+        );
+        for (bad, why) in [
+            ("node-2", "is not NAME:IP"),
+            ("bad name:10.0.0.1", "is not a host name"),
+            ("-x:10.0.0.1", "is not a host name"),
+            ("x:10.0.0", "is not an IP address"),
+            ("a\nb:10.0.0.1", "is not a host name"),
+        ] {
+            let e = parse_add_host(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn rewrites_keep_the_inode_and_cut_the_old_tail() {
