@@ -467,7 +467,11 @@ pub fn parse_error(msg: &Reply) -> Result<(i32, Option<String>), NftError> {
             }
         }
     }
-    Ok((-code, text))
+    // A negative errno; i32::MIN has no positive one (and overflowed the negation).
+    let errno = code
+        .checked_neg()
+        .ok_or_else(|| NftError::Malformed(format!("NLMSG_ERROR code {code}")))?;
+    Ok((errno, text))
 }
 
 fn align4(n: usize) -> usize {

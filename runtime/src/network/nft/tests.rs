@@ -226,3 +226,21 @@ fn a_datagram_splits_into_its_messages_and_a_bad_length_is_malformed() {
         Err(NftError::Malformed(_))
     ));
 }
+
+/// Found by the `netlink_nft` fuzz target: an `NLMSG_ERROR` whose code is `i32::MIN`
+/// overflowed the negation (a panic with overflow checks on, a negative errno without).
+#[test]
+fn an_error_code_without_a_positive_errno_is_malformed() {
+    let reply = Reply {
+        kind: NLMSG_ERROR,
+        flags: 0,
+        seq: 1,
+        payload: i32::MIN.to_ne_bytes().to_vec(),
+    };
+    assert!(matches!(parse_error(&reply), Err(NftError::Malformed(_))));
+    let reply = Reply {
+        payload: (-17i32).to_ne_bytes().to_vec(),
+        ..reply
+    };
+    assert_eq!(parse_error(&reply).unwrap(), (17, None));
+}
