@@ -219,7 +219,10 @@ fn a_datagram_splits_into_its_messages_and_a_bad_length_is_malformed() {
     assert_eq!(replies.len(), 2);
     assert_eq!((replies[0].kind, replies[0].seq), (NLMSG_ERROR, 7));
     assert_eq!(parse_error(&replies[0]).unwrap(), (0, None));
-    assert_eq!((replies[1].kind, replies[1].flags), (NLMSG_DONE, NLM_F_MULTI));
+    assert_eq!(
+        (replies[1].kind, replies[1].flags),
+        (NLMSG_DONE, NLM_F_MULTI)
+    );
     dgram[0] = 200;
     assert!(matches!(
         split_datagram(&dgram),
