@@ -157,7 +157,9 @@ impl std::io::Write for Writeback<'_> {
 mod tests;
 mod tree;
 
-use archive::{Archive, Kind, Member, MAX_EXTENSION};
+use archive::{Archive, MAX_EXTENSION};
+pub use archive::{Kind, Member};
+pub use header::Mtime;
 use path::LayerPath;
 use tree::Tree;
 
@@ -169,7 +171,7 @@ pub enum Compression {
     Zstd,
 }
 
-/// What [`unpack`] unpacked.
+/// What [`unpack`] unpacked, or [`walk`] walked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unpacked {
     /// `sha256:` of the whole uncompressed stream, to compare with the image config's.
@@ -287,6 +289,28 @@ pub fn unpack(
     })
 }
 
+/// Walks an uncompressed layer stream without writing anything, and calls `visit` with
+/// each member. The stream is read exactly as [`unpack`] reads it (extension payloads over
+/// 1 MiB refused before they are read, a cut-off stream an error, the end marker checked,
+/// everything after it hashed into the diff ID), and each member's name, link target and
+/// xattrs are checked as [`unpack`] checks them before `visit` sees it. For listing a
+/// layer without unpacking it, and for fuzzing the walker.
+pub fn walk(stream: impl Read, mut visit: impl FnMut(&Member)) -> Result<Unpacked, LayerError> {
+    let mut archive = Archive::new(stream);
+    let mut entries = 0;
+    while let Some(member) = archive.next_member()? {
+        entries += 1;
+        step(&member)?;
+        visit(&member);
+    }
+    let (diff_id, uncompressed_bytes) = archive.finish()?;
+    Ok(Unpacked {
+        diff_id,
+        entries,
+        uncompressed_bytes,
+    })
+}
+
 /// What a member's name asks for.
 enum Target {
     Path(LayerPath),
@@ -315,11 +339,21 @@ fn target(path: &LayerPath) -> Result<Target, &'static str> {
     })
 }
 
-fn apply<R: Read>(
-    tree: &mut Tree,
-    archive: &mut Archive<R>,
-    member: &Member,
-) -> Result<(), LayerError> {
+/// What one member asks of the tree, once its name, link and xattrs have been checked.
+enum Step {
+    /// AUFS metadata: nothing to do.
+    Skip,
+    Opaque(LayerPath),
+    Whiteout(LayerPath),
+    /// A hard link at the first path to the second.
+    Link(LayerPath, LayerPath),
+    /// Make the member (anything but a hard link) at this path.
+    Make(LayerPath),
+}
+
+/// Checks a member's name, link target and xattrs as [`unpack`] and [`walk`] both do, and
+/// says what it asks for. Touches nothing.
+fn step(member: &Member) -> Result<Step, LayerError> {
     let entry = member.entry();
     let refuse = |reason| LayerError::Refused {
         entry: entry.clone(),
@@ -336,15 +370,50 @@ fn apply<R: Read>(
         ));
     }
     let path = match target(&path).map_err(refuse)? {
-        Target::Skip => {
-            tracing::debug!(entry, "skipping aufs metadata");
-            return Ok(());
-        }
-        Target::Opaque(dir) => return tree.opaque(&entry, &dir),
-        Target::Whiteout(hidden) => return tree.whiteout(&entry, &hidden),
+        Target::Skip => return Ok(Step::Skip),
+        Target::Opaque(dir) => return Ok(Step::Opaque(dir)),
+        Target::Whiteout(hidden) => return Ok(Step::Whiteout(hidden)),
         Target::Path(path) => path,
     };
     match &member.kind {
+        Kind::Symlink(target) if target.is_empty() => Err(refuse("symlink target is empty")),
+        Kind::Symlink(target) if target.contains(&0) => {
+            Err(refuse("symlink target has a NUL byte"))
+        }
+        Kind::HardLink(target) => {
+            let target = LayerPath::parse(target).map_err(|reason| LayerError::LinkTarget {
+                entry: entry.clone(),
+                target: String::from_utf8_lossy(target).into_owned(),
+                reason,
+            })?;
+            Ok(Step::Link(path, target))
+        }
+        _ => Ok(Step::Make(path)),
+    }
+}
+
+fn apply<R: Read>(
+    tree: &mut Tree,
+    archive: &mut Archive<R>,
+    member: &Member,
+) -> Result<(), LayerError> {
+    let entry = member.entry();
+    let path = match step(member)? {
+        Step::Skip => {
+            tracing::debug!(entry, "skipping aufs metadata");
+            return Ok(());
+        }
+        Step::Opaque(dir) => return tree.opaque(&entry, &dir),
+        Step::Whiteout(hidden) => return tree.whiteout(&entry, &hidden),
+        Step::Link(path, target) => return tree.hard_link(&entry, &path, &target),
+        Step::Make(path) => path,
+    };
+    match &member.kind {
+        // `step` makes every hard link a `Step::Link`; refused rather than trusted.
+        Kind::HardLink(_) => Err(LayerError::Refused {
+            entry,
+            reason: "hard link without a checked target",
+        }),
         Kind::Dir => tree.dir(&entry, &path, member),
         Kind::File => {
             let file = tree.create_file(&entry, &path)?;
@@ -353,23 +422,7 @@ fn apply<R: Read>(
             out.submit();
             tree.finish_file(&entry, &file, member)
         }
-        Kind::Symlink(target) => {
-            if target.is_empty() {
-                return Err(refuse("symlink target is empty"));
-            }
-            if target.contains(&0) {
-                return Err(refuse("symlink target has a NUL byte"));
-            }
-            tree.symlink(&entry, &path, target, member)
-        }
-        Kind::HardLink(target) => {
-            let target = LayerPath::parse(target).map_err(|reason| LayerError::LinkTarget {
-                entry: entry.clone(),
-                target: String::from_utf8_lossy(target).into_owned(),
-                reason,
-            })?;
-            tree.hard_link(&entry, &path, &target)
-        }
+        Kind::Symlink(target) => tree.symlink(&entry, &path, target, member),
         Kind::CharDevice { major, minor } => {
             tree.node(&entry, &path, SFlag::S_IFCHR, *major, *minor, member)
         }

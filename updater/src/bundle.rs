@@ -44,6 +44,8 @@ const MAX_SIGNATURES: u32 = 16 << 10;
 const MAX_KERNEL: u64 = 256 << 20;
 const MAX_CMDLINE: u64 = 4096;
 const MAX_ROOT: u64 = 16 << 30;
+/// The payloads' end, from the payload base, at most: each at its cap, aligned.
+const MAX_PAYLOAD_SPAN: u64 = MAX_KERNEL + MAX_CMDLINE + MAX_ROOT + 3 * ALIGN;
 
 /// The architecture this build installs for.
 pub const ARCH: &str = std::env::consts::ARCH;
@@ -193,7 +195,18 @@ impl Manifest {
                     p.sha256
                 ));
             }
-            end = p.offset + p.size;
+            // Within the largest bundle the format can hold: so no sum of offsets, sizes
+            // and the header (the payload span, the file length) can overflow.
+            end = p
+                .offset
+                .checked_add(p.size)
+                .filter(|e| *e <= MAX_PAYLOAD_SPAN)
+                .ok_or_else(|| {
+                    format!(
+                        "payload {which} at offset {} ends past the {MAX_PAYLOAD_SPAN} bytes a                          bundle may hold",
+                        p.offset
+                    )
+                })?;
         }
         self.verity
             .check()
@@ -357,13 +370,19 @@ impl Bundle {
             source,
         };
         self.file.seek(SeekFrom::Start(from)).map_err(io)?;
-        let mut pad = vec![0u8; (to - from) as usize];
-        self.file.read_exact(&mut pad).map_err(io)?;
-        if let Some(i) = pad.iter().position(|b| *b != 0) {
-            return Err(BundleError::Format {
-                path: self.path.clone(),
-                reason: format!("padding byte at offset {} is not zero", from + i as u64),
-            });
+        // In pieces: a signed manifest may leave gigabytes between payloads.
+        let mut pad = vec![0u8; (to - from).min(64 << 10) as usize];
+        let mut at = from;
+        while at < to {
+            let piece = &mut pad[..(to - at).min(64 << 10) as usize];
+            self.file.read_exact(piece).map_err(io)?;
+            if let Some(i) = piece.iter().position(|b| *b != 0) {
+                return Err(BundleError::Format {
+                    path: self.path.clone(),
+                    reason: format!("padding byte at offset {} is not zero", at + i as u64),
+                });
+            }
+            at += piece.len() as u64;
         }
         Ok(())
     }

@@ -98,7 +98,14 @@ impl Verity {
                 self.hash_offset_blocks, self.data_blocks
             ));
         }
-        if self.total_bytes <= self.hash_offset_blocks * BLOCK {
+        // Block numbers that fit in bytes: `dm_create` multiplies them out.
+        let hash_offset = self.hash_offset_blocks.checked_mul(BLOCK).ok_or_else(|| {
+            format!(
+                "hash_offset_blocks {} is too large",
+                self.hash_offset_blocks
+            )
+        })?;
+        if self.total_bytes <= hash_offset {
             return Err(format!(
                 "total_bytes {} leaves no room for the hash tree after block {}",
                 self.total_bytes, self.hash_offset_blocks

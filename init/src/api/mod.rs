@@ -351,6 +351,24 @@ async fn connection<B: Backend + Send + Sync + 'static>(
             return;
         }
     };
+    serve_http(tls, peer, handler, backend, pre_auth).await;
+}
+
+/// Serves HTTP/1.1 requests on `io`, a stream whose TLS handshake (if any) is done, with
+/// the limits of every API connection (a request head of at most 16 KiB and 64 header
+/// lines, each within `pre_auth`; 60 s for the whole connection), until the client is
+/// done or a limit is reached. [`serve`] calls it after the handshake; on its own it is
+/// the request path without TLS, for tests and fuzzing.
+pub async fn serve_http<IO, B>(
+    io: IO,
+    peer: SocketAddr,
+    handler: Arc<Handler>,
+    backend: Arc<B>,
+    pre_auth: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: Backend + Send + Sync + 'static,
+{
     let service = service_fn(move |request: Request<Incoming>| {
         let (handler, backend) = (handler.clone(), backend.clone());
         async move {
@@ -378,7 +396,7 @@ async fn connection<B: Backend + Send + Sync + 'static>(
         .header_read_timeout(pre_auth)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(io), service);
     match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!(%peer, error = %e, "api: connection ended with an error"),

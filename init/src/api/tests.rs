@@ -228,3 +228,45 @@ fn an_idle_connection_is_closed_at_the_pre_authentication_deadline() {
     let mut s = idle_from([127, 0, 0, 1], port);
     assert!(closed_within(&mut s, Duration::from_secs(20)));
 }
+
+#[test]
+fn serve_http_answers_raw_requests_on_any_stream() {
+    let handler = Handler::new(
+        vec![TokenConfig {
+            name: "ops".into(),
+            sha256: sha256("s3cret"),
+        }],
+        BTreeSet::from(["web".to_owned()]),
+        "9.9".into(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(serve_http(
+            server,
+            "127.0.0.1:1".parse().unwrap(),
+            Arc::new(handler),
+            Arc::new(Fake),
+            Duration::from_secs(5),
+        ));
+        client
+            .write_all(
+                b"GET /v1/containers/web/logs?tail=3 HTTP/1.1\r\nhost: x\r\n\
+                  authorization: Bearer s3cret\r\n\r\n\
+                  GET /v1/status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        served.await.unwrap();
+        String::from_utf8(out).unwrap()
+    });
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\r\n\r\nweb 3\n"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 401 Unauthorized\r\n"), "{answer}");
+}

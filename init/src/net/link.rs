@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
-use netlink_packet_route::address::{AddressAttribute, CacheInfo};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
@@ -47,7 +47,10 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(m: &LinkMessage) -> Link {
+    /// What a link message (`RTM_NEWLINK`, as the kernel answers a link dump) says: its
+    /// index, name, hardware address (only a 6-byte one), MTU and up/carrier/loopback
+    /// flags. Attributes it does not read are ignored.
+    pub fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
             index: m.header.index,
             name: String::new(),
@@ -199,15 +202,7 @@ impl Netlink {
             .await
             .map_err(|source| err("list addresses", &link.name, source))?
         {
-            let ip = msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            });
-            if let Some(ip) = ip {
-                if let Ok(net) = IpNet::new(ip, msg.header.prefix_len) {
-                    out.push(net);
-                }
-            }
+            out.extend(address_of(&msg));
         }
         Ok(out)
     }
@@ -267,7 +262,20 @@ impl Netlink {
     }
 }
 
-fn route_of(msg: &RouteMessage, index: u32) -> Option<(IpNet, Option<IpAddr>)> {
+/// The address and prefix an address message (`RTM_NEWADDR`) gives; `None` without an
+/// address attribute or with a prefix longer than the address.
+pub fn address_of(msg: &AddressMessage) -> Option<IpNet> {
+    let ip = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    })?;
+    IpNet::new(ip, msg.header.prefix_len).ok()
+}
+
+/// A main-table route through the link with index `index` in a route message
+/// (`RTM_NEWROUTE`), as destination and gateway; `None` for another table or link, a
+/// destination or gateway that is not an IP address, or a prefix longer than it.
+pub fn route_of(msg: &RouteMessage, index: u32) -> Option<(IpNet, Option<IpAddr>)> {
     if msg.header.table != RouteMessage::default().header.table
         && msg.header.table != netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN
     {

@@ -16,10 +16,11 @@ const BLOCK: u64 = 512;
 /// The largest PAX (`x`) or GNU long-name (`L`, `K`) payload read into memory.
 pub(super) const MAX_EXTENSION: u64 = 1 << 20;
 
-/// An archive member with its extension headers applied. Its file data, if any, is read
-/// with [`Archive::copy_data`] or skipped by the next [`Archive::next_member`].
+/// An archive member with its extension headers applied, as [`unpack`](super::unpack)
+/// and [`walk`](super::walk) see it. Inside the crate, its file data, if any, is read
+/// with `Archive::copy_data` or skipped by the next `Archive::next_member`.
 #[derive(Debug)]
-pub(crate) struct Member {
+pub struct Member {
     /// The name as the archive gives it, after GNU long-name and PAX `path` records.
     pub name: Vec<u8>,
     pub kind: Kind,
@@ -34,13 +35,14 @@ pub(crate) struct Member {
 
 impl Member {
     /// The name for messages.
-    pub(crate) fn entry(&self) -> String {
+    pub fn entry(&self) -> String {
         lossy(&self.name)
     }
 }
 
+/// What a member is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     File,
     /// A hard link to the named member, as the archive writes the name.
     HardLink(Vec<u8>),

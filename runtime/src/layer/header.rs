@@ -5,7 +5,7 @@ use tar::Header;
 
 /// A modification time: seconds since the epoch (maybe negative) and nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Mtime {
+pub struct Mtime {
     pub secs: i64,
     pub nanos: u32,
 }

@@ -494,3 +494,37 @@ fn refuses_a_destination_that_is_not_empty() {
     let err = f.unpack(&Layer::default().tar()).unwrap_err();
     assert!(matches!(err, LayerError::Destination { .. }), "{err}");
 }
+
+#[test]
+fn walk_lists_members_and_hashes_the_stream_without_writing() {
+    let tar = ordinary_layer();
+    let mut names = Vec::new();
+    let walked = walk(&tar[..], |m| names.push(m.entry())).unwrap();
+    assert_eq!(walked.diff_id, sha256(&tar));
+    assert_eq!(walked.uncompressed_bytes, tar.len() as u64);
+    assert_eq!(walked.entries, names.len() as u64);
+    let unpacked = Fixture::new().unpack(&tar).unwrap();
+    assert_eq!(walked, unpacked);
+}
+
+#[test]
+fn walk_refuses_what_unpack_refuses() {
+    for tar in [
+        Layer::default().file("../escape", b"x").tar(),
+        Layer::default().hard_link("a", "../b").tar(),
+        Layer::default()
+            .pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")])
+            .file("a", b"")
+            .tar(),
+        Layer::default().file("dir/.wh.", b"").tar(),
+    ] {
+        let walked = walk(&tar[..], |_| {});
+        assert!(
+            matches!(
+                walked,
+                Err(LayerError::Refused { .. } | LayerError::LinkTarget { .. })
+            ),
+            "{walked:?}"
+        );
+    }
+}

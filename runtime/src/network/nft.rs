@@ -402,16 +402,44 @@ fn describe(errno: i32, text: Option<String>) -> String {
 }
 
 /// A parsed netlink message of an answer.
-struct Reply {
-    kind: u16,
-    flags: u16,
-    seq: u32,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// `nlmsg_type`.
+    pub kind: u16,
+    /// `nlmsg_flags`.
+    pub flags: u16,
+    /// `nlmsg_seq`.
+    pub seq: u32,
     /// After the 16-byte header.
-    payload: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Splits one datagram the kernel sent into its messages; a message whose length does
+/// not fit in what is left is an error (trailing bytes shorter than a header are ignored).
+pub fn split_datagram(buf: &[u8]) -> Result<Vec<Reply>, NftError> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < 16 || len > rest.len() {
+            return Err(NftError::Malformed(format!(
+                "message length {len} in a datagram of {}",
+                rest.len()
+            )));
+        }
+        out.push(Reply {
+            kind: u16::from_ne_bytes([rest[4], rest[5]]),
+            flags: u16::from_ne_bytes([rest[6], rest[7]]),
+            seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+            payload: rest[16..len].to_vec(),
+        });
+        rest = &rest[align4(len).min(rest.len())..];
+    }
+    Ok(out)
 }
 
 /// An `NLMSG_ERROR`: the positive errno (0 for an ACK) and the kernel's message text.
-fn parse_error(msg: &Reply) -> Result<(i32, Option<String>), NftError> {
+pub fn parse_error(msg: &Reply) -> Result<(i32, Option<String>), NftError> {
     let code = msg
         .payload
         .get(..4)
@@ -439,7 +467,11 @@ fn parse_error(msg: &Reply) -> Result<(i32, Option<String>), NftError> {
             }
         }
     }
-    Ok((-code, text))
+    // A negative errno; i32::MIN has no positive one (and overflowed the negation).
+    let errno = code
+        .checked_neg()
+        .ok_or_else(|| NftError::Malformed(format!("NLMSG_ERROR code {code}")))?;
+    Ok((errno, text))
 }
 
 fn align4(n: usize) -> usize {
@@ -517,25 +549,7 @@ impl NftSocket {
             Err(errno) => return Err(NftError::Receive(errno.into())),
         }
         let (buf, _) = self.sock.recv_from_full().map_err(NftError::Receive)?;
-        let mut out = Vec::new();
-        let mut rest = &buf[..];
-        while rest.len() >= 16 {
-            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            if len < 16 || len > rest.len() {
-                return Err(NftError::Malformed(format!(
-                    "message length {len} in a datagram of {}",
-                    rest.len()
-                )));
-            }
-            out.push(Reply {
-                kind: u16::from_ne_bytes([rest[4], rest[5]]),
-                flags: u16::from_ne_bytes([rest[6], rest[7]]),
-                seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
-                payload: rest[16..len].to_vec(),
-            });
-            rest = &rest[align4(len).min(rest.len())..];
-        }
-        Ok(out)
+        split_datagram(&buf)
     }
 
     /// Every rule of the `ip` table `table` (none if there is no such table).
@@ -582,7 +596,9 @@ impl NftSocket {
     }
 }
 
-fn parse_rule(payload: &[u8]) -> Result<ListedRule, NftError> {
+/// The rule an `NFT_MSG_NEWRULE` message of a rule dump describes (its payload, from the
+/// `nfgenmsg` on): chain, handle and our comment.
+pub fn parse_rule(payload: &[u8]) -> Result<ListedRule, NftError> {
     let body = payload
         .get(4..)
         .ok_or_else(|| NftError::Malformed("short rule message".into()))?;

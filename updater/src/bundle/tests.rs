@@ -267,3 +267,23 @@ fn writing_refuses_a_command_line_that_would_not_boot_safely() {
     assert!(!f.dir.path().join("x.bundle").exists());
     let _ = PublicKey::parse(&f.key.public_key().to_line(), Path::new("k")).unwrap();
 }
+
+/// A payload offset near `u64::MAX` overflowed `offset + size` in the check (a panic with
+/// overflow checks, a wrapped end without), and so did verity block numbers near it.
+/// Only a signed manifest reaches the check, but the check is what makes its numbers safe
+/// to add up afterwards (`payload_span`, the file length, the dm table).
+#[test]
+fn the_manifest_check_refuses_numbers_that_overflow() {
+    let f = fixture(1);
+    let mut m = f.manifest.clone();
+    m.payloads.root.offset = u64::MAX - 4095;
+    assert!(
+        m.check().unwrap_err().contains("payload root"),
+        "{:?}",
+        m.check()
+    );
+    let mut m = f.manifest.clone();
+    m.verity.hash_offset_blocks = u64::MAX / 2;
+    m.verity.data_blocks = 2;
+    assert!(m.check().unwrap_err().contains("verity"), "{:?}", m.check());
+}

@@ -562,9 +562,11 @@ pub fn decode_reply(packet: &[u8]) -> Result<Message, String> {
 }
 
 /// Checks a received packet's framing before it is decoded: a BOOTP header, the magic
-/// cookie, and options that each fit in the packet up to an END. The decoder is lenient
-/// (it keeps the options before a broken one); a packet with any broken option is dropped
-/// whole instead.
+/// cookie, and options that each fit in the packet up to an END and have the length
+/// their type fixes ([`option_length_ok`]). The decoder is lenient (it keeps the options
+/// before a broken one, reads the first bytes of a too-long one, and asserts some lengths
+/// in debug builds: option 155 of one byte panicked it); a packet with any broken option
+/// is dropped whole instead.
 pub fn check_framing(packet: &[u8]) -> Result<(), String> {
     const HEADER: usize = 236;
     const COOKIE: [u8; 4] = [99, 130, 83, 99];
@@ -594,9 +596,45 @@ pub fn check_framing(packet: &[u8]) -> Result<(), String> {
                         "option {code} at byte {i} says {len} bytes but the packet ends first"
                     ));
                 }
+                if !option_length_ok(code, len) {
+                    return Err(format!(
+                        "option {code} at byte {i} has {len} bytes, which its type does not allow"
+                    ));
+                }
                 i += 2 + len;
             }
         }
+    }
+}
+
+/// Whether `len` is a length option `code` may have: the fixed sizes of RFC 2132's
+/// addresses, times, counts and flags and of the later options dhcproto reads as fixed
+/// (RFC 4039 rapid commit, RFC 4578 client interface, RFC 6926 bulk lease query times,
+/// RFC 4702's FQDN of at least 3), and whole addresses for the address lists. Options not
+/// named here may have any length.
+pub fn option_length_ok(code: u8, len: usize) -> bool {
+    match code {
+        // Rapid commit.
+        80 => len == 0,
+        // IP forwarding, source routing, TTL, MTU discovery flags, all subnets local,
+        // mask discovery and supplier, router discovery, trailers, ARP encapsulation,
+        // TCP TTL and keep-alive garbage, NetBIOS node type, overload, message type.
+        19 | 20 | 23 | 27 | 29..=31 | 34 | 36 | 37 | 39 | 46 | 52 | 53 => len == 1,
+        // Boot file size, max datagram, interface MTU, max DHCP message size.
+        13 | 22 | 26 | 57 => len == 2,
+        // Client network interface identifier.
+        94 => len == 3,
+        // Subnet mask, time offset, swap server, PMTU aging, router solicitation
+        // address, ARP cache and keep-alive times, lease time, server identifier, T1,
+        // T2, requested address, bulk lease query times.
+        1 | 2 | 16 | 24 | 32 | 35 | 38 | 50 | 51 | 54 | 58 | 59 | 152..=155 => len == 4,
+        // Routers, time, name, domain name, log, cookie, LPR, Impress and resource
+        // location servers, NIS, NTP, NetBIOS name and distribution servers, X fonts and
+        // display managers.
+        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 => len > 0 && len % 4 == 0,
+        // Client FQDN: flags, two RCODEs, then the name.
+        81 => len >= 3,
+        _ => true,
     }
 }
 

@@ -412,3 +412,33 @@ fn the_machine_drops_a_message_with_an_oversized_hlen() {
     let msg = <Message as dhcproto::Decodable>::from_bytes(&bytes).unwrap();
     assert!(matches!(m.on_reply(&msg, t0), Err(Ignored::NotForUs)));
 }
+
+/// Found by the `dhcp_reply` fuzz target: option 155 (a bulk lease query time) of one byte
+/// made dhcproto's decoder fail a `debug_assert!(len == 4)`, a panic in any build with
+/// debug assertions; in others, fixed-size options of the wrong size were read short or
+/// cut. Such a packet is now dropped by the framing check, with the option named.
+#[test]
+fn options_of_the_wrong_length_for_their_type_are_refused() {
+    let t0 = Instant::now();
+    let (m, _) = machine(None, t0);
+    let good = dhcproto::Encodable::to_vec(&reply(&m, MessageType::Offer, ADDR)).unwrap();
+    let end = good.len() - 1;
+    for (code, value) in [
+        (155u8, &[7u8][..]),
+        (51, &[0, 0, 1]),
+        (53, &[2, 2]),
+        (6, &[10, 0, 2]),
+        (80, &[1]),
+        (81, &[0, 0]),
+    ] {
+        let mut bad = good[..end].to_vec();
+        bad.extend_from_slice(&[code, value.len() as u8]);
+        bad.extend_from_slice(value);
+        bad.push(255);
+        let err = decode_reply(&bad).unwrap_err();
+        assert!(err.contains(&format!("option {code} ")), "{code}: {err}");
+    }
+    let mut ok = good[..end].to_vec();
+    ok.extend_from_slice(&[155, 4, 0, 0, 0, 9, 255]);
+    assert!(decode_reply(&ok).is_ok());
+}

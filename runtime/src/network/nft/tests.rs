@@ -210,3 +210,40 @@ fn user_data_other_than_a_comment_is_skipped() {
     assert_eq!(comment_of_udata(&u).as_deref(), Some("x"));
     assert_eq!(comment_of_udata(&[0, 9, b'a']), None, "truncated");
 }
+
+#[test]
+fn a_datagram_splits_into_its_messages_and_a_bad_length_is_malformed() {
+    let mut dgram = message(NLMSG_ERROR, 0, 7, 0, 0, &[0, 0, 0, 0]);
+    dgram.extend(message(NLMSG_DONE, NLM_F_MULTI, 8, 0, 0, &[]));
+    let replies = split_datagram(&dgram).unwrap();
+    assert_eq!(replies.len(), 2);
+    assert_eq!((replies[0].kind, replies[0].seq), (NLMSG_ERROR, 7));
+    assert_eq!(parse_error(&replies[0]).unwrap(), (0, None));
+    assert_eq!(
+        (replies[1].kind, replies[1].flags),
+        (NLMSG_DONE, NLM_F_MULTI)
+    );
+    dgram[0] = 200;
+    assert!(matches!(
+        split_datagram(&dgram),
+        Err(NftError::Malformed(_))
+    ));
+}
+
+/// Found by the `netlink_nft` fuzz target: an `NLMSG_ERROR` whose code is `i32::MIN`
+/// overflowed the negation (a panic with overflow checks on, a negative errno without).
+#[test]
+fn an_error_code_without_a_positive_errno_is_malformed() {
+    let reply = Reply {
+        kind: NLMSG_ERROR,
+        flags: 0,
+        seq: 1,
+        payload: i32::MIN.to_ne_bytes().to_vec(),
+    };
+    assert!(matches!(parse_error(&reply), Err(NftError::Malformed(_))));
+    let reply = Reply {
+        payload: (-17i32).to_ne_bytes().to_vec(),
+        ..reply
+    };
+    assert_eq!(parse_error(&reply).unwrap(), (17, None));
+}
