@@ -23,6 +23,7 @@ pub mod pull;
 mod reference;
 pub mod registry;
 pub mod store;
+mod token_realm;
 
 pub use blobs::{BlobError, Blobs, PartialBlob};
 pub use challenge::{Challenge, InvalidChallenge, Scheme};

@@ -21,6 +21,8 @@ use crate::blobs::PartialBlob;
 use crate::challenge::{Challenge, Scheme};
 use crate::manifest;
 use crate::reference::{Digest, ImageRef};
+use crate::token_realm::RealmPolicy;
+pub use crate::token_realm::BUILTIN_TOKEN_REALMS;
 
 /// The largest manifest we read (Distribution refuses to store bigger ones).
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
@@ -40,6 +42,11 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
     pub ca_certs_pem: Vec<Vec<u8>>,
     pub credentials: BTreeMap<String, Credentials>,
+    /// By registry, the hosts (`host` for any port, or `host:port`) besides the registry's
+    /// own whose bearer token realms may receive its credentials. Docker Hub's
+    /// `auth.docker.io` is built in ([`BUILTIN_TOKEN_REALMS`]). A realm on any other host
+    /// is asked for an anonymous token.
+    pub token_realms: BTreeMap<String, Vec<String>>,
     /// Seconds to wait for a connection; 0 means the default (15 s).
     pub connect_timeout_secs: u64,
 }
@@ -67,6 +74,18 @@ pub enum RegistryError {
     },
     #[error("registry {registry}: {reason}")]
     Auth { registry: String, reason: String },
+    #[error(
+        "registry {registry}: token realm host {realm} is not allowed to receive credentials \
+         for it, and {what} (to allow the host: `gantry pull --token-realm {realm}`, or \
+         token_realms in the machine config's registries.auth.\"{registry}\")"
+    )]
+    RealmNotAllowed {
+        registry: String,
+        realm: String,
+        what: &'static str,
+        #[source]
+        source: Option<Box<RegistryError>>,
+    },
     #[error("{url}: reply is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
     #[error("manifest {wanted}: {}", match got {
@@ -107,6 +126,8 @@ pub struct Registry {
     registry: String,
     repository: String,
     credentials: Option<Credentials>,
+    /// The token realms that may receive the credentials.
+    realms: RealmPolicy,
     /// Hosts that may be spoken to over plain HTTP (besides loopback).
     insecure: Vec<String>,
     /// The authorization that last worked.
@@ -206,10 +227,16 @@ impl Registry {
         })?;
         let plain_allowed =
             is_loopback(&host) || opts.insecure.iter().any(|h| *h == registry || *h == host);
+        let realms = RealmPolicy::new(
+            &registry,
+            &host,
+            opts.token_realms.get(&registry).map_or(&[], Vec::as_slice),
+        );
         let mut this = Self {
             http,
             base: format!("https://{host}"),
             credentials: opts.credentials.get(&registry).cloned(),
+            realms,
             insecure: opts.insecure.clone(),
             registry,
             repository: image.repository().to_owned(),
@@ -426,12 +453,20 @@ impl Registry {
                     "{url} answered 401 without a usable WWW-Authenticate challenge"
                 ))
             })?;
-        let value = self.answer(&challenge).await?;
+        let (value, withheld) = self.answer(&challenge).await?;
         if let Ok(mut a) = self.auth.lock() {
             *a = value.clone();
         }
         let resp = with_auth(&value).send().await.map_err(request_err)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
+            if let Some(realm) = withheld {
+                return Err(RegistryError::RealmNotAllowed {
+                    registry: self.registry.clone(),
+                    realm,
+                    what: "the registry refused the anonymous token it gave",
+                    source: None,
+                });
+            }
             let who = match &self.credentials {
                 Some(c) => format!("credentials for user {:?} were refused", c.username),
                 None => "it requires credentials and none are configured".to_owned(),
@@ -448,7 +483,9 @@ impl Registry {
         }
     }
 
-    async fn answer(&self, challenge: &Challenge) -> Result<Auth, RegistryError> {
+    /// The authorization that answers `challenge`, and the realm host that was not given
+    /// the credentials, if one was not.
+    async fn answer(&self, challenge: &Challenge) -> Result<(Auth, Option<String>), RegistryError> {
         match challenge.scheme {
             Scheme::Basic => {
                 if self.credentials.is_none() {
@@ -456,26 +493,33 @@ impl Registry {
                         "it requires credentials and none are configured (basic auth)".to_owned(),
                     ));
                 }
-                Ok(Auth::Basic)
+                Ok((Auth::Basic, None))
             }
             Scheme::Bearer => {
                 let realm = challenge.param("realm").ok_or_else(|| {
                     self.auth_error("bearer challenge without a realm".to_owned())
                 })?;
-                let token = self.token(realm, challenge).await?;
+                let (token, withheld) = self.token(realm, challenge).await?;
                 let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                     self.auth_error(
                         "the token service sent a token a header cannot carry".to_owned(),
                     )
                 })?;
                 v.set_sensitive(true);
-                Ok(Auth::Bearer(v))
+                Ok((Auth::Bearer(v), withheld))
             }
         }
     }
 
-    /// Asks the token service named in a bearer challenge for a pull token.
-    async fn token(&self, realm: &str, challenge: &Challenge) -> Result<String, RegistryError> {
+    /// Asks the token service named in a bearer challenge for a pull token, with the
+    /// registry's credentials only if the realm's host may have them (see
+    /// [`crate::token_realm`]); returns the token and the realm's host if it asked
+    /// without credentials it has.
+    async fn token(
+        &self,
+        realm: &str,
+        challenge: &Challenge,
+    ) -> Result<(String, Option<String>), RegistryError> {
         let mut url = reqwest::Url::parse(realm)
             .map_err(|e| self.auth_error(format!("bearer realm {realm:?}: {e}")))?;
         // Credentials go in the clear only to this machine or a host the caller marked
@@ -506,9 +550,33 @@ impl Registry {
             }
             q.append_pair("scope", &scope);
         }
+        let withheld = match &self.credentials {
+            Some(_) if !self.realms.allows(&url) => Some(realm_host),
+            _ => None,
+        };
+        let credentials = self.credentials.as_ref().filter(|_| withheld.is_none());
+        match self.request_token(url, credentials).await {
+            Ok(token) => Ok((token, withheld)),
+            Err(e) => match withheld {
+                Some(realm) => Err(RegistryError::RealmNotAllowed {
+                    registry: self.registry.clone(),
+                    realm,
+                    what: "an anonymous token request failed",
+                    source: Some(Box::new(e)),
+                }),
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn request_token(
+        &self,
+        url: reqwest::Url,
+        credentials: Option<&Credentials>,
+    ) -> Result<String, RegistryError> {
         let url_text = url.to_string();
         let mut req = self.http.get(url);
-        if let Some(c) = &self.credentials {
+        if let Some(c) = credentials {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
         let resp = req.send().await.map_err(|source| RegistryError::Request {

@@ -9,6 +9,7 @@
 //! [registries.auth."registry.example.net"]
 //! username = "fleet"
 //! password = "s3cret"
+//! token_realms = ["auth.example.net"]    # token services on other hosts given the login
 //!
 //! [containers.web]
 //! image = "10.0.2.100:5000/demo/web:1"
@@ -286,6 +287,11 @@ pub struct RegistryAuth {
     pub username: String,
     /// Password or token.
     pub password: String,
+    /// Hosts (`host` for any port, or `host:port`) besides the registry's own whose bearer
+    /// token service may receive the login; a realm on any other host is asked for an
+    /// anonymous token. Docker Hub's `auth.docker.io` is built in.
+    #[serde(default)]
+    pub token_realms: Vec<String>,
 }
 
 impl fmt::Debug for RegistryAuth {
@@ -293,6 +299,7 @@ impl fmt::Debug for RegistryAuth {
         f.debug_struct("RegistryAuth")
             .field("username", &self.username)
             .field("password", &"<hidden>")
+            .field("token_realms", &self.token_realms)
             .finish()
     }
 }
@@ -504,11 +511,21 @@ pub fn problems(
         ));
     }
     for (i, r) in registries.insecure.iter().enumerate() {
-        if r.is_empty() || r.contains('/') || r.contains(char::is_whitespace) {
+        if !is_host_port(r) {
             out.push((
                 format!("registries.insecure[{i}]"),
                 format!("{r:?} is not host[:port]"),
             ));
+        }
+    }
+    for (registry, auth) in &registries.auth {
+        for (i, h) in auth.token_realms.iter().enumerate() {
+            if !is_host_port(h) {
+                out.push((
+                    format!("registries.auth.\"{registry}\".token_realms[{i}]"),
+                    format!("{h:?} is not host[:port]"),
+                ));
+            }
         }
     }
     for (i, pem) in registries.ca_certs.iter().enumerate() {
@@ -519,6 +536,11 @@ pub fn problems(
             ));
         }
     }
+}
+
+/// Whether `s` can be a `host[:port]` (no scheme, path or spaces).
+fn is_host_port(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.contains(char::is_whitespace)
 }
 
 /// An HTTP health URL: `http://127.0.0.1[:port]/path` (or `localhost`); returns port and path.
@@ -645,6 +667,10 @@ mod tests {
         assert_eq!(web.health.as_ref().unwrap().retries, 3);
         assert_eq!(start_order(&c.containers), ["db", "web"]);
         assert_eq!(c.registries.auth["registry.example.net"].username, "fleet");
+        assert_eq!(
+            c.registries.auth["registry.example.net"].token_realms,
+            ["auth.example.net"]
+        );
         assert!(
             !format!("{:?}", c.registries).contains("s3cret"),
             "passwords stay out of logs"
@@ -660,6 +686,19 @@ mod tests {
         assert_eq!(a.restart_policy(), RestartPolicy::Always);
         assert_eq!(a.stop_grace_secs, 10);
         assert_eq!(a.pull_policy(), PullPolicy::Missing);
+    }
+
+    #[test]
+    fn a_token_realm_that_is_not_a_host_names_its_registry() {
+        let e = errors(
+            "[registries.auth.\"r.example.net\"]\nusername = \"u\"\npassword = \"p\"\n\
+             token_realms = [\"auth.example.net:8443\", \"https://auth.example.net/token\"]\n",
+        );
+        assert_eq!(
+            e,
+            ["registries.auth.\"r.example.net\".token_realms[1]: \
+                 \"https://auth.example.net/token\" is not host[:port]"]
+        );
     }
 
     #[test]

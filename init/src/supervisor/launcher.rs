@@ -125,6 +125,9 @@ impl Commands {
                 }
                 if let Ok(image) = spec.image.parse::<ImageRef>() {
                     if let Some(auth) = self.registries.auth.get(image.registry()) {
+                        for h in &auth.token_realms {
+                            a.extend(["--token-realm".into(), h.clone()]);
+                        }
                         a.extend(["--username".into(), auth.username.clone()]);
                         stdin = Some(auth.password.clone());
                     }
@@ -325,6 +328,7 @@ mod tests {
         let (cmds, c) = commands(
             "[registries]\ninsecure = [\"10.0.2.100:5000\"]\n\
              [registries.auth.\"10.0.2.100:5000\"]\nusername = \"u\"\npassword = \"p\"\n\
+             token_realms = [\"auth.example.net\"]\n\
              [containers.web]\nimage = \"10.0.2.100:5000/demo/web:1\"\n",
         );
         let spec = &c.containers["web"];
@@ -332,7 +336,8 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--root /var/lib/gantry image ensure --pull missing --insecure-registry 10.0.2.100:5000 \
-             --ca-cert /run/gantry/ca/0.pem --username u 10.0.2.100:5000/demo/web:1"
+             --ca-cert /run/gantry/ca/0.pem --token-realm auth.example.net --username u \
+             10.0.2.100:5000/demo/web:1"
         );
         assert_eq!(stdin.as_deref(), Some("p"));
         assert!(

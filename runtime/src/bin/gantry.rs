@@ -230,6 +230,11 @@ struct PullArgs {
     /// User name for the registry; the password is read from standard input.
     #[arg(long)]
     username: Option<String>,
+    /// A host (`host` for any port, or `host:port`) besides the registry's own whose
+    /// bearer token service may receive the credentials; a realm on any other host is
+    /// asked for an anonymous token. Docker Hub's auth.docker.io is built in.
+    #[arg(long = "token-realm", value_name = "HOST")]
+    token_realms: Vec<String>,
     /// Layers downloaded at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -428,6 +433,11 @@ fn pull_image(store: Store, image: &ImageRef, args: PullArgs) -> Result<ImageRec
             std::fs::read(&path)
                 .with_context(|| format!("cannot read CA file {}", path.display()))?,
         );
+    }
+    if !args.token_realms.is_empty() {
+        registry
+            .token_realms
+            .insert(image.registry().to_owned(), args.token_realms);
     }
     if let Some(username) = args.username {
         let mut password = String::new();
