@@ -150,7 +150,10 @@ fn registry_with_foreign_realm(
     let seen: Seen = Arc::default();
     let record = seen.clone();
     let realm = serve_on(realm_ip, move |path, auth| {
-        record.lock().expect("record lock").push((path.to_owned(), auth.clone()));
+        record
+            .lock()
+            .expect("record lock")
+            .push((path.to_owned(), auth.clone()));
         // base64("user:secret")
         if auth.as_deref() == Some("Basic dXNlcjpzZWNyZXQ=") {
             response("200 OK", "", r#"{"token":"t"}"#)
@@ -192,7 +195,9 @@ fn with_credentials(registry: &str) -> RegistryOptions {
 }
 
 async fn fetch_blob(registry: &str, opts: &RegistryOptions) -> Result<Vec<u8>, String> {
-    let image: ImageRef = format!("{registry}/demo:1").parse().expect("image reference");
+    let image: ImageRef = format!("{registry}/demo:1")
+        .parse()
+        .expect("image reference");
     let reg = Registry::connect(&image, opts)
         .await
         .map_err(|e| e.to_string())?;
