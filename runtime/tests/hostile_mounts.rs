@@ -216,8 +216,9 @@ fn a_volume_redirected_onto_dev_by_an_image_symlink_is_refused_as_root() {
 /// Attacks a kernel knob through a file the runtime binds: the image makes
 /// `/etc/resolv.conf` a symlink to `/proc/sys/kernel/core_pattern`, where `gantry run`
 /// binds its generated resolver file. The bind must not land on `/proc/sys`: the run is
-/// refused naming `/proc`, and the host's `core_pattern` is unchanged. (`/etc/hosts` and
-/// `/etc/hostname` are not bound by the runtime; the rule covers every bind destination.)
+/// refused naming `/proc`, and the host's `core_pattern` is unchanged. (`/etc/hosts`, also
+/// bound by the runtime, goes through the same rule, as does every bind destination;
+/// `/etc/hostname` is not bound.)
 #[test]
 fn a_resolv_conf_symlink_into_proc_sys_is_refused_as_root() {
     require_root();
