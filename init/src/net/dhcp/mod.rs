@@ -631,7 +631,7 @@ pub fn option_length_ok(code: u8, len: usize) -> bool {
         // Routers, time, name, domain name, log, cookie, LPR, Impress and resource
         // location servers, NIS, NTP, NetBIOS name and distribution servers, X fonts and
         // display managers.
-        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 => len > 0 && len % 4 == 0,
+        3..=11 | 41 | 42 | 44 | 45 | 48 | 49 => len > 0 && len.is_multiple_of(4),
         // Client FQDN: flags, two RCODEs, then the name.
         81 => len >= 3,
         _ => true,
