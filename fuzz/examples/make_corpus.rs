@@ -67,7 +67,9 @@ fn dhcp_reply(kind: MessageType) -> Result<Vec<u8>> {
     } else {
         o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
         o.insert(DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 2)]));
-        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]));
+        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+            10, 0, 2, 3,
+        )]));
         o.insert(DhcpOption::AddressLeaseTime(86400));
         o.insert(DhcpOption::Renewal(43200));
         o.insert(DhcpOption::Rebinding(75600));
@@ -229,7 +231,10 @@ fn configs(w: &Writer) -> Result<()> {
     w.put(
         "cmdline_config",
         "quoted",
-        format!("gantry.hostname=vm1 \"gantry.config={}\"", b64("version = 1\n")),
+        format!(
+            "gantry.hostname=vm1 \"gantry.config={}\"",
+            b64("version = 1\n")
+        ),
     )?;
 
     w.put(
@@ -242,7 +247,11 @@ fn configs(w: &Writer) -> Result<()> {
         "meta-data-hostname",
         joined(&[b"version = 1\n", META_DATA.as_bytes()]),
     )?;
-    w.put("config_drive", "cloud-config", "#cloud-config\npackages: [nginx]\n")?;
+    w.put(
+        "config_drive",
+        "cloud-config",
+        "#cloud-config\npackages: [nginx]\n",
+    )?;
     w.put("config_drive", "fat-label", fat_sector())?;
     w.put("config_drive", "iso9660-label", iso_head())?;
     Ok(())
@@ -265,21 +274,34 @@ fn imds(w: &Writer) -> Result<()> {
         http("200 OK", "i-0abc123"),
         http("200 OK", "ip-10-0-0-5.ec2.internal\n"),
     ];
-    w.put("imds_reply", "imdsv2", joined(&v2.iter().map(Vec::as_slice).collect::<Vec<_>>()))?;
+    w.put(
+        "imds_reply",
+        "imdsv2",
+        joined(&v2.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+    )?;
     let v1 = [
         http("405 Method Not Allowed", ""),
         http("200 OK", "version = 1\n"),
         http("404 Not Found", ""),
         http("200 OK", "edge-7"),
     ];
-    w.put("imds_reply", "no-token", joined(&v1.iter().map(Vec::as_slice).collect::<Vec<_>>()))?;
-    let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nc\r\nversion = 1\n\r\n0\r\n\r\n";
+    w.put(
+        "imds_reply",
+        "no-token",
+        joined(&v1.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+    )?;
+    let chunked =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nc\r\nversion = 1\n\r\n0\r\n\r\n";
     let three = [
         http("404 Not Found", ""),
         chunked.to_vec(),
         http("503 Service Unavailable", ""),
     ];
-    w.put("imds_reply", "chunked-then-503", joined(&three.iter().map(Vec::as_slice).collect::<Vec<_>>()))?;
+    w.put(
+        "imds_reply",
+        "chunked-then-503",
+        joined(&three.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+    )?;
     Ok(())
 }
 
@@ -313,7 +335,11 @@ fn tar_header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
     h.set_entry_type(kind);
     h.set_path(name).expect("a short name");
     h.set_size(size);
-    h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(1_600_000_000);
@@ -326,7 +352,10 @@ fn layers(w: &Writer) -> Result<()> {
     let mut b = tar::Builder::new(Vec::new());
     b.append(&tar_header(EntryType::Directory, "etc/", 0), &[][..])?;
     let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
-    b.append(&tar_header(EntryType::Regular, "etc/passwd", passwd.len() as u64), &passwd[..])?;
+    b.append(
+        &tar_header(EntryType::Regular, "etc/passwd", passwd.len() as u64),
+        &passwd[..],
+    )?;
     let mut link = tar_header(EntryType::Symlink, "bin/sh", 0);
     link.set_link_name("busybox")?;
     link.set_cksum();
@@ -336,7 +365,10 @@ fn layers(w: &Writer) -> Result<()> {
     hard.set_cksum();
     b.append(&hard, &[][..])?;
     b.append(&tar_header(EntryType::Regular, "var/.wh.cache", 0), &[][..])?;
-    b.append(&tar_header(EntryType::Regular, "opt/.wh..wh..opq", 0), &[][..])?;
+    b.append(
+        &tar_header(EntryType::Regular, "opt/.wh..wh..opq", 0),
+        &[][..],
+    )?;
     // A long name: the builder writes a GNU `L` header for it.
     let long = format!("usr/share/{}/file", "d".repeat(120));
     let mut h = tar::Header::new_gnu();
@@ -352,7 +384,10 @@ fn layers(w: &Writer) -> Result<()> {
     for (key, value) in [
         ("path", &b"usr/bin/ping"[..]),
         ("mtime", b"1600000000.5"),
-        ("SCHILY.xattr.security.capability", b"\x01\x00\x00\x02\x00\x20\x00\x00\n\x00"),
+        (
+            "SCHILY.xattr.security.capability",
+            b"\x01\x00\x00\x02\x00\x20\x00\x00\n\x00",
+        ),
     ] {
         let body = key.len() + value.len() + 3;
         let mut len = body + 1;
@@ -364,7 +399,10 @@ fn layers(w: &Writer) -> Result<()> {
         records.push(b'\n');
     }
     let mut b = tar::Builder::new(Vec::new());
-    b.append(&tar_header(EntryType::XHeader, "PaxHeaders/ping", records.len() as u64), &records[..])?;
+    b.append(
+        &tar_header(EntryType::XHeader, "PaxHeaders/ping", records.len() as u64),
+        &records[..],
+    )?;
     b.append(&tar_header(EntryType::Regular, "ping", 4), &b"\x7fELF"[..])?;
     let mut dev = tar::Header::new_ustar();
     dev.set_entry_type(EntryType::Char);
@@ -457,7 +495,11 @@ fn challenges(w: &Writer) -> Result<()> {
         "Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\",\
          scope=\"repository:library/nginx:pull\"",
     )?;
-    w.put("registry_challenge", "basic", "Basic realm=\"Registry Realm\"")?;
+    w.put(
+        "registry_challenge",
+        "basic",
+        "Basic realm=\"Registry Realm\"",
+    )?;
     w.put(
         "registry_challenge",
         "two-challenges",
@@ -469,7 +511,10 @@ fn challenges(w: &Writer) -> Result<()> {
 fn bundles(w: &Writer) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let kernel = dir.path().join("vmlinuz");
-    std::fs::write(&kernel, (0..5000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>())?;
+    std::fs::write(
+        &kernel,
+        (0..5000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    )?;
     let root = dir.path().join("root.img");
     std::fs::write(&root, vec![0x5au8; 3 * 4096 + 100])?;
     let meta = BundleMeta {
@@ -495,8 +540,16 @@ fn bundles(w: &Writer) -> Result<()> {
         &[gantry_fuzz::signing_key()],
     )?;
     w.put("bundle_header", "signed", std::fs::read(&out)?)?;
-    w.put("bundle_manifest", "signed", serde_json::to_vec_pretty(&manifest)?)?;
-    w.put("bundle_cmdline", "console-panic", "console=ttyS0 panic=10\n")?;
+    w.put(
+        "bundle_manifest",
+        "signed",
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    w.put(
+        "bundle_cmdline",
+        "console-panic",
+        "console=ttyS0 panic=10\n",
+    )?;
     w.put(
         "bundle_cmdline",
         "quiet",
@@ -561,7 +614,10 @@ fn netlink(w: &Writer) -> Result<()> {
     let mut lo = LinkMessage::default();
     lo.header.index = 1;
     lo.header.flags = LinkFlags::Up | LinkFlags::Loopback;
-    lo.attributes = vec![LinkAttribute::IfName("lo".into()), LinkAttribute::Mtu(65536)];
+    lo.attributes = vec![
+        LinkAttribute::IfName("lo".into()),
+        LinkAttribute::Mtu(65536),
+    ];
     let mut dump = emit(RouteNetlinkMessage::NewLink(lo), 7);
     dump.extend(emit(RouteNetlinkMessage::NewLink(link), 7));
     w.put("netlink_route", "link-dump", dump)?;
@@ -575,7 +631,11 @@ fn netlink(w: &Writer) -> Result<()> {
         AddressAttribute::Local(Ipv4Addr::new(10, 0, 2, 15).into()),
         AddressAttribute::Label("eth0".into()),
     ];
-    w.put("netlink_route", "address", emit(RouteNetlinkMessage::NewAddress(addr), 8))?;
+    w.put(
+        "netlink_route",
+        "address",
+        emit(RouteNetlinkMessage::NewAddress(addr), 8),
+    )?;
 
     let mut route = RouteMessage::default();
     route.header.address_family = AddressFamily::Inet;

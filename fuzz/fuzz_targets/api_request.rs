@@ -34,7 +34,9 @@ fn handler() -> Arc<Handler> {
     HANDLER
         .get_or_init(|| {
             let mut h = [0u8; 32];
-            h.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, TOKEN.as_bytes()).as_ref());
+            h.copy_from_slice(
+                ring::digest::digest(&ring::digest::SHA256, TOKEN.as_bytes()).as_ref(),
+            );
             Arc::new(Handler::new(
                 vec![TokenConfig {
                     name: "fuzzer".into(),

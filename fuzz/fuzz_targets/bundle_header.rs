@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut bundle) = Bundle::open(path, gantry_fuzz::trusted_keys()) else {
         return;
     };
-    bundle.manifest().check().expect("an opened bundle's manifest is checked");
+    bundle
+        .manifest()
+        .check()
+        .expect("an opened bundle's manifest is checked");
     assert_eq!(bundle.signed_by(), [gantry_fuzz::signing_key().id()]);
     if bundle.verify_payloads().is_ok() {
         let _ = bundle.cmdline_args();

@@ -19,12 +19,20 @@ fuzz_target!(|data: &[u8]| {
     let mut end = 0u64;
     for which in Payload::ALL {
         let p = manifest.payload(which);
-        assert!(p.offset % 4096 == 0 && p.offset >= end);
+        assert!(p.offset.is_multiple_of(4096) && p.offset >= end);
         assert!(p.size > 0);
-        end = p.offset.checked_add(p.size).expect("a checked payload ends within u64");
+        end = p
+            .offset
+            .checked_add(p.size)
+            .expect("a checked payload ends within u64");
     }
     assert_eq!(manifest.payload_span(), end);
-    let _ = manifest.verity.dm_create("00000000-0000-0000-0000-000000000000");
+    let _ = manifest
+        .verity
+        .dm_create("00000000-0000-0000-0000-000000000000");
     let json = serde_json::to_vec(&manifest).expect("a manifest serializes");
-    assert_eq!(serde_json::from_slice::<Manifest>(&json).expect("and parses back"), manifest);
+    assert_eq!(
+        serde_json::from_slice::<Manifest>(&json).expect("and parses back"),
+        manifest
+    );
 });

@@ -35,9 +35,16 @@ fuzz_target!(|data: &[u8]| {
     assert!(!channel.bundle.url.is_empty() && !channel.bundle.url.contains(char::is_control));
     assert!(
         channel.bundle.sha256.len() == 64
-            && channel.bundle.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && channel
+                .bundle
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     );
     assert!(channel.bundle.size > 0);
     let again = channel.sign(&[key]).expect("a channel signs");
-    assert_eq!(Channel::verify(&again, keys, "fuzz").expect("and verifies"), channel);
+    assert_eq!(
+        Channel::verify(&again, keys, "fuzz").expect("and verifies"),
+        channel
+    );
 });

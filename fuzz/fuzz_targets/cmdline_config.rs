@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    assert_eq!(decode_cmdline(&again).expect("our own base64 decodes"), bytes);
+    assert_eq!(
+        decode_cmdline(&again).expect("our own base64 decodes"),
+        bytes
+    );
     let doc = Document {
         source: Source::KernelCmdline,
         bytes,

@@ -54,7 +54,10 @@ fn check_lease(l: &Lease) {
     let a = l.address.addr();
     assert!(!a.is_unspecified() && !a.is_broadcast() && !a.is_multicast() && !a.is_loopback());
     if l.address.prefix_len() < 31 {
-        assert!(a != l.address.network() && a != l.address.broadcast(), "{l:?}");
+        assert!(
+            a != l.address.network() && a != l.address.broadcast(),
+            "{l:?}"
+        );
     }
     assert!(!l.server.is_unspecified());
     assert!(l.lease_secs >= MIN_LEASE_SECS, "{l:?}");
@@ -103,7 +106,8 @@ fuzz_target!(|data: &[u8]| {
     let xid = msg.xid();
     let start = Instant::now();
     let saved = (state % 4 == 1).then(|| Ipv4Addr::new(10, 0, 0, 7));
-    let (mut m, actions) = Machine::new(mac, Some("fuzz".into()), saved, start, Box::new(Fixed(xid)));
+    let (mut m, actions) =
+        Machine::new(mac, Some("fuzz".into()), saved, start, Box::new(Fixed(xid)));
     check(&actions);
     // 0: SELECTING, 1: REBOOTING, 2: REQUESTING, 3: RENEWING after a lease.
     if state % 4 >= 2 {

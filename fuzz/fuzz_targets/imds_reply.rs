@@ -63,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
     {
         let mut s = script.lock().unwrap_or_else(|p| p.into_inner());
         *s = (
-            gantry_fuzz::parts(data).into_iter().map(<[u8]>::to_vec).collect(),
+            gantry_fuzz::parts(data)
+                .into_iter()
+                .map(<[u8]>::to_vec)
+                .collect(),
             0,
         );
     }
@@ -77,7 +80,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(answer) = gantry_fuzz::runtime().block_on(client.fetch()) else {
         return;
     };
-    for v in answer.meta.instance_id.iter().chain(&answer.meta.local_hostname) {
+    for v in answer
+        .meta
+        .instance_id
+        .iter()
+        .chain(&answer.meta.local_hostname)
+    {
         assert!(!v.is_empty() && v.trim() == v, "{v:?}");
     }
     if let Some(user_data) = answer.user_data {

@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = ImageConfig::parse(doc, &digest, layers) else {
         return;
     };
-    assert_eq!((config.os.as_str(), config.architecture.as_str()), (PLATFORM_OS, PLATFORM_ARCH));
+    assert_eq!(
+        (config.os.as_str(), config.architecture.as_str()),
+        (PLATFORM_OS, PLATFORM_ARCH)
+    );
     assert_eq!(config.rootfs.kind, "layers");
     assert_eq!(config.rootfs.diff_ids.len(), layers);
     let json = serde_json::to_vec(&config).expect("a config serializes");

@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(m.config.digest.algorithm(), "sha256");
             round_trips(&m.config);
             for l in &m.layers {
-                assert_eq!(layer_compression(&l.descriptor.media_type), Some(l.compression));
+                assert_eq!(
+                    layer_compression(&l.descriptor.media_type),
+                    Some(l.compression)
+                );
                 assert!(l.descriptor.urls.is_empty());
                 assert_eq!(l.descriptor.digest.algorithm(), "sha256");
                 round_trips(&l.descriptor);
@@ -49,8 +52,14 @@ fuzz_target!(|data: &[u8]| {
                 round_trips(d);
             }
             if let Ok(d) = i.select("sha256:fuzz") {
-                let p = d.platform.as_ref().expect("a selected entry has a platform");
-                assert_eq!((p.os.as_str(), p.architecture.as_str()), (PLATFORM_OS, PLATFORM_ARCH));
+                let p = d
+                    .platform
+                    .as_ref()
+                    .expect("a selected entry has a platform");
+                assert_eq!(
+                    (p.os.as_str(), p.architecture.as_str()),
+                    (PLATFORM_OS, PLATFORM_ARCH)
+                );
                 assert!(d.media_type == OCI_MANIFEST || d.media_type == DOCKER_MANIFEST);
             }
         }

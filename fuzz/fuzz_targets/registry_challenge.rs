@@ -19,10 +19,15 @@ fuzz_target!(|data: &[u8]| {
     let scheme = header.trim_start().get(..6).unwrap_or(header.trim_start());
     match c.scheme {
         Scheme::Bearer => assert!(scheme.eq_ignore_ascii_case("bearer")),
-        Scheme::Basic => assert!(scheme.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("basic"))),
+        Scheme::Basic => assert!(scheme
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("basic"))),
     }
     for name in ["realm", "service", "scope"] {
         assert_eq!(c.param(name), c.param(&name.to_ascii_uppercase()));
     }
-    assert_eq!(Challenge::parse(&format!(" \t{header}")).ok().as_ref(), Some(c));
+    assert_eq!(
+        Challenge::parse(&format!(" \t{header}")).ok().as_ref(),
+        Some(c)
+    );
 });

@@ -96,7 +96,8 @@ impl Lease {
             _ => lease_secs / 2,
         };
         // RFC 2131 4.4.5: T1 < T2 < lease; fall back to the defaults when a server says otherwise.
-        if t2_secs == 0 || t2_secs >= lease_secs {
+        // A T2 under 2 s leaves no whole second for a T1 before it.
+        if t2_secs < 2 || t2_secs >= lease_secs {
             t2_secs = scale(lease_secs, 7, 8);
         }
         if t1_secs == 0 || t1_secs >= t2_secs {

@@ -442,3 +442,19 @@ fn options_of_the_wrong_length_for_their_type_are_refused() {
     ok.extend_from_slice(&[155, 4, 0, 0, 0, 9, 255]);
     assert!(decode_reply(&ok).is_ok());
 }
+
+/// A server's T2 of 1 s (no T1) gave T1 = T2 = 1: the order RFC 2131 4.4.5 asks for
+/// (T1 < T2 < lease), which the `dhcp_reply` fuzz target checks, did not hold. A T2 under
+/// 2 s is now replaced by the default, like one at or past the lease.
+#[test]
+fn a_rebinding_time_under_two_seconds_falls_back_to_the_default() {
+    let t0 = Instant::now();
+    let (m, _) = machine(None, t0);
+    for t2 in [0, 1] {
+        let mut r = reply(&m, MessageType::Ack, ADDR);
+        r.opts_mut().remove(OptionCode::Renewal);
+        r.opts_mut().insert(DhcpOption::Rebinding(t2));
+        let l = Lease::from_reply(&r).unwrap();
+        assert_eq!((l.t1_secs, l.t2_secs, l.lease_secs), (60, 105, 120), "T2 {t2}");
+    }
+}
