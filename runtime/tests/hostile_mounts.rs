@@ -108,9 +108,10 @@ fn host_mount_options(target: &Path) -> Option<String> {
 
 /// Attacks the host through the image's merged overlay: the image carries a setuid file and
 /// a device node (`/dev/mem`'s 1:1), which any host process could use through the bundle's
-/// `rootfs` while the container runs. The host must see the overlay mounted `nodev,nosuid`
-/// (opening the node there is refused) and the bundle, state and layer directories 0700,
-/// including ones an older runtime left 0755.
+/// `rootfs` while the container runs (or through a volume it writes them to). The host
+/// must see the overlay mounted `nodev,nosuid` (opening the node there is refused) and the
+/// bundle, state, layer and volumes directories 0700, including ones an older runtime left
+/// 0755.
 #[test]
 fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
     require_root();
@@ -134,6 +135,11 @@ fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
         .expect("chmod");
     let volume = store.join("volumes/gate");
     std::fs::create_dir_all(&volume).expect("volume");
+    std::fs::set_permissions(
+        store.join("volumes"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     let gate = volume.join("gate");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
 
@@ -162,6 +168,7 @@ fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
         ),
         (store.join("layers"), mode(&store.join("layers"))),
         (store.join("tmp"), mode(&store.join("tmp"))),
+        (store.join("volumes"), mode(&store.join("volumes"))),
     ];
     for e in std::fs::read_dir(store.join("layers")).expect("layers") {
         let p = e.expect("entry").path();
