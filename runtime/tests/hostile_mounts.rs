@@ -7,9 +7,10 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
+use common::hostile::*;
 use common::*;
 
 fn require_root() {
@@ -17,53 +18,6 @@ fn require_root() {
         nix::unistd::geteuid().is_root(),
         "this test needs root; CI runs as root"
     );
-}
-
-/// A store (`<work>/store`) holding the standard busybox image with `extra` layered on top,
-/// as `example.com/hostile:1`; returns (store, state root).
-fn hostile_store(work: &Path, extra: &[Entry]) -> (String, String) {
-    let mut layers = busybox_layers();
-    layers.push(layer_tar(extra));
-    store_with(work, &layers, "example.com/hostile:1")
-}
-
-/// `gantry run --name NAME [extra] example.com/hostile:1 sh -c SCRIPT`, started.
-fn spawn_run(store: &str, state: &str, name: &str, extra: &[&str], script: &str) -> Child {
-    let mut args = vec![
-        "--root",
-        store,
-        "run",
-        "--name",
-        name,
-        "--state-root",
-        state,
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["example.com/hostile:1", "/bin/busybox", "sh", "-c", script]);
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gantry")
-}
-
-fn run(
-    store: &str,
-    state: &str,
-    name: &str,
-    extra: &[&str],
-    script: &str,
-) -> (bool, String, String) {
-    let out = spawn_run(store, state, name, extra, script)
-        .wait_with_output()
-        .expect("gantry");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Opens the FIFO `gate` for writing, which succeeds once the container has opened it
