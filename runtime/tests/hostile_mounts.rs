@@ -315,3 +315,93 @@ fn a_masked_path_off_procfs_and_sysfs_is_refused_as_root() {
         "{err}"
     );
 }
+
+/// A bind mount first in the bundle's list, before the runtime's `/dev` is mounted, so
+/// that anything made for it lands in the bundle's own root file system.
+fn bind_first(c: &mut serde_json::Value, destination: &str, source: &Path, options: &[&str]) {
+    let mounts = c["mounts"].as_array_mut().expect("mounts");
+    mounts.insert(
+        0,
+        serde_json::json!({
+            "destination": destination,
+            "type": "bind",
+            "source": source,
+            "options": options,
+        }),
+    );
+}
+
+/// Attacks the host through the order of check and mount: the image makes `/vol` a
+/// symlink to `/dev`, and a bind asks for `/vol/new/deeper`, which does not exist yet.
+/// The refusal must come before anything is made: the image's `/dev` (the bundle's own
+/// directory on the host) must stay empty.
+#[test]
+fn a_bind_under_dev_through_a_symlink_is_refused_before_anything_is_made_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).expect("volume");
+    let b = bundle::bundle(work.path(), |c| {
+        bind_first(c, "/vol/new/deeper", &volume, &["rbind"]);
+    });
+    let rootfs = b.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("dev")).expect("dev");
+    std::os::unix::fs::symlink("/dev", rootfs.join("vol")).expect("symlink");
+    let state = work.path().join("state");
+    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "bind-dev-new");
+    assert!(!ok, "the run must be refused");
+    assert!(
+        err.contains("mounts[0].destination") && err.contains("under /dev"),
+        "{err}"
+    );
+    let made: Vec<_> = std::fs::read_dir(rootfs.join("dev"))
+        .expect("dev")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(made.is_empty(), "made in the image's /dev: {made:?}");
+}
+
+/// The bind lands where its checked descriptor is: a read-only bind at
+/// `/var/run/app/data` (missing) through the image's benign `/var/run -> /run`. The
+/// container must see the source's file at `/run/app/data`, a read-only mount there, and
+/// be unable to write; the directories were made under the image's `/run`, and its
+/// `/var/run` is still the link.
+#[test]
+fn a_bind_lands_on_the_checked_descriptor_with_its_flags_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).expect("volume");
+    std::fs::write(volume.join("marker"), "from the host\n").expect("marker");
+    let b = bundle::bundle(work.path(), |c| {
+        bind_first(c, "/var/run/app/data", &volume, &["rbind", "ro"]);
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "cat /run/app/data/marker; touch /run/app/data/new 2>/dev/null && echo writable; \
+             grep ' /run/app/data ' /proc/self/mountinfo"
+        ]);
+    });
+    let rootfs = b.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("run")).expect("run");
+    std::fs::create_dir_all(rootfs.join("var")).expect("var");
+    std::os::unix::fs::symlink("/run", rootfs.join("var/run")).expect("symlink");
+    let state = work.path().join("state");
+    let (ok, out, err) = bundle::run_with(bundle::OURS, &state, &b, "bind-lands");
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("from the host"), "{out}");
+    let mount = lines.next().unwrap_or_default();
+    let options: Vec<&str> = mount.split(' ').nth(5).unwrap_or("").split(',').collect();
+    assert!(options.contains(&"ro"), "not a read-only mount: {out}");
+    assert!(
+        !volume.join("new").exists(),
+        "the container wrote the source"
+    );
+    assert!(rootfs.join("run/app/data").is_dir());
+    assert!(std::fs::symlink_metadata(rootfs.join("var/run"))
+        .expect("var/run")
+        .file_type()
+        .is_symlink());
+}
