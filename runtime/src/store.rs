@@ -7,7 +7,13 @@
 //! layers/<chain-hex>/layer.json what it is: chain ID, diff ID, the blob it came from
 //! images.json                   image records by name (registry/repository:tag)
 //! tmp/<pid>-…                   work in progress of one process
+//! volumes/<name>/               named volumes, bind-mounted into containers
 //! ```
+//!
+//! `layers/`, `tmp/` and `volumes/` are 0700 (tightened when the store opens): they hold
+//! what images and containers put there, device nodes and setuid files included, which no
+//! other host user may reach. A volume's own directory keeps its mode: that is what the
+//! container sees at its mount point.
 //!
 //! Crash safety comes from the order of writes: a blob or a layer is built under a
 //! temporary name, synced, and renamed into place; a record that names them is written
@@ -176,8 +182,9 @@ impl Store {
             let p = root.join(dir);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
         }
-        // Unpacked layers hold the images' device nodes and setuid files.
-        for dir in ["layers", "tmp"] {
+        // Unpacked layers hold the images' device nodes and setuid files; volumes hold
+        // whatever the containers write.
+        for dir in ["layers", "tmp", "volumes"] {
             let p = root.join(dir);
             crate::fsutil::private_dir(&p).map_err(io(&p))?;
         }
@@ -594,4 +601,31 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// fsyncs the directory: a reader sees the old content or the new, never a mix.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     crate::fsutil::write_atomic(path, data).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn opening_makes_the_volumes_directory_private_and_tightens_an_old_one() {
+        let fresh = tempfile::tempdir().unwrap();
+        super::Store::open(fresh.path()).unwrap();
+        assert_eq!(mode(&fresh.path().join("volumes")), 0o700);
+        // What an older runtime left: a world-readable volumes directory, and a volume
+        // whose own mode (what the container sees at its mount point) is the container's.
+        let old = tempfile::tempdir().unwrap();
+        let volume = old.path().join("volumes/data");
+        std::fs::create_dir_all(&volume).unwrap();
+        for p in [old.path().join("volumes"), volume.clone()] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        super::Store::open(old.path()).unwrap();
+        assert_eq!(mode(&old.path().join("volumes")), 0o700);
+        assert_eq!(mode(&volume), 0o755);
+    }
 }

@@ -7,9 +7,10 @@ mod common;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
+use common::hostile::*;
 use common::*;
 
 fn require_root() {
@@ -17,53 +18,6 @@ fn require_root() {
         nix::unistd::geteuid().is_root(),
         "this test needs root; CI runs as root"
     );
-}
-
-/// A store (`<work>/store`) holding the standard busybox image with `extra` layered on top,
-/// as `example.com/hostile:1`; returns (store, state root).
-fn hostile_store(work: &Path, extra: &[Entry]) -> (String, String) {
-    let mut layers = busybox_layers();
-    layers.push(layer_tar(extra));
-    store_with(work, &layers, "example.com/hostile:1")
-}
-
-/// `gantry run --name NAME [extra] example.com/hostile:1 sh -c SCRIPT`, started.
-fn spawn_run(store: &str, state: &str, name: &str, extra: &[&str], script: &str) -> Child {
-    let mut args = vec![
-        "--root",
-        store,
-        "run",
-        "--name",
-        name,
-        "--state-root",
-        state,
-    ];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["example.com/hostile:1", "/bin/busybox", "sh", "-c", script]);
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run gantry")
-}
-
-fn run(
-    store: &str,
-    state: &str,
-    name: &str,
-    extra: &[&str],
-    script: &str,
-) -> (bool, String, String) {
-    let out = spawn_run(store, state, name, extra, script)
-        .wait_with_output()
-        .expect("gantry");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Opens the FIFO `gate` for writing, which succeeds once the container has opened it
@@ -108,9 +62,10 @@ fn host_mount_options(target: &Path) -> Option<String> {
 
 /// Attacks the host through the image's merged overlay: the image carries a setuid file and
 /// a device node (`/dev/mem`'s 1:1), which any host process could use through the bundle's
-/// `rootfs` while the container runs. The host must see the overlay mounted `nodev,nosuid`
-/// (opening the node there is refused) and the bundle, state and layer directories 0700,
-/// including ones an older runtime left 0755.
+/// `rootfs` while the container runs (or through a volume it writes them to). The host
+/// must see the overlay mounted `nodev,nosuid` (opening the node there is refused) and the
+/// bundle, state, layer and volumes directories 0700, including ones an older runtime left
+/// 0755.
 #[test]
 fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
     require_root();
@@ -134,6 +89,11 @@ fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
         .expect("chmod");
     let volume = store.join("volumes/gate");
     std::fs::create_dir_all(&volume).expect("volume");
+    std::fs::set_permissions(
+        store.join("volumes"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
     let gate = volume.join("gate");
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("fifo");
 
@@ -162,6 +122,7 @@ fn the_hosts_view_of_an_image_is_nodev_nosuid_and_private_as_root() {
         ),
         (store.join("layers"), mode(&store.join("layers"))),
         (store.join("tmp"), mode(&store.join("tmp"))),
+        (store.join("volumes"), mode(&store.join("volumes"))),
     ];
     for e in std::fs::read_dir(store.join("layers")).expect("layers") {
         let p = e.expect("entry").path();
@@ -354,4 +315,94 @@ fn a_masked_path_off_procfs_and_sysfs_is_refused_as_root() {
         err.contains("maskedPaths /checker") && err.contains("not on procfs or sysfs"),
         "{err}"
     );
+}
+
+/// A bind mount first in the bundle's list, before the runtime's `/dev` is mounted, so
+/// that anything made for it lands in the bundle's own root file system.
+fn bind_first(c: &mut serde_json::Value, destination: &str, source: &Path, options: &[&str]) {
+    let mounts = c["mounts"].as_array_mut().expect("mounts");
+    mounts.insert(
+        0,
+        serde_json::json!({
+            "destination": destination,
+            "type": "bind",
+            "source": source,
+            "options": options,
+        }),
+    );
+}
+
+/// Attacks the host through the order of check and mount: the image makes `/vol` a
+/// symlink to `/dev`, and a bind asks for `/vol/new/deeper`, which does not exist yet.
+/// The refusal must come before anything is made: the image's `/dev` (the bundle's own
+/// directory on the host) must stay empty.
+#[test]
+fn a_bind_under_dev_through_a_symlink_is_refused_before_anything_is_made_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).expect("volume");
+    let b = bundle::bundle(work.path(), |c| {
+        bind_first(c, "/vol/new/deeper", &volume, &["rbind"]);
+    });
+    let rootfs = b.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("dev")).expect("dev");
+    std::os::unix::fs::symlink("/dev", rootfs.join("vol")).expect("symlink");
+    let state = work.path().join("state");
+    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "bind-dev-new");
+    assert!(!ok, "the run must be refused");
+    assert!(
+        err.contains("mounts[0].destination") && err.contains("under /dev"),
+        "{err}"
+    );
+    let made: Vec<_> = std::fs::read_dir(rootfs.join("dev"))
+        .expect("dev")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(made.is_empty(), "made in the image's /dev: {made:?}");
+}
+
+/// The bind lands where its checked descriptor is: a read-only bind at
+/// `/var/run/app/data` (missing) through the image's benign `/var/run -> /run`. The
+/// container must see the source's file at `/run/app/data`, a read-only mount there, and
+/// be unable to write; the directories were made under the image's `/run`, and its
+/// `/var/run` is still the link.
+#[test]
+fn a_bind_lands_on_the_checked_descriptor_with_its_flags_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let volume = work.path().join("volume");
+    std::fs::create_dir(&volume).expect("volume");
+    std::fs::write(volume.join("marker"), "from the host\n").expect("marker");
+    let b = bundle::bundle(work.path(), |c| {
+        bind_first(c, "/var/run/app/data", &volume, &["rbind", "ro"]);
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "cat /run/app/data/marker; touch /run/app/data/new 2>/dev/null && echo writable; \
+             grep ' /run/app/data ' /proc/self/mountinfo"
+        ]);
+    });
+    let rootfs = b.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("run")).expect("run");
+    std::fs::create_dir_all(rootfs.join("var")).expect("var");
+    std::os::unix::fs::symlink("/run", rootfs.join("var/run")).expect("symlink");
+    let state = work.path().join("state");
+    let (ok, out, err) = bundle::run_with(bundle::OURS, &state, &b, "bind-lands");
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("from the host"), "{out}");
+    let mount = lines.next().unwrap_or_default();
+    let options: Vec<&str> = mount.split(' ').nth(5).unwrap_or("").split(',').collect();
+    assert!(options.contains(&"ro"), "not a read-only mount: {out}");
+    assert!(
+        !volume.join("new").exists(),
+        "the container wrote the source"
+    );
+    assert!(rootfs.join("run/app/data").is_dir());
+    assert!(std::fs::symlink_metadata(rootfs.join("var/run"))
+        .expect("var/run")
+        .file_type()
+        .is_symlink());
 }

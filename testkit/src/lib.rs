@@ -237,6 +237,8 @@ pub enum Entry<'a> {
     Symlink(&'a str, &'a str),
     /// A character device node: path, major, minor.
     CharDevice(&'a str, u32, u32),
+    /// A named pipe.
+    Fifo(&'a str),
 }
 
 /// An uncompressed tar layer.
@@ -275,6 +277,13 @@ pub fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 h.set_device_minor(*minor).expect("tar minor");
                 b.append_data(&mut h, path, std::io::empty())
                     .expect("tar device");
+            }
+            Entry::Fifo(path) => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_data(&mut h, path, std::io::empty())
+                    .expect("tar fifo");
             }
         }
     }

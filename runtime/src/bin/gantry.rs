@@ -126,7 +126,7 @@ struct RunArgs {
     /// missing) bind-mounted at `/path`; repeatable.
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<String>,
-    /// Where named volumes live [default: <root>/volumes].
+    /// Where named volumes live, a directory made 0700 [default: <root>/volumes].
     #[arg(long)]
     volumes_dir: Option<PathBuf>,
     /// `memory.max`, in MiB.
@@ -526,6 +526,12 @@ fn run_container(store: &Store, root: &std::path::Path, args: RunArgs) -> Result
         .clone()
         .unwrap_or_else(|| root.join("volumes"));
     let mut volumes = Vec::new();
+    if !args.volumes.is_empty() {
+        // What containers write to their volumes (setuid files, device nodes) is theirs: no
+        // other host user may reach it, wherever the volumes live.
+        gantry_runtime::fsutil::private_dir(&volumes_dir)
+            .with_context(|| format!("cannot make {}", volumes_dir.display()))?;
+    }
     for v in &args.volumes {
         let (name, path, ro) = from_image::parse_volume(v).map_err(anyhow::Error::msg)?;
         let dir = volumes_dir.join(name);

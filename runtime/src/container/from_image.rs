@@ -632,6 +632,12 @@ fn spec_for(config: &ImageConfig, rootfs: &Path, opts: &RunOptions) -> Result<Va
     Ok(spec)
 }
 
+/// The text of `path` in the image (see [`super::inroot`]); `None` if it has none.
+fn image_file(rootfs: &Path, path: &str) -> Result<Option<String>, super::inroot::InRootError> {
+    Ok(super::inroot::read(rootfs, Path::new(path))?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 /// `uid[:gid]`, `name[:group]` or empty (root), resolved in the image's own files.
 fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
     if user.is_empty() {
@@ -641,36 +647,48 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = super::inroot::read_text(rootfs, Path::new("etc/passwd"))
-        .map_err(|e| format!("look up user {u:?}: {e}"))?;
+    let passwd =
+        image_file(rootfs, "/etc/passwd").map_err(|e| format!("look up user {u:?}: {e}"))?;
     let (uid, primary) = match u.parse::<u32>() {
         Ok(uid) => (
             uid,
             passwd
-                .lines()
+                .iter()
+                .flat_map(|p| p.lines())
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 4 && f[2].parse::<u32>() == Ok(uid))
                 .and_then(|f| f[3].parse().ok())
                 .unwrap_or(0),
         ),
         Err(_) => passwd
-            .lines()
+            .iter()
+            .flat_map(|p| p.lines())
             .map(|l| l.split(':').collect::<Vec<_>>())
             .find(|f| f.len() >= 4 && f[0] == u)
             .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-            .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?,
+            .ok_or_else(|| match passwd {
+                None => format!("user {u:?}: the image has no /etc/passwd"),
+                Some(_) => format!("user {u:?} is not in the image's /etc/passwd"),
+            })?,
     };
     let gid = match g {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => super::inroot::read_text(rootfs, Path::new("etc/group"))
-                .map_err(|e| format!("look up group {g:?}: {e}"))?
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+            Err(_) => {
+                let group = image_file(rootfs, "/etc/group")
+                    .map_err(|e| format!("look up group {g:?}: {e}"))?;
+                group
+                    .iter()
+                    .flat_map(|t| t.lines())
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .and_then(|f| f[2].parse().ok())
+                    .ok_or_else(|| match group {
+                        None => format!("group {g:?}: the image has no /etc/group"),
+                        Some(_) => format!("group {g:?} is not in the image's /etc/group"),
+                    })?
+            }
         },
     };
     Ok((uid, gid))

@@ -22,6 +22,8 @@ pub enum InRootError {
     },
     #[error("{path} in the container's root {root}: not a regular file")]
     NotRegular { root: PathBuf, path: PathBuf },
+    #[error("{path} in the container's root {root}: a symbolic link, which is not followed")]
+    Symlink { root: PathBuf, path: PathBuf },
     #[error("{path} in the container's root {root}: larger than the {cap} bytes read at most")]
     TooBig {
         root: PathBuf,
@@ -52,30 +54,26 @@ pub fn read(root: &Path, path: &Path) -> Result<Option<Vec<u8>>, InRootError> {
             "NUL byte in the path",
         ))
     })?;
-    // SAFETY: an all-zero open_how is valid (no flags); the fields are set below.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: the directory descriptor is open, the path a NUL-terminated string and `how`
-    // a valid open_how of the size passed, all outliving the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            std::os::fd::AsRawFd::as_raw_fd(&dir),
-            c_path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::NotFound {
-            return Ok(None);
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let file = match open_in_root(&dir, &c_path, flags) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // O_NOFOLLOW refuses a final symlink with ELOOP, as it does a loop on the way: say
+        // which, for the message (the link itself, opened O_PATH, is never read).
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let link = open_in_root(
+                &dir,
+                &c_path,
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+            .and_then(|fd| std::fs::File::from(fd).metadata());
+            if link.is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(InRootError::Symlink { root: r, path: p });
+            }
+            return Err(open_err(e));
         }
-        return Err(open_err(e));
-    }
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        Err(e) => return Err(open_err(e)),
+    };
     let meta = file.metadata().map_err(|source| InRootError::Read {
         root: r.clone(),
         path: p.clone(),
@@ -100,6 +98,34 @@ pub fn read(root: &Path, path: &Path) -> Result<Option<Vec<u8>>, InRootError> {
         });
     }
     Ok(Some(bytes))
+}
+
+/// `openat2(dir, path, flags)` resolved in the root `dir` names, magic links refused.
+fn open_in_root(
+    dir: &std::fs::File,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: an all-zero open_how is valid (no flags); the fields are set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: the directory descriptor is open, the path a NUL-terminated string and `how`
+    // a valid open_how of the size passed, all outliving the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            std::os::fd::AsRawFd::as_raw_fd(dir),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// [`read`] as text (invalid UTF-8 replaced); empty when the file does not exist.
@@ -146,6 +172,7 @@ mod tests {
         assert!(matches!(e, InRootError::NotRegular { .. }), "{e}");
         std::os::unix::fs::symlink("/dev/zero", root.path().join("zero")).unwrap();
         let e = read(root.path(), Path::new("zero")).unwrap_err();
+        assert!(matches!(e, InRootError::Symlink { .. }), "{e}");
         assert!(e.to_string().contains("zero"), "{e}");
         if nix::unistd::geteuid().is_root() {
             nix::sys::stat::mknod(

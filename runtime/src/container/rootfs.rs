@@ -9,32 +9,37 @@
 //! for. The root file system's files must belong to the mapped ids (the bundle's job).
 //!
 //! Every mount destination is resolved inside the root file system with
-//! `openat2(RESOLVE_IN_ROOT)`, and the mount is made on the resulting descriptor
-//! (`/proc/self/fd/N`), so a symlink in the image (`/proc -> /`, `/dev -> /etc`) cannot
-//! send a mount outside the container's root.
+//! `openat2(RESOLVE_IN_ROOT)`, once, and the mount is made on the resulting descriptor
+//! (`/proc/self/fd/N`; for a bind, `move_mount` of a detached clone whose flags were set
+//! before it is attached), so a symlink in the image (`/proc -> /`, `/dev -> /etc`) cannot
+//! send a mount outside the container's root and nothing resolves the path again between
+//! the check below and the mount ([`destination`]).
 //!
 //! Where the runtime itself mounts (`/dev`, `/proc`, `/sys`) no bind mount may land: a
 //! bind whose destination, once resolved in the root, is on or under one of them is
 //! refused (`mounts[i].destination`), whatever its path says, so an image symlink
 //! (`/data -> /dev`, `/etc/resolv.conf -> /proc/sys/...`) cannot put a volume over the
 //! container's device nodes or a host file over a kernel knob. The decision is made on the
-//! resolved descriptor (its path relative to the root), not on the destination's text, so
-//! benign in-root symlinks (`/var/run -> /run`) keep working; the runtime's own mounts
-//! there (`/dev/pts`, `/dev/shm`, `/dev/mqueue`) are not bind mounts. A device node is
+//! resolved descriptor (its path relative to the root), not on the destination's text,
+//! and before any missing part of the destination is made, so benign in-root symlinks
+//! (`/var/run -> /run`) keep working; the runtime's own mounts there (`/dev/pts`,
+//! `/dev/shm`, `/dev/mqueue`) are not bind mounts. A device node is
 //! made only where nothing is: an existing entry is an error. Masked and read-only paths
 //! are opened without following a symlink and must be on procfs or sysfs; masked files
 //! are bound from one descriptor of the null device, checked to be the char device 1:3.
 
-use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
+use nix::sys::stat::{mknodat, Mode, SFlag};
 
 use super::spec::{ContainerConfig, MountSpec};
+
+mod destination;
+use destination::{bind_destination, make_inside, open_in_root, Inside};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -69,46 +74,6 @@ fn refused(
     }
 }
 
-/// Where the runtime mounts itself, and no bind may land.
-const RUNTIME_DIRS: [&str; 3] = ["dev", "proc", "sys"];
-
-/// The path `fd` resolves to, relative to the directory `root` resolves to.
-fn path_below(root: RawFd, fd: RawFd) -> Result<PathBuf, Errno> {
-    let at = |fd: RawFd| nix::fcntl::readlink(format!("/proc/self/fd/{fd}").as_str());
-    let (root_path, path) = (PathBuf::from(at(root)?), PathBuf::from(at(fd)?));
-    path.strip_prefix(&root_path)
-        .map(Path::to_owned)
-        .map_err(|_| Errno::EXDEV)
-}
-
-/// Refuses bind mount `i` if its destination, resolved in the root, is on or under
-/// `/dev`, `/proc` or `/sys`.
-fn check_bind_destination(root: RawFd, i: usize, m: &MountSpec) -> Result<(), RootfsError> {
-    let key = format!("mounts[{i}].destination");
-    let target = make_inside(root, &m.destination, bind_source_is_file(m))?;
-    let below = path_below(root, target.fd.as_raw_fd()).map_err(|_| {
-        refused(
-            &key,
-            &m.destination,
-            "resolves outside the container's root",
-        )
-    })?;
-    let first = below.components().next().map(|c| c.as_os_str().to_owned());
-    if let Some(dir) = first.and_then(|c| c.into_string().ok()) {
-        if RUNTIME_DIRS.contains(&dir.as_str()) {
-            return Err(refused(
-                key,
-                &m.destination,
-                format!(
-                    "resolves to /{}, on or under /{dir}, where the runtime mounts",
-                    below.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn bind_source_is_file(m: &MountSpec) -> bool {
     m.is_bind()
         && m.source
@@ -125,86 +90,6 @@ pub const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("urandom", 1, 9),
     ("tty", 5, 0),
 ];
-
-/// A directory (or file) inside the root, opened `O_PATH`.
-struct Inside {
-    fd: OwnedFd,
-}
-
-impl Inside {
-    fn proc_path(&self) -> String {
-        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
-    }
-}
-
-fn open_in_root(root: RawFd, rel: &Path, dir: bool) -> Result<OwnedFd, Errno> {
-    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
-    if dir {
-        flags |= OFlag::O_DIRECTORY;
-    }
-    let how = OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(root, rel, how)?;
-    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Opens `dest` inside the root, making missing directories (and, for a file mount
-/// target, an empty file) along the way; every component is resolved inside the root.
-fn make_inside(root: RawFd, dest: &Path, file: bool) -> Result<Inside, RootfsError> {
-    let rel: PathBuf = dest
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    if let Ok(fd) = open_in_root(root, &rel, false) {
-        return Ok(Inside { fd });
-    }
-    let mut sofar = PathBuf::new();
-    let parts: Vec<&OsStr> = rel.iter().collect();
-    for (i, part) in parts.iter().enumerate() {
-        let last = i + 1 == parts.len();
-        let parent = if sofar.as_os_str().is_empty() {
-            open_in_root(root, Path::new("."), true)
-        } else {
-            open_in_root(root, &sofar, true)
-        }
-        .map_err(fail("open", dest))?;
-        sofar.push(part);
-        if open_in_root(root, &sofar, false).is_ok() {
-            continue;
-        }
-        let made = if last && file {
-            let fd = nix::fcntl::openat(
-                Some(parent.as_raw_fd()),
-                *part,
-                OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC
-                    | OFlag::O_WRONLY,
-                Mode::from_bits_truncate(0o644),
-            );
-            fd.map(|fd| {
-                // SAFETY: openat just returned this descriptor; closing it is all we do.
-                drop(unsafe { OwnedFd::from_raw_fd(fd) })
-            })
-        } else {
-            mkdirat(
-                Some(parent.as_raw_fd()),
-                *part,
-                Mode::from_bits_truncate(0o755),
-            )
-        };
-        match made {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(fail("create", dest)(e)),
-        }
-    }
-    open_in_root(root, &rel, false)
-        .map(|fd| Inside { fd })
-        .map_err(fail("open", dest))
-}
 
 /// Everything up to and including `pivot_root`, run by the init process in its new mount
 /// namespace, before it waits for `start`.
@@ -243,10 +128,7 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     let mut dev_is_tmpfs = false;
     let userns = config.has_userns();
     for (i, m) in config.mounts.iter().enumerate() {
-        if m.is_bind() {
-            check_bind_destination(root.as_raw_fd(), i, m)?;
-        }
-        mount_one(root.as_raw_fd(), m, userns)?;
+        mount_one(root.as_raw_fd(), i, m, userns)?;
         if m.destination == Path::new("/dev") && m.fs_type == "tmpfs" {
             dev_is_tmpfs = true;
         }
@@ -270,67 +152,48 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn mount_one(root: RawFd, m: &MountSpec, userns: bool) -> Result<(), RootfsError> {
+/// Mounts `mounts[i]`. A bind's destination is resolved and checked once
+/// ([`bind_destination`]) and the bind made onto that descriptor ([`bind`]).
+fn mount_one(root: RawFd, i: usize, m: &MountSpec, userns: bool) -> Result<(), RootfsError> {
     let dest = &m.destination;
     let source_is_file = bind_source_is_file(m);
+    if m.is_bind() {
+        let target = bind_destination(root, i, dest, source_is_file)?;
+        return bind(m, &target);
+    }
     let target = make_inside(root, dest, source_is_file)?;
     let at = target.proc_path();
-    if m.is_bind() {
-        let source = m.source.as_deref().unwrap_or(Path::new(""));
-        let rec = m.flags & MsFlags::MS_REC;
-        mount(
-            Some(source),
-            at.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .map_err(fail("bind mount onto", dest))?;
-        let extra = m.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
-        if !extra.is_empty() {
-            // Flags of a bind mount take a remount; reopen the new mount first.
-            let again = make_inside(root, dest, source_is_file)?;
-            mount(
-                None::<&str>,
-                again.proc_path().as_str(),
-                None::<&str>,
-                extra | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None::<&str>,
-            )
-            .map_err(fail("remount", dest))?;
+    let source = m
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&m.fs_type));
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    let result = mount(
+        Some(&source),
+        at.as_str(),
+        Some(m.fs_type.as_str()),
+        m.flags,
+        data,
+    );
+    match (result, m.fs_type.as_str()) {
+        (Ok(()), _) => {}
+        // Without a new cgroup namespace or on a v1 host, a cgroup mount is not
+        // essential; runc also carries on.
+        (Err(Errno::EPERM | Errno::EBUSY | Errno::ENOENT), "cgroup" | "cgroup2") => {}
+        // A user namespace that does not own the network namespace may not mount
+        // sysfs: the host's, bound, instead (the runtime's own bind: no destination
+        // check, /sys is where it belongs).
+        (Err(Errno::EPERM), "sysfs") if userns => {
+            let host_sys = MountSpec {
+                fs_type: "bind".into(),
+                source: Some(PathBuf::from("/sys")),
+                flags: m.flags | MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: String::new(),
+                ..m.clone()
+            };
+            return bind(&host_sys, &target);
         }
-    } else {
-        let source = m
-            .source
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&m.fs_type));
-        let data = (!m.data.is_empty()).then_some(m.data.as_str());
-        let result = mount(
-            Some(&source),
-            at.as_str(),
-            Some(m.fs_type.as_str()),
-            m.flags,
-            data,
-        );
-        match (result, m.fs_type.as_str()) {
-            (Ok(()), _) => {}
-            // Without a new cgroup namespace or on a v1 host, a cgroup mount is not
-            // essential; runc also carries on.
-            (Err(Errno::EPERM | Errno::EBUSY | Errno::ENOENT), "cgroup" | "cgroup2") => {}
-            // A user namespace that does not own the network namespace may not mount
-            // sysfs: the host's, bound, instead.
-            (Err(Errno::EPERM), "sysfs") if userns => {
-                let bind = MountSpec {
-                    fs_type: "bind".into(),
-                    source: Some(PathBuf::from("/sys")),
-                    flags: m.flags | MsFlags::MS_BIND | MsFlags::MS_REC,
-                    data: String::new(),
-                    ..m.clone()
-                };
-                return mount_one(root, &bind, userns);
-            }
-            (Err(e), _) => return Err(fail("mount", dest)(e)),
-        }
+        (Err(e), _) => return Err(fail("mount", dest)(e)),
     }
     if !m.propagation.is_empty() {
         let again = make_inside(root, dest, source_is_file)?;
@@ -344,6 +207,121 @@ fn mount_one(root: RawFd, m: &MountSpec, userns: bool) -> Result<(), RootfsError
         .map_err(fail("set propagation of", dest))?;
     }
     Ok(())
+}
+
+/// Binds `m.source` onto `target` with the new mount API: the source is cloned into a
+/// detached mount (`open_tree`), its per-mount flags set there (`mount_setattr`, so a
+/// read-only bind is never writable, and no remount has to find the new mount again by
+/// path), and the clone attached onto the descriptor (`move_mount`). The clone's
+/// descriptor then names the attached mount, for its propagation.
+fn bind(m: &MountSpec, target: &Inside) -> Result<(), RootfsError> {
+    let dest = &m.destination;
+    let source = m.source.as_deref().unwrap_or(Path::new(""));
+    let recursive = m.flags.contains(MsFlags::MS_REC);
+    let c_source = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
+        .map_err(|_| fail("bind", source)(Errno::EINVAL))?;
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: the path is a NUL-terminated string that outlives the call; open_tree takes
+    // no other pointers.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_source.as_ptr(),
+            flags,
+        )
+    };
+    if tree < 0 {
+        return Err(fail("clone the mount of", source)(Errno::last()));
+    }
+    // SAFETY: open_tree just returned this descriptor and nothing else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let (set, clear) = mount_attrs(m.flags);
+    if set != 0 || clear != 0 {
+        // SAFETY: an all-zero mount_attr changes nothing; the fields are set below.
+        let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+        attr.attr_set = set;
+        attr.attr_clr = clear;
+        let mut at = libc::AT_EMPTY_PATH;
+        if recursive {
+            at |= libc::AT_RECURSIVE;
+        }
+        // SAFETY: the descriptor is open, the empty path a NUL-terminated string and
+        // `attr` a mount_attr of the size passed, all outliving the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                at,
+                &attr as *const libc::mount_attr,
+                std::mem::size_of::<libc::mount_attr>(),
+            )
+        };
+        if r < 0 {
+            return Err(fail("set the flags of the bind onto", dest)(Errno::last()));
+        }
+    }
+    // SAFETY: both descriptors are open and the empty paths NUL-terminated strings, all
+    // outliving the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(fail("bind mount onto", dest)(Errno::last()));
+    }
+    if !m.propagation.is_empty() {
+        mount(
+            None::<&str>,
+            format!("/proc/self/fd/{}", tree.as_raw_fd()).as_str(),
+            None::<&str>,
+            m.propagation,
+            None::<&str>,
+        )
+        .map_err(fail("set propagation of", dest))?;
+    }
+    Ok(())
+}
+
+/// The `mount_setattr` bits (set, clear) for a bind's per-mount flags; the others
+/// (`MS_SYNCHRONOUS`, …) belong to the file system, which a bind does not change.
+fn mount_attrs(flags: MsFlags) -> (u64, u64) {
+    let mut set = 0;
+    let mut clear = 0;
+    for (f, a) in [
+        (MsFlags::MS_RDONLY, libc::MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, libc::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, libc::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, libc::MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, libc::MOUNT_ATTR_NODIRATIME),
+    ] {
+        if flags.contains(f) {
+            set |= a;
+        }
+    }
+    // The access-time mode is one field: clear it to set one.
+    for (f, a) in [
+        (MsFlags::MS_NOATIME, libc::MOUNT_ATTR_NOATIME),
+        (MsFlags::MS_STRICTATIME, libc::MOUNT_ATTR_STRICTATIME),
+        (MsFlags::MS_RELATIME, libc::MOUNT_ATTR_RELATIME),
+    ] {
+        if flags.contains(f) {
+            clear |= libc::MOUNT_ATTR__ATIME;
+            set = (set & !libc::MOUNT_ATTR__ATIME) | a;
+            break;
+        }
+    }
+    (set, clear)
 }
 
 /// The standard nodes and links in a fresh `/dev` tmpfs; in a user namespace, the

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 pub use gantry_testkit::*;
 
 pub mod bundle;
+pub mod hostile;
 
 /// Runs the `gantry` binary with `args`; returns (success, stdout, stderr).
 pub fn gantry(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
