@@ -455,6 +455,10 @@ fn a_rebinding_time_under_two_seconds_falls_back_to_the_default() {
         r.opts_mut().remove(OptionCode::Renewal);
         r.opts_mut().insert(DhcpOption::Rebinding(t2));
         let l = Lease::from_reply(&r).unwrap();
-        assert_eq!((l.t1_secs, l.t2_secs, l.lease_secs), (60, 105, 120), "T2 {t2}");
+        assert_eq!(
+            (l.t1_secs, l.t2_secs, l.lease_secs),
+            (60, 105, 120),
+            "T2 {t2}"
+        );
     }
 }
