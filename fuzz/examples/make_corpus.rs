@@ -561,8 +561,10 @@ fn bundles(w: &Writer) -> Result<()> {
 
 fn channels(w: &Writer) -> Result<()> {
     let channel = Channel {
-        format: 1,
+        format: gantry_updater::channel::FORMAT,
         channel: "stable".into(),
+        serial: 7,
+        expires: 4_000_000_000,
         os_version: "0.2.0".into(),
         rollback_index: 2,
         arch: "x86_64".into(),

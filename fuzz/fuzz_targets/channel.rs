@@ -3,8 +3,10 @@
 //! base64, signature, document); odd, as the document's JSON, which the target signs
 //! with the fuzz key first, so that the parse after the signature check is reached.
 //!
-//! Checks: a verified document has format 1, a bundle URL without control characters, a
-//! lower-case hex SHA-256 and a size; signing it again verifies to the same document.
+//! Checks: a verified document has the current format and a serial, a bundle URL without
+//! control characters, a lower-case hex SHA-256 and a size; it is fresh just before its
+//! expiry for its own serial and stale at it; signing it again verifies to the same
+//! document.
 #![no_main]
 
 use base64::Engine as _;
@@ -31,7 +33,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(channel) = Channel::verify(&wire, keys, "fuzz") else {
         return;
     };
-    assert_eq!(channel.format, 1);
+    assert_eq!(channel.format, gantry_updater::channel::FORMAT);
+    assert!(channel.serial > 0);
+    if channel.expires > 0 {
+        assert!(channel.check_fresh(channel.expires - 1, Some(channel.serial)).is_ok());
+    }
+    assert!(channel.check_fresh(channel.expires, None).is_err());
     assert!(!channel.bundle.url.is_empty() && !channel.bundle.url.contains(char::is_control));
     assert!(
         channel.bundle.sha256.len() == 64
