@@ -299,20 +299,46 @@ fn masking_refuses_a_dev_null_that_is_not_the_null_device_as_root() {
     );
 }
 
-/// A masked path must be on procfs or sysfs: masking `/etc/passwd` (a file of the image)
-/// is refused, naming the list and the path, not silently bound over.
+/// Masked paths off procfs and sysfs (as runc allows): a file of the image and a
+/// directory of it. Must see, from inside: the file reads as empty (the null device bound
+/// over it), the directory is an empty read-only tmpfs, and a symlink in the list is
+/// still refused.
 #[test]
-fn a_masked_path_off_procfs_and_sysfs_is_refused_as_root() {
+fn masked_paths_of_the_image_are_hidden_and_symlinks_still_refused_as_root() {
     require_root();
     let work = tempfile::tempdir().expect("tmp");
     let b = bundle::bundle(work.path(), |c| {
-        c["linux"]["maskedPaths"] = serde_json::json!(["/proc/keys", "/checker"]);
+        c["linux"]["maskedPaths"] = serde_json::json!(["/proc/keys", "/secret.txt", "/secrets"]);
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "cat /secret.txt; echo; ls -A /secrets; echo; touch /secrets/x 2>&1 || true"
+        ]);
     });
+    std::fs::write(b.join("rootfs/secret.txt"), "top-secret").expect("file");
+    std::fs::create_dir_all(b.join("rootfs/secrets")).expect("dir");
+    std::fs::write(b.join("rootfs/secrets/key"), "key-material").expect("file");
     let state = work.path().join("state");
-    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "mask-off");
-    assert!(!ok, "the run must be refused");
+    let (ok, out, err) = bundle::run_with(bundle::OURS, &state, &b, "mask-image");
+    assert!(ok, "run failed: {err}");
     assert!(
-        err.contains("maskedPaths /checker") && err.contains("not on procfs or sysfs"),
+        !out.contains("top-secret") && !out.contains("key"),
+        "masked content leaked: {out}"
+    );
+    assert!(
+        out.contains("Read-only file system"),
+        "the masked directory must be read-only: {out}"
+    );
+
+    std::os::unix::fs::symlink("/etc", b.join("rootfs/link")).expect("symlink");
+    bundle::edit_config(&b, |c| {
+        c["linux"]["maskedPaths"] = serde_json::json!(["/link"]);
+    });
+    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "mask-link");
+    assert!(!ok, "a symlink in maskedPaths must be refused");
+    assert!(
+        err.contains("maskedPaths /link") && err.contains("symlink"),
         "{err}"
     );
 }
@@ -405,4 +431,51 @@ fn a_bind_lands_on_the_checked_descriptor_with_its_flags_as_root() {
         .expect("var/run")
         .file_type()
         .is_symlink());
+}
+
+/// A read-only path with a volume below it, and masked paths in a bundle without procfs
+/// at `/proc` (where the image's own tree would sit, and decide where masks land). Must
+/// see: the volume is read-only too (the whole tree below the path); the masks refused,
+/// naming `/proc`.
+#[test]
+fn read_only_paths_cover_what_is_below_and_masks_need_procfs_as_root() {
+    require_root();
+    let work = tempfile::tempdir().expect("tmp");
+    let vol = work.path().join("vol");
+    std::fs::create_dir_all(&vol).expect("vol");
+    let b = bundle::bundle(work.path(), |c| {
+        c["linux"]["readonlyPaths"] = serde_json::json!(["/data"]);
+        c["linux"]["maskedPaths"] = serde_json::json!([]);
+        c["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
+            "destination": "/data/vol", "type": "bind", "source": vol, "options": ["rbind", "rw"]
+        }));
+        c["process"]["args"] = serde_json::json!([
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "touch /data/vol/x 2>&1; touch /data/y 2>&1; true"
+        ]);
+    });
+    std::fs::create_dir_all(b.join("rootfs/data")).expect("data");
+    let state = work.path().join("state");
+    let (ok, out, err) = bundle::run_with(bundle::OURS, &state, &b, "ro-below");
+    assert!(ok, "run failed: {err}");
+    assert_eq!(out.matches("Read-only file system").count(), 2, "{out}");
+    assert!(
+        !vol.join("x").exists(),
+        "the volume below a read-only path was written"
+    );
+
+    bundle::edit_config(&b, |c| {
+        c["linux"]["readonlyPaths"] = serde_json::json!([]);
+        c["linux"]["maskedPaths"] = serde_json::json!(["/secret"]);
+        let mounts = c["mounts"].as_array_mut().expect("mounts");
+        mounts.retain(|m| m["destination"] != "/proc");
+    });
+    let (ok, _, err) = bundle::run_with(bundle::OURS, &state, &b, "mask-noproc");
+    assert!(!ok, "masks without procfs must be refused");
+    assert!(
+        err.contains("maskedPaths /proc") && err.contains("procfs"),
+        "{err}"
+    );
 }

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+use common::bundle::Cgroup2;
+
 const OURS: &str = env!("CARGO_BIN_EXE_gantry-runtime");
 
 /// What the host's marker file holds; no file of the container's has it.
@@ -55,32 +57,6 @@ fn walk_script(marker_dir: &Path) -> String {
         rel = rel.display(),
         abs = name.display()
     )
-}
-
-/// A cgroup2 mount of its own (the host is hybrid v1: `--cgroup-root` on it makes the
-/// runtime clone the init with `CLONE_INTO_CGROUP`, whose cgroup directory descriptor is
-/// what CVE-2024-21626 leaked); unmounted on drop.
-struct Cgroup2(PathBuf);
-
-impl Cgroup2 {
-    fn mount(dir: &Path) -> Cgroup2 {
-        let mnt = dir.join("cgroup2");
-        std::fs::create_dir_all(&mnt).expect("mkdir");
-        let ok = Command::new("mount")
-            .args(["-t", "cgroup2", "none"])
-            .arg(&mnt)
-            .status()
-            .expect("mount")
-            .success();
-        assert!(ok, "mount -t cgroup2 on {}", mnt.display());
-        Cgroup2(mnt)
-    }
-}
-
-impl Drop for Cgroup2 {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// `create` and `start` without their output: the container's init inherits it and would

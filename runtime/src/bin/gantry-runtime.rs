@@ -51,7 +51,7 @@ enum Command {
         /// The bundle directory (holding config.json).
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
-        /// Write the init's pid here.
+        /// Write the init's pid here (atomically, once the container is recorded).
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
         /// For a bundle with `process.terminal`: a unix socket to send the pty's master to
@@ -86,6 +86,7 @@ enum Command {
         id: String,
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
+        /// As for create.
         #[arg(long = "pid-file")]
         pid_file: Option<PathBuf>,
         /// As for create.
@@ -104,6 +105,9 @@ enum Command {
         /// Give the process a pty of its own, relayed to our stdin and stdout.
         #[arg(short, long)]
         tty: bool,
+        /// Write the process's pid here once it runs.
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         args: Vec<String>,
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> Result<i32> {
             env,
             cwd,
             tty,
+            pid_file,
             args,
         } => {
             let opts = container::ExecOptions {
@@ -206,6 +211,7 @@ fn run(cli: Cli) -> Result<i32> {
                 cwd,
                 timeout: None,
                 tty,
+                pid_file,
             };
             return Ok(container::exec(&states, &parse_id(&id)?, &opts)?);
         }

@@ -683,6 +683,7 @@ fn probe(args: ProbeArgs) -> Result<bool> {
                 cwd: None,
                 timeout: Some(timeout),
                 tty: false,
+                pid_file: None,
             };
             return Ok(container::exec(&states, &id, &opts)? == 0);
         }

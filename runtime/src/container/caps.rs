@@ -55,21 +55,25 @@ fn set_of(mask: u64) -> caps::CapsHashSet {
         .collect()
 }
 
-/// Narrows the bounding set, switches to the process's user and groups keeping
-/// capabilities across the switch, then sets the capability sets.
-pub fn apply(p: &ProcessSpec) -> Result<(), CapsError> {
-    let err = |step| {
-        move |e: caps::errors::CapsError| CapsError {
-            step,
-            reason: e.to_string(),
-        }
-    };
+fn caps_err(step: &'static str) -> impl Fn(caps::errors::CapsError) -> CapsError {
+    move |e| CapsError {
+        step,
+        reason: e.to_string(),
+    }
+}
+
+/// What can go before the user switch without losing what the switch needs: narrows the
+/// bounding set (CAP_SETPCAP; the effective set, CAP_SYS_ADMIN included, stays), asks the
+/// kernel to keep the permitted set across the switch, and empties the ambient set.
+/// [`switch_user`] does the rest.
+pub fn prepare_switch(p: &ProcessSpec) -> Result<(), CapsError> {
     let sets = p.caps;
     for c in caps::all() {
         if sets.bounding & c.bitmask() == 0
             && caps::has_cap(None, CapSet::Bounding, c).unwrap_or(false)
         {
-            caps::drop(None, CapSet::Bounding, c).map_err(err("drop from the bounding set"))?;
+            caps::drop(None, CapSet::Bounding, c)
+                .map_err(caps_err("drop from the bounding set"))?;
         }
     }
     // SAFETY: PR_SET_KEEPCAPS takes plain integers and touches no memory of ours.
@@ -79,6 +83,13 @@ pub fn apply(p: &ProcessSpec) -> Result<(), CapsError> {
             reason: std::io::Error::last_os_error().to_string(),
         });
     }
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("clear the ambient set"))
+}
+
+/// After [`prepare_switch`]: switches to the process's user and groups, then sets the
+/// capability sets (capget/capset) and raises the ambient ones (prctl, only if any).
+pub fn switch_user(p: &ProcessSpec) -> Result<(), CapsError> {
+    let sets = p.caps;
     let groups: Vec<Gid> = p
         .additional_gids
         .iter()
@@ -103,19 +114,18 @@ pub fn apply(p: &ProcessSpec) -> Result<(), CapsError> {
         CapSet::Effective,
         &set_of(sets.effective & sets.permitted),
     )
-    .map_err(err("set the effective set"))?;
+    .map_err(caps_err("set the effective set"))?;
     caps::set(None, CapSet::Permitted, &set_of(sets.permitted))
-        .map_err(err("set the permitted set"))?;
+        .map_err(caps_err("set the permitted set"))?;
     caps::set(None, CapSet::Effective, &set_of(sets.effective))
-        .map_err(err("set the effective set"))?;
+        .map_err(caps_err("set the effective set"))?;
     caps::set(None, CapSet::Inheritable, &set_of(sets.inheritable))
-        .map_err(err("set the inheritable set"))?;
-    caps::clear(None, CapSet::Ambient).map_err(err("clear the ambient set"))?;
+        .map_err(caps_err("set the inheritable set"))?;
     // The kernel lets a capability be ambient only when it is permitted and inheritable;
     // runc skips the others with a warning, and so do we (bundles from `runc spec` list
     // ambient capabilities without inheritable ones).
     for c in set_of(sets.ambient & sets.permitted & sets.inheritable) {
-        caps::raise(None, CapSet::Ambient, c).map_err(err("raise in the ambient set"))?;
+        caps::raise(None, CapSet::Ambient, c).map_err(caps_err("raise in the ambient set"))?;
     }
     Ok(())
 }

@@ -152,9 +152,11 @@ impl Cgroup {
 
     /// Makes `<root>/gantry/<id>` with the controllers the limits need enabled on the way,
     /// and writes the limits.
+    /// Makes the cgroup `rel` (relative, checked by [`cgroups_path`]) under `root`, its
+    /// missing parents too, with the controllers the limits need enabled on the way down.
     pub fn create(
         root: &Path,
-        id: &str,
+        rel: &Path,
         limits: &Limits,
         devices: &[super::devices::DeviceRule],
     ) -> Result<Cgroup, CgroupError> {
@@ -163,11 +165,11 @@ impl Cgroup {
                 path: root.to_owned(),
             });
         }
-        let slice = root.join(SLICE);
         let cg = Cgroup {
-            path: slice.join(id),
+            path: root.join(rel),
         };
-        std::fs::create_dir_all(&slice).map_err(cg.io("create the gantry slice"))?;
+        let parent = cg.path.parent().unwrap_or(root);
+        std::fs::create_dir_all(parent).map_err(cg.io("create its parent"))?;
         let mut controllers: Vec<&str> = limits
             .files
             .iter()
@@ -175,7 +177,13 @@ impl Cgroup {
             .collect();
         controllers.sort();
         controllers.dedup();
-        for dir in [root, slice.as_path()] {
+        let mut dir = root.to_owned();
+        let mut ancestors = vec![dir.clone()];
+        for part in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(part);
+            ancestors.push(dir.clone());
+        }
+        for dir in &ancestors {
             for c in &controllers {
                 let file = dir.join("cgroup.subtree_control");
                 std::fs::write(&file, format!("+{c}")).map_err(|source| CgroupError::Io {
@@ -187,14 +195,22 @@ impl Cgroup {
         }
         match std::fs::create_dir(&cg.path) {
             Ok(()) => {}
-            // Left by a runtime that crashed: reuse it if nothing runs in it.
+            // Left by a runtime that crashed: reuse it if nothing runs in it and nothing is
+            // below it. A parent of other cgroups (a `cgroupsPath` of `/system.slice`) lists
+            // no processes of its own, and `delete` would kill everything under it.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let procs = std::fs::read_to_string(cg.path.join("cgroup.procs"))
                     .map_err(cg.io("read cgroup.procs"))?;
-                if !procs.trim().is_empty() {
+                let stat = std::fs::read_to_string(cg.path.join("cgroup.stat"))
+                    .map_err(cg.io("read cgroup.stat"))?;
+                let children = stat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("nr_descendants "))
+                    .map(str::trim);
+                if !procs.trim().is_empty() || children != Some("0") {
                     return Err(cg.io("create")(std::io::Error::new(
                         std::io::ErrorKind::AlreadyExists,
-                        "it exists and has processes",
+                        "it exists and has processes or cgroups below it",
                     )));
                 }
             }
@@ -213,11 +229,10 @@ impl Cgroup {
         Ok(cg)
     }
 
-    /// The cgroup of container `id` under `root`, whether or not it exists.
-    pub fn of(root: &Path, id: &str) -> Cgroup {
-        Cgroup {
-            path: root.join(SLICE).join(id),
-        }
+    /// Where container `id`'s cgroup goes under the cgroup root: `linux.cgroupsPath` if the
+    /// bundle has one (see [`cgroups_path`]), else `gantry/<id>`.
+    pub fn relative_path(id: &str, cgroups_path: Option<&Path>) -> PathBuf {
+        cgroups_path.map_or_else(|| Path::new(SLICE).join(id), Path::to_owned)
     }
 
     /// Clones a process straight into the cgroup (`clone3` with `CLONE_INTO_CGROUP`,
@@ -345,9 +360,69 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// Checks `linux.cgroupsPath` and makes it relative to the cgroup root: an absolute path
+/// is taken from the root (`/a/b` is `<root>/a/b`), a relative one goes under Gantry's own
+/// `gantry/` (the spec leaves where to the runtime). Refused: systemd's `slice:prefix:name`
+/// form (there is no systemd on Gantry; engines have a cgroupfs mode), `.` and `..`, a
+/// path that is the root itself, and parts named like the kernel's interface files.
+pub fn cgroups_path(value: &str) -> Result<PathBuf, String> {
+    if value.contains(':') {
+        return Err(format!(
+            "{value:?} is systemd's slice:prefix:name form; gantry-runtime manages cgroupfs \
+             paths only (set the engine's cgroup manager to cgroupfs)"
+        ));
+    }
+    let p = Path::new(value);
+    let mut rel = if p.is_absolute() {
+        PathBuf::new()
+    } else {
+        PathBuf::from(SLICE)
+    };
+    for c in p.components() {
+        match c {
+            std::path::Component::RootDir => {}
+            std::path::Component::Normal(n) => {
+                let name = n.to_string_lossy();
+                if name.starts_with("cgroup.") || name.contains('\n') {
+                    return Err(format!("{value:?}: part {name:?} is not a cgroup name"));
+                }
+                rel.push(n);
+            }
+            _ => return Err(format!("{value:?} has a \".\" or \"..\" part")),
+        }
+    }
+    if rel.as_os_str().is_empty() || rel == Path::new(SLICE) {
+        return Err(format!("{value:?} names no cgroup of its own"));
+    }
+    Ok(rel)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroups_paths_are_taken_from_the_root_or_under_gantry_and_checked() {
+        assert_eq!(
+            cgroups_path("/kubepods/pod1/c1"),
+            Ok(PathBuf::from("kubepods/pod1/c1"))
+        );
+        assert_eq!(cgroups_path("pod1/c1"), Ok(PathBuf::from("gantry/pod1/c1")));
+        for bad in [
+            "system.slice:crio:c1",
+            "/a/../b",
+            "/",
+            "",
+            "/gantry",
+            "/a/cgroup.procs",
+            "./x",
+        ] {
+            assert!(cgroups_path(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(cgroups_path("system.slice:crio:c1")
+            .unwrap_err()
+            .contains("cgroupfs"));
+    }
 
     fn resources(json: serde_json::Value) -> LinuxResources {
         serde_json::from_value(json).unwrap()
@@ -403,7 +478,8 @@ mod tests {
     #[test]
     fn a_v1_or_hybrid_root_is_refused_with_the_way_out() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Cgroup::create(dir.path(), "c1", &Limits::default(), &[]).unwrap_err();
+        let err = Cgroup::create(dir.path(), Path::new("gantry/c1"), &Limits::default(), &[])
+            .unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("not a cgroup v2 hierarchy") && msg.contains("--no-cgroups"),

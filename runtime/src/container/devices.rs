@@ -108,6 +108,106 @@ pub fn from_oci(list: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<Vec<Dev
     Ok(out)
 }
 
+/// A node of `linux.devices`, made in the container's `/dev` (see `rootfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Absolute, under `/dev`, with no `..`.
+    pub path: std::path::PathBuf,
+    pub kind: NodeKind,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits (`fileMode`), 0666 when not given, as runc.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Char,
+    Block,
+    Fifo,
+}
+
+impl Node {
+    /// The allow rule the node needs in the device program (read, write, mknod), as
+    /// runc adds for every node it makes; none for a FIFO.
+    pub fn rule(&self) -> Option<DeviceRule> {
+        let kind = match self.kind {
+            NodeKind::Char => 'c',
+            NodeKind::Block => 'b',
+            NodeKind::Fifo => return None,
+        };
+        Some(DeviceRule {
+            allow: true,
+            kind: Some(kind),
+            major: u32::try_from(self.major).ok(),
+            minor: u32::try_from(self.minor).ok(),
+            access: MKNOD | READ | WRITE,
+        })
+    }
+}
+
+/// Reads `linux.devices`: each path absolute, under `/dev` (the only place the container
+/// has a file system that allows device nodes), given once.
+pub fn nodes_from_oci(
+    list: &[oci_spec::runtime::LinuxDevice],
+) -> Result<Vec<Node>, (usize, String)> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let mut out: Vec<Node> = Vec::new();
+    for (i, d) in list.iter().enumerate() {
+        let path = d.path();
+        let mut clean = std::path::PathBuf::from("/");
+        for c in path.components() {
+            match c {
+                std::path::Component::RootDir | std::path::Component::CurDir => {}
+                std::path::Component::Normal(n) => clean.push(n),
+                _ => return Err((i, format!("path {} has a \"..\"", path.display()))),
+            }
+        }
+        if !path.is_absolute()
+            || !clean.starts_with("/dev")
+            || clean == std::path::Path::new("/dev")
+        {
+            return Err((
+                i,
+                format!(
+                    "path {} is not a file under /dev (the root file system is mounted nodev)",
+                    path.display()
+                ),
+            ));
+        }
+        if out.iter().any(|n| n.path == clean) {
+            return Err((i, format!("path {} is given twice", clean.display())));
+        }
+        let kind = match d.typ() {
+            T::C | T::U => NodeKind::Char,
+            T::B => NodeKind::Block,
+            T::P => NodeKind::Fifo,
+            T::A => return Err((i, "type \"a\" is a cgroup rule, not a node".into())),
+        };
+        let num = |n: i64, what: &str| {
+            u32::try_from(n)
+                .map(u64::from)
+                .map_err(|_| (i, format!("{what} {n} is out of range")))
+        };
+        let (major, minor) = match kind {
+            NodeKind::Fifo => (0, 0),
+            _ => (num(d.major(), "major")?, num(d.minor(), "minor")?),
+        };
+        out.push(Node {
+            path: clean,
+            kind,
+            major,
+            minor,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
 /// One eBPF instruction.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,9 @@ pub struct ExecOptions {
     pub timeout: Option<std::time::Duration>,
     /// Give the process a pty and relay it to the caller's stdin and stdout.
     pub tty: bool,
+    /// Write the process's pid (in the runtime's PID namespace) here once it runs, as
+    /// runc's `exec --pid-file` does.
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `opts.args` in the running container `id` and returns its wait status as an exit
@@ -143,10 +146,31 @@ pub fn exec(
             .flatten();
         terminal = Some((pair, signals, size));
     }
+    // The helper sends the process's pid back on this pipe: it is the one that forks it,
+    // and it is in the container's mount namespace, where the pid file's path means
+    // nothing.
+    let pid_pipe = match opts.pid_file {
+        Some(_) => Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(sys("make a pipe"))?),
+        None => None,
+    };
     // SAFETY: the runtime command line is single-threaded, so the child gets a consistent
     // copy of memory; it only makes system calls and execs or exits.
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Parent { child } => {
+            if let (Some((rd, wr)), Some(path)) = (pid_pipe, &opts.pid_file) {
+                drop(wr);
+                if let Err(e) = record_pid(rd, path) {
+                    // The process would run with nobody knowing its pid: end it (it
+                    // dies with the helper).
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                    let _ = waitpid(child, None);
+                    return Err(ContainerError::Io {
+                        id: id.to_string(),
+                        path: path.clone(),
+                        source: e,
+                    });
+                }
+            }
             let status = match terminal {
                 Some(((ours, theirs), signals, _)) => {
                     drop(theirs);
@@ -167,12 +191,17 @@ pub fn exec(
                 drop(ours);
                 (theirs, size)
             });
+            let pid_out = pid_pipe.map(|(rd, wr)| {
+                drop(rd);
+                std::fs::File::from(wr)
+            });
             // Only what the helper needs: nothing of the runtime's may be reachable through
             // /proc/self/fd once the program's cwd is set.
             let keep: Vec<_> = namespaces
                 .iter()
                 .map(|(_, fd)| fd.as_raw_fd())
                 .chain(terminal.as_ref().map(|(s, _)| s.as_raw_fd()))
+                .chain(pid_out.as_ref().map(|f| f.as_raw_fd()))
                 .collect();
             if let Err(e) = init::close_fds_except(&keep) {
                 eprintln!("gantry-runtime exec: {e}");
@@ -199,18 +228,43 @@ pub fn exec(
                 }
             }
             drop(namespaces);
+            // With a pid file, its pid is sent once the process runs the program: its end
+            // of this pipe closes on execve (or when it dies before).
+            let execed = match pid_out {
+                Some(_) => match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+                    Ok(pair) => Some(pair),
+                    Err(e) => {
+                        eprintln!("gantry-runtime exec: make a pipe: {e}");
+                        exit(1);
+                    }
+                },
+                None => None,
+            };
             // Now in the container's PID namespace for children: fork the real process.
             // SAFETY: still single-threaded (this is the forked child).
             match unsafe { fork() } {
                 Ok(ForkResult::Parent { child }) => {
                     drop(terminal);
+                    if let (Some(mut out), Some((rd, wr))) = (pid_out, execed) {
+                        drop(wr);
+                        let mut rest = Vec::new();
+                        let _ = std::io::Read::read_to_end(&mut std::fs::File::from(rd), &mut rest);
+                        // fork gave the pid as the runtime's namespace sees it: this
+                        // helper joined the container's PID namespace for its children
+                        // only.
+                        let _ = std::io::Write::write_all(&mut out, &child.as_raw().to_le_bytes());
+                    }
                     exit(match opts.timeout {
                         Some(limit) => wait_code_within(child, limit),
                         None => wait_code(child),
                     })
                 }
                 Ok(ForkResult::Child) => {
-                    let keep: Vec<_> = terminal.iter().map(|(s, _)| s.as_raw_fd()).collect();
+                    let keep: Vec<_> = terminal
+                        .iter()
+                        .map(|(s, _)| s.as_raw_fd())
+                        .chain(execed.as_ref().map(|(_, wr)| wr.as_raw_fd()))
+                        .collect();
                     if let Err(e) = init::close_fds_except(&keep) {
                         eprintln!("gantry-runtime exec: {e}");
                         exit(127);
@@ -222,7 +276,7 @@ pub fn exec(
                             exit(127);
                         }
                     }
-                    let err = init::exec_process(&process, &filters);
+                    let err = init::exec_process(&process, &filters, &mut || Ok(()));
                     eprintln!("gantry-runtime exec: {err}");
                     exit(127);
                 }
@@ -232,6 +286,17 @@ pub fn exec(
                 }
             }
         }
+    }
+}
+
+/// Reads the process's pid from the helper and writes it to `path`. The helper closes
+/// the pipe without writing when it fails before the fork; it then says why on stderr.
+fn record_pid(rd: OwnedFd, path: &std::path::Path) -> std::io::Result<()> {
+    let mut buf = [0u8; 4];
+    match std::io::Read::read_exact(&mut std::fs::File::from(rd), &mut buf) {
+        Ok(()) => super::write_pid_file(path, i32::from_le_bytes(buf)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

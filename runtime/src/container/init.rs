@@ -6,7 +6,10 @@
 //!
 //! Order of the privilege drop, as runc does it: rlimits and OOM score while still
 //! privileged; bounding set; `PR_SET_KEEPCAPS`; groups, gid, uid; then the effective,
-//! permitted and inheritable sets; ambient; `no_new_privs`; and `execve` last.
+//! permitted and inheritable sets; ambient; `no_new_privs`; the bundle's seccomp filters
+//! and `execve` last, with nothing of the runtime's own in between (see
+//! [`exec_process`] for the whole order, and for the one exception: without
+//! `no_new_privs` the filters must go in before the user switch).
 
 use std::ffi::CString;
 use std::io::Write;
@@ -203,8 +206,8 @@ pub fn run(
             exit(1);
         }
     }
-    match setup(config, join_paths, console.as_ref()) {
-        Ok(()) => {}
+    let state = match setup(config, join_paths, console.as_ref(), &mut ready, &mut go) {
+        Ok(state) => state,
         Err(e) => {
             let _ = ready.write_all(format!("error: {e}\n").as_bytes());
             exit(1);
@@ -222,27 +225,40 @@ pub fn run(
     drop(go);
     // Tells the runtime it may exit now.
     drop(ready);
-    // Blocks until `start` opens the fifo for reading.
+    // Blocks until `start` opens the fifo for reading. The fifo stays open (close-on-exec)
+    // until the program is exec'd: `start` waits for that end of file, and reads what
+    // went wrong instead if the init fails on the way.
     let path = format!("/proc/self/fd/{}", fifo_fd.as_raw_fd());
-    match open(
+    let mut started = match open(
         path.as_str(),
         OFlag::O_WRONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
     ) {
-        Ok(fd) => {
-            // SAFETY: open just returned this descriptor and nothing else owns it.
-            let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-            let _ = f.write_all(b"0");
-        }
+        // SAFETY: open just returned this descriptor and nothing else owns it.
+        Ok(fd) => std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
         Err(e) => {
             eprintln!("gantry-runtime init: cannot open the exec fifo: {e}");
             exit(1);
         }
-    }
+    };
+    let _ = started.write_all(b"0");
     drop(fifo_fd);
-    let err = exec_process(&config.process, filters);
-    eprintln!("gantry-runtime init: {err}");
-    exit(127);
+    let mut fail = |e: String, code: i32| -> ! {
+        eprintln!("gantry-runtime init: {e}");
+        let _ = started.write_all(e.as_bytes());
+        exit(code);
+    };
+    // In the container, with the program's user and capabilities (as runc: after the
+    // privilege drop), before the program: a failure is the container's end.
+    let mut hooks = || match &state {
+        Some(state) => {
+            super::hooks::run_all(&config.hooks, super::hooks::Kind::StartContainer, state)
+                .map_err(|e| e.to_string())
+        }
+        None => Ok(()),
+    };
+    let err = exec_process(&config.process, filters, &mut hooks);
+    fail(err, 127);
 }
 
 fn exit(code: i32) -> ! {
@@ -251,13 +267,29 @@ fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Everything before the wait for `start`; with a console socket, the terminal. Joins the namespaces named by path unless the
-/// user namespace helper has (`join_paths` false).
+/// The init's message to the runtime when the container's namespaces and mounts exist
+/// and the runtime's hooks of `create` may run (see [`super::hooks`]).
+pub const HOOKS: &[u8] = b"hooks\n";
+/// The runtime's answer: this byte, then the state for the hooks (a 4-byte little-endian
+/// length and the JSON).
+pub const HOOKS_DONE: u8 = b'h';
+/// How the init reports that a `createContainer` hook failed (the rest of the line says
+/// which and why): `create` then fails as for the runtime's own hooks.
+pub const HOOK_ERROR: &[u8] = b"hook-error: ";
+/// The most state JSON the init takes (annotations are the bundle's, and unbounded).
+const MAX_STATE: usize = 16 << 20;
+
+/// Everything before the wait for `start`; with a console socket, the terminal. Joins the
+/// namespaces named by path unless the user namespace helper has (`join_paths` false).
+/// With hooks, stops before `pivot_root` for the runtime's and runs `createContainer`;
+/// returns the state for `startContainer` then.
 fn setup(
     config: &ContainerConfig,
     join_paths: bool,
     console: Option<&std::os::unix::net::UnixStream>,
-) -> Result<(), String> {
+    ready: &mut std::fs::File,
+    go: &mut std::fs::File,
+) -> Result<Option<Vec<u8>>, String> {
     for ns in config.namespaces.iter().filter(|_| join_paths) {
         if let Some(path) = &ns.path {
             if ns.kind == super::spec::NsKind::Pid {
@@ -284,7 +316,22 @@ fn setup(
             ));
         }
     }
-    rootfs::prepare(config).map_err(|e| e.to_string())?;
+    let root = rootfs::prepare(config).map_err(|e| e.to_string())?;
+    let state = if config.hooks.sync_in_create() {
+        let state = hooks_of_create(ready, go)?;
+        if let Err(e) =
+            super::hooks::run_all(&config.hooks, super::hooks::Kind::CreateContainer, &state)
+        {
+            let mut line = HOOK_ERROR.to_vec();
+            line.extend(format!("{e}\n").as_bytes());
+            let _ = ready.write_all(&line);
+            exit(1);
+        }
+        Some(state)
+    } else {
+        None
+    };
+    rootfs::pivot(config, root).map_err(|e| e.to_string())?;
     rootfs::finish(config).map_err(|e| e.to_string())?;
     // From the container's devpts, now in place.
     if let Some(socket) = console {
@@ -304,44 +351,95 @@ fn setup(
         std::fs::write("/proc/self/oom_score_adj", score.to_string())
             .map_err(|e| format!("set oom_score_adj {score}: {e}"))?;
     }
-    Ok(())
+    Ok(state)
+}
+
+/// Tells the runtime its hooks of `create` may run, and waits until they have: returns the
+/// state the runtime sends with its go-ahead. An end of file means they failed (the
+/// runtime kills this process anyway).
+fn hooks_of_create(ready: &mut std::fs::File, go: &mut std::fs::File) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    ready
+        .write_all(HOOKS)
+        .map_err(|e| format!("tell the runtime to run its hooks: {e}"))?;
+    let lost = |e: std::io::Error| format!("wait for the runtime's hooks: {e}");
+    let mut head = [0u8; 5];
+    go.read_exact(&mut head).map_err(lost)?;
+    if head[0] != HOOKS_DONE {
+        return Err("the runtime's hooks did not finish".into());
+    }
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_STATE {
+        return Err(format!(
+            "the hooks' state is {len} bytes, above {MAX_STATE}"
+        ));
+    }
+    let mut state = vec![0u8; len];
+    go.read_exact(&mut state).map_err(lost)?;
+    Ok(state)
 }
 
 /// Drops privileges, installs the seccomp filters and execs the program; returns only on
-/// failure. Without `no_new_privs` the kernel accepts a filter only from a process with
-/// CAP_SYS_ADMIN, so then the filters go in before the privileges go (as runc does); with
-/// it, last, so that the fewest system calls run under them.
-pub(super) fn exec_process(p: &ProcessSpec, filters: &[BpfProgram]) -> String {
+/// failure.
+///
+/// The filters are the bundle's, and a profile lists what the program needs, not what the
+/// runtime does: once they are in, this process makes no system call of its own but
+/// `execve` where it can. The order, from runc's `standard_init_linux.go` and
+/// `finalizeNamespace`, with what runc does after the filters but need not moved before:
+///
+/// 1. rlimits and umask;
+/// 2. `chdir` to `process.cwd` while still root (as runc; again after the user switch if
+///    root could not), and the check that it is inside the root;
+/// 3. the program's path (looked up as root, as runc), its arguments and environment, and
+///    `execve`'s pointer arrays: nothing is allocated for the exec after the filters;
+/// 4. inherited descriptors marked close-on-exec (`close_range`);
+/// 5. the bounding set, `PR_SET_KEEPCAPS`, the ambient set emptied (see
+///    [`super::caps::prepare_switch`]);
+/// 6. with `no_new_privs`: the user switch and the capability sets, `PR_SET_NO_NEW_PRIVS`,
+///    the filters, `execve`. Without it, the kernel takes a filter only from a process
+///    with CAP_SYS_ADMIN, so the filters go in before the user switch, as runc's do:
+///    the filters, then `setgroups`, `setresgid`, `setresuid`, `capget`/`capset` (and
+///    `prctl` to raise ambient capabilities, if the bundle has any), then `execve`; a
+///    profile for such a bundle must allow those, as with runc.
+///
+/// `before_exec` (the `startContainer` hooks) runs once the user and capabilities are the
+/// program's, before `no_new_privs` and the filters (without `no_new_privs`: after the
+/// filters, as runc, whose hooks run under the bundle's profile then).
+pub(super) fn exec_process(
+    p: &ProcessSpec,
+    filters: &[BpfProgram],
+    before_exec: &mut dyn FnMut() -> Result<(), String>,
+) -> String {
+    let (exec, cwd_entered) = match before_filters(p) {
+        Ok(ready) => ready,
+        Err(e) => return e,
+    };
+    let argv = nul_terminated(&exec.args);
+    let envp = nul_terminated(&exec.env);
     let install = || Profile::install(filters).map_err(|e| e.to_string());
-    let early = if p.no_new_privileges {
-        Ok(())
+    let ready = if p.no_new_privileges {
+        switch_user(p, cwd_entered)
+            .and_then(|()| before_exec())
+            .and_then(|()| set_no_new_privs())
+            .and_then(|()| install())
     } else {
         install()
+            .and_then(|()| switch_user(p, cwd_entered))
+            .and_then(|()| before_exec())
     };
-    let ready = early
-        .and_then(|()| drop_privileges(p))
-        .and_then(|()| {
-            if p.no_new_privileges {
-                install()
-            } else {
-                Ok(())
-            }
-        })
-        .and_then(|()| prepare_exec(p));
-    match ready.and_then(|x| close_inherited_fds().map(|()| x)) {
-        Ok((path, args, env)) => {
-            let e = nix::unistd::execve(&path, &args, &env).err();
-            format!(
-                "exec {:?}: {}",
-                p.args[0],
-                e.map(|e| e.to_string()).unwrap_or_default()
-            )
-        }
-        Err(e) => e,
+    if let Err(e) = ready {
+        return e;
     }
+    // SAFETY: the path and every pointer in `argv` and `envp` point into `exec`'s
+    // NUL-terminated strings, which outlive the call; both arrays end with a null pointer.
+    unsafe { libc::execve(exec.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    let err = std::io::Error::last_os_error();
+    format!("exec {:?}: {err}", p.args[0])
 }
 
-fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
+/// Steps 1 to 5 of [`exec_process`]: the program to exec, and whether the working
+/// directory is entered already.
+fn before_filters(p: &ProcessSpec) -> Result<(ExecArgs, bool), String> {
     for r in &p.rlimits {
         let lim = libc::rlimit {
             rlim_cur: r.soft,
@@ -359,18 +457,45 @@ fn drop_privileges(p: &ProcessSpec) -> Result<(), String> {
     // runc's default when the bundle sets none.
     let mask = p.umask.unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(mask as libc::mode_t));
-    super::caps::apply(p).map_err(|e| e.to_string())?;
-    if p.no_new_privileges {
-        // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory of ours.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "set no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    let cwd_entered = nix::unistd::chdir(&p.cwd).is_ok();
+    if cwd_entered {
+        cwd_in_root(&p.cwd)?;
     }
-    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir {}: {e}", p.cwd.display()))?;
-    cwd_in_root(&p.cwd)
+    let exec = prepare_exec(p)?;
+    close_inherited_fds()?;
+    super::caps::prepare_switch(p).map_err(|e| e.to_string())?;
+    Ok((exec, cwd_entered))
+}
+
+/// The user switch and the capability sets; then the working directory if root could not
+/// enter it.
+fn switch_user(p: &ProcessSpec, cwd_entered: bool) -> Result<(), String> {
+    super::caps::switch_user(p).map_err(|e| e.to_string())?;
+    if !cwd_entered {
+        nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir {}: {e}", p.cwd.display()))?;
+        cwd_in_root(&p.cwd)?;
+    }
+    Ok(())
+}
+
+fn set_no_new_privs() -> Result<(), String> {
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "set no_new_privs: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// `execve`'s form of `strings`: their pointers and a null pointer.
+fn nul_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// Refuses a working directory the container's root does not contain (reached through a
@@ -391,7 +516,12 @@ fn cwd_in_root(cwd: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-type ExecArgs = (CString, Vec<CString>, Vec<CString>);
+/// The program's path, its arguments and its environment, ready for `execve`.
+struct ExecArgs {
+    path: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
 
 /// The home directory of `uid` in the container's `/etc/passwd`, or `/`.
 fn home_of(uid: u32) -> String {
@@ -430,8 +560,8 @@ fn prepare_exec(p: &ProcessSpec) -> Result<ExecArgs, String> {
         // As runc does: the user's home from the container's /etc/passwd, else "/".
         env.push(cstr(&format!("HOME={}", home_of(p.uid)))?);
     }
-    let path = find_program(p)?;
-    Ok((cstr(&path)?, args, env))
+    let path = cstr(&find_program(p)?)?;
+    Ok(ExecArgs { path, args, env })
 }
 
 /// The program's path: as given when it has a `/`, else the first executable of that name

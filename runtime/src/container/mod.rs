@@ -15,7 +15,10 @@
 //! `process.terminal` follows runc's `--console-socket` convention (see [`console`]): a
 //! terminal needs the socket, the socket needs a terminal, and a terminal replaces the log.
 //!
-//! Not yet here (the bundle is refused when it asks for them): hooks.
+//! Hooks run at the points the spec names (see [`hooks`]): the init stops before
+//! `pivot_root` for the runtime's `prestart` and `createRuntime` hooks and runs
+//! `createContainer` itself; `startContainer` runs in the init after `start`, `poststart`
+//! in `start`, `poststop` in `delete` (and when a hook made `create` fail).
 
 pub mod caps;
 pub mod cgroup;
@@ -23,6 +26,7 @@ pub mod console;
 pub mod devices;
 mod exec;
 pub mod from_image;
+pub mod hooks;
 mod init;
 pub mod inroot;
 pub mod log;
@@ -65,6 +69,9 @@ pub enum ContainerError {
     },
     #[error("container {id}: init failed: {reason}")]
     Init { id: String, reason: String },
+    /// A hook of `create` failed: the container is destroyed and `poststop` runs.
+    #[error("container {id}: {reason}")]
+    Hook { id: String, reason: String },
     #[error("container {id}: {reason}")]
     Options { id: String, reason: &'static str },
     #[error("container {id} is {status:?}; {what}")]
@@ -142,7 +149,51 @@ pub fn create(
     if result.is_err() {
         let _ = states.remove(id);
     }
+    if let Err(ContainerError::Hook { .. }) = &result {
+        // The spec's lifecycle goes on at "destroy": then the poststop hooks.
+        let state = hook_state(
+            id,
+            &config.bundle,
+            state::Status::Stopped,
+            None,
+            &config.annotations,
+        );
+        hooks::run_all_warning(&config.hooks, hooks::Kind::Poststop, &state);
+    }
     result
+}
+
+/// The state hooks get on their stdin.
+fn hook_state(
+    id: &ContainerId,
+    bundle: &Path,
+    status: Status,
+    pid: Option<i32>,
+    annotations: &[(String, String)],
+) -> Vec<u8> {
+    hooks::State {
+        oci_version: state::OCI_VERSION,
+        id: id.as_str(),
+        status,
+        pid,
+        bundle,
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+    }
+    .to_json()
+}
+
+/// The hooks of a created container, from the copy of its `config.json` in its state
+/// directory; a copy that cannot be read is reported and counts as no hooks, so that
+/// `start` and `delete` still work.
+fn saved_hooks(states: &StateDir, id: &ContainerId) -> hooks::Hooks {
+    let path = states.dir(id).join("config.json");
+    hooks::Hooks::from_saved(&path).unwrap_or_else(|e| {
+        eprintln!("gantry-runtime: warning: container {id}: its hooks cannot be read: {e}");
+        hooks::Hooks::default()
+    })
 }
 
 fn create_claimed(
@@ -199,16 +250,18 @@ fn create_claimed(
         .clone()
         .unwrap_or_else(|| PathBuf::from(cgroup::DEFAULT_ROOT));
     let cgroup = if cgroup::is_v2(&cgroup_root) {
-        // The bundle's device rules, then the nodes every container has (which win).
+        // The bundle's device rules, then its nodes' and those every container has (which win).
         let mut rules = config.devices.clone();
+        // The nodes of linux.devices may be made and opened, as runc allows them.
+        rules.extend(config.nodes.iter().filter_map(devices::Node::rule));
         rules.extend(devices::defaults());
         Some(cgroup::Cgroup::create(
             &cgroup_root,
-            id.as_str(),
+            &cgroup::Cgroup::relative_path(id.as_str(), config.cgroups_path.as_deref()),
             &config.limits,
             &rules,
         )?)
-    } else if config.limits.is_empty() || opts.no_cgroups {
+    } else if (config.limits.is_empty() && config.cgroups_path.is_none()) || opts.no_cgroups {
         None
     } else {
         return Err(cgroup::CgroupError::NoV2 { path: cgroup_root }.into());
@@ -454,9 +507,43 @@ fn after_clone(
 
     // The child holds its own copy of the write end; ours is in the closure, drop it so
     // that EOF means the child is gone.
-    // One line: READY, or "error: …". EOF first means the init died.
+    // One line: READY, or "error: …". EOF first means the init died. With hooks, first
+    // HOOKS: the namespaces and mounts exist, pivot_root has not happened.
     let mut rd = std::fs::File::from(ready_rd);
-    let msg = read_line(&mut rd);
+    let mut msg = read_line(&mut rd);
+    if msg == init::HOOKS {
+        let state = hook_state(
+            id,
+            &config.bundle,
+            Status::Created,
+            Some(child.as_raw()),
+            &config.annotations,
+        );
+        for kind in [hooks::Kind::Prestart, hooks::Kind::CreateRuntime] {
+            hooks::run_all(&config.hooks, kind, &state).map_err(|e| ContainerError::Hook {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let mut answer = vec![init::HOOKS_DONE];
+        answer.extend((state.len() as u32).to_le_bytes());
+        answer.extend(&state);
+        std::io::Write::write_all(go, &answer).map_err(|source| ContainerError::Io {
+            id: id.to_string(),
+            path: PathBuf::from("<pipe to the init>"),
+            source,
+        })?;
+        msg = read_line(&mut rd);
+    }
+    if let Some(reason) = msg
+        .strip_prefix(init::HOOK_ERROR)
+        .map(|r| String::from_utf8_lossy(r).trim().to_owned())
+    {
+        return Err(ContainerError::Hook {
+            id: id.to_string(),
+            reason,
+        });
+    }
     if msg != init::READY {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
@@ -511,7 +598,9 @@ fn after_clone(
     Ok(child)
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
+/// Writes `pid` to `path` atomically (a temporary file in the same directory, renamed
+/// over it), as runc does: a reader never sees a partial pid. No newline, like runc's.
+pub(super) fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, pid.to_string().as_bytes())?;
@@ -519,7 +608,18 @@ fn write_pid_file(path: &Path, pid: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Lets a created container's init exec its program.
+/// Waits up to `ms` for `f` to have something to read (or its end).
+fn poll_in(f: &std::fs::File, ms: u16) {
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(f),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+}
+
+/// Lets a created container's init exec its program, and returns once it has: after the
+/// `startContainer` hooks, and with the error if the init failed before the exec. Then
+/// the `poststart` hooks.
 pub fn start(states: &StateDir, id: &ContainerId) -> Result<(), ContainerError> {
     let stored = states.load(id)?;
     let status = states.status(id, &stored);
@@ -547,11 +647,7 @@ pub fn start(states: &StateDir, id: &ContainerId) -> Result<(), ContainerError> 
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut got = false;
     while !got {
-        let mut fds = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&f),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
+        poll_in(&f, 50);
         let mut byte = [0u8; 1];
         got = matches!((&f).read(&mut byte), Ok(1));
         if !got && (states.status(id, &stored) == Status::Stopped || Instant::now() > deadline) {
@@ -562,6 +658,56 @@ pub fn start(states: &StateDir, id: &ContainerId) -> Result<(), ContainerError> 
         }
     }
     std::fs::remove_file(&fifo).map_err(io)?;
+    let hooks = saved_hooks(states, id);
+    // The init keeps the fifo open until it execs the program (after the startContainer
+    // hooks): end of file means the program runs; text means what failed instead.
+    // The hooks' timeouts and 10 s; 10 minutes when a hook has none (a stopped init, or a
+    // hook that never ends, must not hold `start` for ever).
+    let limit = Instant::now()
+        + hooks
+            .start_container
+            .iter()
+            .map(|h| h.timeout)
+            .try_fold(Duration::from_secs(10), |sum, t| t.map(|t| sum + t))
+            .unwrap_or(Duration::from_secs(600));
+    let mut said = Vec::new();
+    loop {
+        poll_in(&f, 50);
+        let mut buf = [0u8; 512];
+        match (&f).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) if said.len() < 4096 => said.extend(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(io(e)),
+        }
+        if Instant::now() > limit {
+            // It must not exec the program after `start` said it failed.
+            let _ = nix::sys::signal::kill(Pid::from_raw(stored.pid), Signal::SIGKILL);
+            return Err(ContainerError::Init {
+                id: id.to_string(),
+                reason: "the init did not exec the program in time (startContainer hooks \
+                         past their timeouts, or the init is stopped)"
+                    .into(),
+            });
+        }
+    }
+    if !said.is_empty() {
+        return Err(ContainerError::Init {
+            id: id.to_string(),
+            reason: String::from_utf8_lossy(&said).trim().to_owned(),
+        });
+    }
+    if !hooks.poststart.is_empty() {
+        let state = hook_state(
+            id,
+            &stored.bundle,
+            Status::Running,
+            Some(stored.pid),
+            &stored.annotations,
+        );
+        hooks::run_all_warning(&hooks, hooks::Kind::Poststart, &state);
+    }
     Ok(())
 }
 
@@ -638,7 +784,16 @@ pub fn delete(states: &StateDir, id: &ContainerId, force: bool) -> Result<(), Co
                 source,
             })?;
     }
+    let hooks = saved_hooks(states, id);
     states.remove(id)?;
+    let state = hook_state(
+        id,
+        &stored.bundle,
+        Status::Stopped,
+        None,
+        &stored.annotations,
+    );
+    hooks::run_all_warning(&hooks, hooks::Kind::Poststop, &state);
     Ok(())
 }
 

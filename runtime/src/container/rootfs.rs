@@ -25,8 +25,9 @@
 //! (`/var/run -> /run`) keep working; the runtime's own mounts there (`/dev/pts`,
 //! `/dev/shm`, `/dev/mqueue`) are not bind mounts. A device node is
 //! made only where nothing is: an existing entry is an error. Masked and read-only paths
-//! are opened without following a symlink and must be on procfs or sysfs; masked files
-//! are bound from one descriptor of the null device, checked to be the char device 1:3.
+//! are opened after `pivot_root` without following a symlink (any path of the container,
+//! as runc); masked files are bound from one descriptor of the null device, checked to be
+//! the char device 1:3.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use nix::sys::stat::{mknodat, Mode, SFlag};
 use super::spec::{ContainerConfig, MountSpec};
 
 mod destination;
-use destination::{bind_destination, make_inside, open_in_root, Inside};
+use destination::{bind_destination, make_inside, open_child, open_in_root, Inside};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -91,9 +92,10 @@ pub const DEFAULT_DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
-/// Everything up to and including `pivot_root`, run by the init process in its new mount
-/// namespace, before it waits for `start`.
-pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
+/// Everything before `pivot_root`, run by the init process in its new mount namespace:
+/// propagation, the bundle's mounts, `/dev`'s nodes. Returns the new root, for [`pivot`]
+/// (hooks of `create` run in between).
+pub fn prepare(config: &ContainerConfig) -> Result<OwnedFd, RootfsError> {
     // Nothing the container mounts may leak back to the host: slave first, whatever
     // the bundle asks (it gets its propagation on the new root after pivot_root).
     mount(
@@ -114,8 +116,8 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
         None::<&str>,
     )
     .map_err(fail("bind", rootfs))?;
-    // Device nodes in the image do not work (no device cgroup rules yet): only those in
-    // the container's own /dev tmpfs do.
+    // Device nodes in the image do not work: only those in the container's own /dev
+    // tmpfs do, where the device program decides which may be opened.
     remount(rootfs, MsFlags::MS_NODEV).map_err(fail("make nodev", rootfs))?;
     let root = nix::fcntl::open(
         rootfs,
@@ -135,7 +137,14 @@ pub fn prepare(config: &ContainerConfig) -> Result<(), RootfsError> {
     }
     if dev_is_tmpfs {
         populate_dev(root.as_raw_fd(), userns)?;
+        make_nodes(root.as_raw_fd(), &config.nodes, userns)?;
     }
+    Ok(root)
+}
+
+/// `pivot_root` into `root` (from [`prepare`]) and the bundle's propagation on it.
+pub fn pivot(config: &ContainerConfig, root: OwnedFd) -> Result<(), RootfsError> {
+    let rootfs = &config.rootfs;
     // pivot_root(".", ".") then detaching the old root: no put_old directory needed.
     nix::unistd::fchdir(root.as_raw_fd()).map_err(fail("chdir to", rootfs))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root to", rootfs))?;
@@ -241,45 +250,10 @@ fn bind(m: &MountSpec, target: &Inside) -> Result<(), RootfsError> {
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
     let (set, clear) = mount_attrs(m.flags);
     if set != 0 || clear != 0 {
-        // SAFETY: an all-zero mount_attr changes nothing; the fields are set below.
-        let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
-        attr.attr_set = set;
-        attr.attr_clr = clear;
-        let mut at = libc::AT_EMPTY_PATH;
-        if recursive {
-            at |= libc::AT_RECURSIVE;
-        }
-        // SAFETY: the descriptor is open, the empty path a NUL-terminated string and
-        // `attr` a mount_attr of the size passed, all outliving the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                at,
-                &attr as *const libc::mount_attr,
-                std::mem::size_of::<libc::mount_attr>(),
-            )
-        };
-        if r < 0 {
-            return Err(fail("set the flags of the bind onto", dest)(Errno::last()));
-        }
+        set_attrs(&tree, set, clear, recursive)
+            .map_err(fail("set the flags of the bind onto", dest))?;
     }
-    // SAFETY: both descriptors are open and the empty paths NUL-terminated strings, all
-    // outliving the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            target.fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(fail("bind mount onto", dest)(Errno::last()));
-    }
+    move_onto(&tree, target.fd.as_raw_fd()).map_err(fail("bind mount onto", dest))?;
     if !m.propagation.is_empty() {
         mount(
             None::<&str>,
@@ -291,6 +265,70 @@ fn bind(m: &MountSpec, target: &Inside) -> Result<(), RootfsError> {
         .map_err(fail("set propagation of", dest))?;
     }
     Ok(())
+}
+
+/// `mount_setattr` on the detached or attached mount `tree` (and the mounts below it
+/// with `recursive`).
+fn set_attrs(tree: &OwnedFd, set: u64, clear: u64, recursive: bool) -> Result<(), Errno> {
+    // SAFETY: an all-zero mount_attr changes nothing; the fields are set below.
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = set;
+    attr.attr_clr = clear;
+    let mut at = libc::AT_EMPTY_PATH;
+    if recursive {
+        at |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: the descriptor is open, the empty path a NUL-terminated string and `attr` a
+    // mount_attr of the size passed, all outliving the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `tree` onto the directory or file `target` names.
+fn move_onto(tree: &OwnedFd, target: RawFd) -> Result<(), Errno> {
+    // SAFETY: both descriptors are open and the empty paths NUL-terminated strings, all
+    // outliving the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target,
+            c"".as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// A detached recursive copy of the mount `at` names (`open_tree` on the descriptor).
+fn clone_tree(at: &OwnedFd) -> Result<OwnedFd, Errno> {
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: the descriptor is open and the empty path a NUL-terminated string.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, at.as_raw_fd(), c"".as_ptr(), flags) };
+    if tree < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: open_tree just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
 }
 
 /// The `mount_setattr` bits (set, clear) for a bind's per-mount flags; the others
@@ -390,6 +428,159 @@ fn populate_dev(root: RawFd, userns: bool) -> Result<(), RootfsError> {
     result
 }
 
+/// The nodes of `linux.devices`, each made on the container's `/dev` tmpfs (missing
+/// directories made in-root on the way, never following a symlink) with its mode and
+/// owner. An entry already there is accepted only if it is that very node (the spec's
+/// rule), a default one such as `/dev/null` included. In a user namespace, where `mknod`
+/// of a device is refused, the host's node of the same path is bound onto an empty file,
+/// as runc does, and must be the same device.
+fn make_nodes(
+    root: RawFd,
+    nodes: &[super::devices::Node],
+    userns: bool,
+) -> Result<(), RootfsError> {
+    use super::devices::NodeKind;
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let dev_dir = open_in_root(root, Path::new("dev"), true).map_err(fail("open", "/dev"))?;
+    let dev_fs = nix::sys::stat::fstat(dev_dir.as_raw_fd())
+        .map_err(fail("look at", "/dev"))?
+        .st_dev;
+    let old = nix::sys::stat::umask(Mode::empty());
+    let result = (|| {
+        for node in nodes {
+            let path = &node.path;
+            let (parent, name) = match (path.parent(), path.file_name()) {
+                (Some(p), Some(n)) => (p, n),
+                _ => return Err(refused("linux.devices", path, "has no file name")),
+            };
+            let parent = dev_subdir(&dev_dir, parent, path)?;
+            let st = nix::sys::stat::fstat(parent.fd.as_raw_fd()).map_err(fail("look at", path))?;
+            if st.st_dev != dev_fs {
+                return Err(refused(
+                    "linux.devices",
+                    path,
+                    "its directory is not on the container's /dev tmpfs (another mount, or a link out of it)",
+                ));
+            }
+            let (sflag, rdev) = match node.kind {
+                NodeKind::Char => (
+                    SFlag::S_IFCHR,
+                    nix::sys::stat::makedev(node.major, node.minor),
+                ),
+                NodeKind::Block => (
+                    SFlag::S_IFBLK,
+                    nix::sys::stat::makedev(node.major, node.minor),
+                ),
+                NodeKind::Fifo => (SFlag::S_IFIFO, 0),
+            };
+            let is_it = |st: &libc::stat| {
+                st.st_mode & libc::S_IFMT == sflag.bits()
+                    && (node.kind == NodeKind::Fifo || st.st_rdev == rdev)
+            };
+            match nix::sys::stat::fstatat(
+                Some(parent.fd.as_raw_fd()),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Err(Errno::ENOENT) => {}
+                Ok(st) if is_it(&st) => continue,
+                Ok(_) => {
+                    return Err(refused(
+                        "linux.devices",
+                        path,
+                        "an entry is already there and it is not this device",
+                    ))
+                }
+                Err(e) => return Err(fail("look at", path)(e)),
+            }
+            if userns && node.kind != NodeKind::Fifo {
+                let host = nix::sys::stat::lstat(path).map_err(|e| {
+                    refused(
+                        "linux.devices",
+                        path,
+                        format!("in a user namespace the host's node is bound, and the host has none: {e}"),
+                    )
+                })?;
+                if !is_it(&host) {
+                    return Err(refused(
+                        "linux.devices",
+                        path,
+                        "in a user namespace the host's node is bound, and the host's is another device",
+                    ));
+                }
+                let target = make_inside(root, path, true)?;
+                mount(
+                    Some(path.as_path()),
+                    target.proc_path().as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(fail("bind the host's node onto", path))?;
+                continue;
+            }
+            mknodat(
+                Some(parent.fd.as_raw_fd()),
+                name,
+                sflag,
+                Mode::from_bits_truncate(node.mode as libc::mode_t),
+                rdev,
+            )
+            .map_err(fail("mknod", path))?;
+            nix::unistd::fchownat(
+                Some(parent.fd.as_raw_fd()),
+                name,
+                Some(nix::unistd::Uid::from_raw(node.uid)),
+                Some(nix::unistd::Gid::from_raw(node.gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(fail("chown", path))?;
+        }
+        Ok(())
+    })();
+    nix::sys::stat::umask(old);
+    result
+}
+
+/// The directory `dir` (`/dev` or below it) of the node `node`, walked from `/dev` one
+/// component at a time, made where missing, never following a symlink nor leaving the
+/// `/dev` mount.
+fn dev_subdir(dev_dir: &OwnedFd, dir: &Path, node: &Path) -> Result<Inside, RootfsError> {
+    let below = dir
+        .strip_prefix("/dev")
+        .map_err(|_| refused("linux.devices", node, "is not under /dev"))?;
+    let mut fd = dev_dir.try_clone().map_err(|e| {
+        fail("open", "/dev")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    })?;
+    for part in below.components() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(refused(
+                "linux.devices",
+                node,
+                "has a part that is not a name",
+            ));
+        };
+        match nix::sys::stat::mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(fail("create the directory of", node)(e)),
+        }
+        fd = match open_child(fd.as_raw_fd(), name) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP | Errno::EXDEV) => {
+                return Err(refused(
+                    "linux.devices",
+                    node,
+                    "its directory is a link or another mount, not the container's /dev tmpfs",
+                ))
+            }
+            Err(e) => return Err(fail("open the directory of", node)(e)),
+        };
+    }
+    Ok(Inside { fd })
+}
+
 /// After `pivot_root`: hide masked paths, make read-only paths read-only, and make the
 /// root read-only if asked.
 pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
@@ -401,6 +592,11 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
             path: path.display().to_string(),
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
+    }
+    if !config.masked_paths.is_empty() {
+        // Masks are mounted onto /proc/self/fd/N: that must be the kernel's, not a tree of
+        // the image's that happens to be there when the bundle mounts no procfs.
+        proc_is_procfs()?;
     }
     let mut null: Option<OwnedFd> = None;
     for p in &config.masked_paths {
@@ -441,20 +637,11 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
         let Some(target) = open_kernel_path(p, "readonlyPaths")? else {
             continue;
         };
-        let at = format!("/proc/self/fd/{}", target.as_raw_fd());
-        mount(
-            Some(at.as_str()),
-            at.as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(fail("bind", p))?;
-        // The descriptor names the covered file; the new mount is reopened.
-        let again = open_kernel_path(p, "readonlyPaths")?
-            .ok_or_else(|| fail("reopen", p)(Errno::ENOENT))?;
-        let at = format!("/proc/self/fd/{}", again.as_raw_fd());
-        remount(Path::new(&at), MsFlags::MS_RDONLY).map_err(fail("make read-only", p))?;
+        // A recursive copy of what is there, read-only all the way down (volumes below
+        // the path too), put over it; all by descriptor.
+        let tree = clone_tree(&target).map_err(fail("clone the mount of", p))?;
+        set_attrs(&tree, libc::MOUNT_ATTR_RDONLY, 0, true).map_err(fail("make read-only", p))?;
+        move_onto(&tree, target.as_raw_fd()).map_err(fail("bind read-only onto", p))?;
     }
     if config.rootfs_readonly {
         remount(Path::new("/"), MsFlags::MS_RDONLY).map_err(fail("make read-only", "/"))?;
@@ -463,7 +650,8 @@ pub fn finish(config: &ContainerConfig) -> Result<(), RootfsError> {
 }
 
 /// Opens a masked or read-only path (`key` names the list) `O_PATH`, following no symlink
-/// on the way; `None` if it does not exist (as runc). It must be on procfs or sysfs.
+/// on the way; `None` if it does not exist (as runc). After `pivot_root` nothing but the
+/// container's own tree is reachable, so any path of it may be listed (as with runc).
 fn open_kernel_path(p: &Path, key: &str) -> Result<Option<OwnedFd>, RootfsError> {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
@@ -476,11 +664,6 @@ fn open_kernel_path(p: &Path, key: &str) -> Result<Option<OwnedFd>, RootfsError>
     };
     // SAFETY: openat2 just returned this descriptor and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
-    let fs = fstatfs(&fd).map_err(fail("look at", p))?.filesystem_type();
-    if fs != PROC_SUPER_MAGIC && fs != SYSFS_MAGIC {
-        return Err(refused(key, p, "is not on procfs or sysfs"));
-    }
     if nix::sys::stat::fstat(fd.as_raw_fd())
         .map_err(fail("look at", p))?
         .st_mode
@@ -490,6 +673,30 @@ fn open_kernel_path(p: &Path, key: &str) -> Result<Option<OwnedFd>, RootfsError>
         return Err(refused(key, p, "is a symlink"));
     }
     Ok(Some(fd))
+}
+
+/// Refuses masked paths when `/proc` (reached without a symlink) is not procfs.
+fn proc_is_procfs() -> Result<(), RootfsError> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let not_proc = || {
+        refused(
+            "maskedPaths",
+            "/proc",
+            "needs procfs mounted at /proc (in mounts)",
+        )
+    };
+    let fd = openat2(libc::AT_FDCWD, "/proc", how).map_err(|_| not_proc())?;
+    // SAFETY: openat2 just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fs = nix::sys::statfs::fstatfs(&fd)
+        .map_err(fail("look at", "/proc"))?
+        .filesystem_type();
+    if fs != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(not_proc());
+    }
+    Ok(())
 }
 
 /// The container's `/dev/null`, opened once without following a symlink and checked to be

@@ -317,15 +317,15 @@ impl Profile {
         // seccompiler checks the architecture but not the x32 bit of the call number
         // (x32 calls carry the x86_64 audit arch): without this, a rule-based filter whose
         // default is ALLOW could be bypassed through the x32 ABI.
+        //
+        // Each filter after the first is installed under the ones before it, so the
+        // `seccomp` call that installs it must get through them: the filter that refuses
+        // calls the profile does not list (and may not list `seccomp`) goes after the
+        // filters of the other actions, and a filter of an action whose rules name
+        // `seccomp` itself goes last. (Two such filters cannot both be installed; a
+        // profile would need conditional rules for `seccomp` under two actions.)
         let mut programs = vec![abi_guard()];
-        if self.default != Action::Allow {
-            let all: Vec<&Rule> = self.rules.iter().collect();
-            programs.push(build(
-                to_rules(&all)?,
-                self.default.to_seccompiler(),
-                SeccompAction::Allow,
-            )?);
-        }
+        let mut last = Vec::new();
         let mut actions: Vec<&Action> = self
             .rules
             .iter()
@@ -337,10 +337,26 @@ impl Profile {
         for action in actions {
             let group: Vec<&Rule> = self.rules.iter().filter(|r| &r.action == action).collect();
             let map = to_rules(&group)?;
-            if !map.is_empty() {
-                programs.push(build(map, SeccompAction::Allow, action.to_seccompiler())?);
+            if map.is_empty() {
+                continue;
+            }
+            let names_seccomp = map.contains_key(&libc::SYS_seccomp);
+            let program = build(map, SeccompAction::Allow, action.to_seccompiler())?;
+            if names_seccomp {
+                last.push(program);
+            } else {
+                programs.push(program);
             }
         }
+        if self.default != Action::Allow {
+            let all: Vec<&Rule> = self.rules.iter().collect();
+            programs.push(build(
+                to_rules(&all)?,
+                self.default.to_seccompiler(),
+                SeccompAction::Allow,
+            )?);
+        }
+        programs.extend(last);
         Ok(programs)
     }
 
@@ -428,6 +444,15 @@ mod tests {
             "ABI guard + default EPERM filter + ENOSYS filter for clone3"
         );
         assert!(programs.iter().all(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn the_filter_of_unlisted_calls_goes_in_after_the_other_actions() {
+        // Docker's profile: the ABI guard, clone3's ENOSYS filter, then the EPERM filter
+        // of everything unlisted (built from every rule, so by far the longest): in a
+        // profile without `seccomp`, it would refuse installing anything after it.
+        let programs = Profile::docker_default(0).compile().unwrap();
+        assert!(programs[2].len() > 10 * programs[1].len());
     }
 
     #[test]

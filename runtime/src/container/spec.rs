@@ -145,10 +145,15 @@ pub struct ContainerConfig {
     pub annotations: Vec<(String, String)>,
     /// `linux.seccomp`, if the bundle has one.
     pub seccomp: Option<super::seccomp::Profile>,
+    /// `linux.cgroupsPath`, relative to the cgroup root (see `cgroup::cgroups_path`).
+    pub cgroups_path: Option<PathBuf>,
     /// `linux.resources` as cgroup v2 files.
     pub limits: super::cgroup::Limits,
     /// `linux.resources.devices`, in order.
     pub devices: Vec<super::devices::DeviceRule>,
+    /// `linux.devices`: the nodes made in the container's `/dev`.
+    pub nodes: Vec<super::devices::Node>,
+    pub hooks: super::hooks::Hooks,
     /// `linux.uidMappings` and `linux.gidMappings`, checked: non-empty exactly when the
     /// container gets a new user namespace.
     pub uid_maps: Vec<IdMap>,
@@ -422,6 +427,32 @@ impl ContainerConfig {
             }
             None => Vec::new(),
         };
+        let cgroups_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| super::cgroup::cgroups_path(&p.to_string_lossy()))
+            .transpose()
+            .map_err(|e| invalid("linux.cgroupsPath", e))?;
+        let nodes = match linux.devices() {
+            Some(list) => super::devices::nodes_from_oci(list)
+                .map_err(|(i, e)| invalid(&format!("linux.devices[{i}]"), e))?,
+            None => Vec::new(),
+        };
+        if !nodes.is_empty()
+            && !mounts
+                .iter()
+                .any(|m| m.destination == Path::new("/dev") && m.fs_type == "tmpfs")
+        {
+            return Err(invalid(
+                "linux.devices",
+                "nodes need /dev to be a tmpfs in mounts (the root file system is mounted nodev)"
+                    .into(),
+            ));
+        }
+        let hooks = match spec.hooks() {
+            Some(h) => super::hooks::Hooks::from_oci(h).map_err(|(key, r)| invalid(&key, r))?,
+            None => super::hooks::Hooks::default(),
+        };
         let limits = match linux.resources() {
             Some(r) => super::cgroup::Limits::from_oci(r)
                 .map_err(|e| invalid("linux.resources", e.to_string()))?,
@@ -451,8 +482,11 @@ impl ContainerConfig {
             sysctl,
             annotations,
             seccomp,
+            cgroups_path,
             limits,
             devices,
+            nodes,
+            hooks,
             uid_maps,
             gid_maps,
         })
@@ -511,18 +545,17 @@ fn id_maps(
 /// The fields this runtime does not implement yet: present and non-empty means refused.
 fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
     let present = |cond: bool, key: &str| if cond { Err(key.to_owned()) } else { Ok(()) };
-    present(spec.hooks().is_some(), "hooks")?;
     present(spec.solaris().is_some(), "solaris")?;
     present(spec.windows().is_some(), "windows")?;
     present(spec.vm().is_some(), "vm")?;
     if let Some(p) = spec.process() {
         present(
             p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()),
-            "process.apparmorProfile",
+            "process.apparmorProfile (no AppArmor or SELinux confinement here: refused, not run less confined)",
         )?;
         present(
             p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()),
-            "process.selinuxLabel",
+            "process.selinuxLabel (no AppArmor or SELinux confinement here: refused, not run less confined)",
         )?;
         present(p.io_priority().is_some(), "process.ioPriority")?;
         present(p.scheduler().is_some(), "process.scheduler")?;
@@ -539,10 +572,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
         )?;
     }
     if let Some(l) = spec.linux() {
-        present(
-            l.cgroups_path().is_some(),
-            "linux.cgroupsPath (cgroups go under gantry/<id>)",
-        )?;
         present(l.intel_rdt().is_some(), "linux.intelRdt")?;
         present(l.personality().is_some(), "linux.personality")?;
         present(l.time_offsets().is_some(), "linux.timeOffsets")?;
@@ -550,7 +579,7 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
         present(l.net_devices().is_some(), "linux.netDevices")?;
         present(
             l.mount_label().as_ref().is_some_and(|s| !s.is_empty()),
-            "linux.mountLabel",
+            "linux.mountLabel (no AppArmor or SELinux confinement here: refused, not run less confined)",
         )?;
         if let Some(r) = l.resources() {
             // Device rules are accepted (the deny-all default of `runc spec`; enforcing
@@ -624,10 +653,6 @@ fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
                 "linux.resources.unified",
             )?;
         }
-        present(
-            l.devices().as_ref().is_some_and(|d| !d.is_empty()),
-            "linux.devices",
-        )?;
     }
     Ok(())
 }

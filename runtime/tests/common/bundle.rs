@@ -91,3 +91,46 @@ pub fn host_ns(ns: &str) -> u64 {
         .expect("host ns")
         .ino()
 }
+
+/// A cgroup2 mount of its own in `dir` (the host is hybrid v1: `--cgroup-root` on it gives
+/// the runtime device rules and `CLONE_INTO_CGROUP`); unmounted on drop.
+pub struct Cgroup2(pub PathBuf);
+
+impl Cgroup2 {
+    pub fn mount(dir: &Path) -> Cgroup2 {
+        let mnt = dir.join("cgroup2");
+        std::fs::create_dir_all(&mnt).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "cgroup2", "none"])
+            .arg(&mnt)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mount -t cgroup2 on {}", mnt.display());
+        Cgroup2(mnt)
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `<runtime> --root state <args>` with stdout and stderr in files of `dir` (a container's
+/// init inherits them, and would hold a pipe open): returns (exit ok, stdout and stderr).
+pub fn runtime_to_files(runtime: &str, state: &Path, dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = dir.join("runtime.out");
+    let file = std::fs::File::create(&out).expect("output file");
+    let ok = Command::new(runtime)
+        .arg("--root")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file)
+        .status()
+        .expect("runtime")
+        .success();
+    (ok, std::fs::read_to_string(&out).unwrap_or_default())
+}

@@ -47,7 +47,7 @@ pub(super) fn open_in_root(root: RawFd, rel: &Path, dir: bool) -> Result<OwnedFd
 
 /// `name` directly under the directory `parent`, opened `O_PATH`; a symlink there is
 /// refused (`ELOOP`), not followed, and another mount is not crossed into.
-fn open_child(parent: RawFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+pub(super) fn open_child(parent: RawFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
         .resolve(
