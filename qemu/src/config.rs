@@ -114,6 +114,12 @@ pub struct VmConfig {
     /// A second NIC on a user-space switch shared with other VMs (a local cluster's
     /// segment); its netdev is `cnet`, so QMP `set_link` can cut it.
     pub segment: Option<SegmentNic>,
+    /// The SMBIOS system UUID (`-uuid`), which the guest reads from
+    /// `/sys/class/dmi/id/product_uuid` (PID 1 takes its machine id from it on first boot).
+    pub uuid: Option<String>,
+    /// Boot this kernel and command line directly (`-kernel`, `-append`) instead of OVMF
+    /// and GRUB; see [`crate::direct_boot`].
+    pub direct_kernel: Option<crate::direct_boot::DirectKernel>,
     /// Run on a qcow2 overlay over `image` (the default), so the image is never written.
     /// False: the VM writes `image` itself — the caller's own copy, for booting the same
     /// disk again in a later VM (after a power cut, say).
@@ -139,6 +145,8 @@ impl VmConfig {
             silent_nics: 0,
             mac: None,
             segment: None,
+            uuid: None,
+            direct_kernel: None,
             overlay: true,
         }
     }
@@ -168,12 +176,24 @@ impl VmConfig {
         let mem = self.memory_mib.to_string();
         let cpus = self.cpus.to_string();
         push(&["-m", &mem, "-smp", &cpus]);
-        let code = format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            opt_path(&self.firmware.code)
-        );
-        let vars = format!("if=pflash,format=raw,unit=1,file={}", opt_path(&files.vars));
-        push(&["-drive", &code, "-drive", &vars]);
+        if let Some(uuid) = &self.uuid {
+            push(&["-uuid", uuid]);
+        }
+        match &self.direct_kernel {
+            // QEMU's own BIOS and its Linux loader: no UEFI, no GRUB.
+            Some(k) => {
+                let kernel = k.kernel.display().to_string();
+                push(&["-kernel", &kernel, "-append", &k.append]);
+            }
+            None => {
+                let code = format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    opt_path(&self.firmware.code)
+                );
+                let vars = format!("if=pflash,format=raw,unit=1,file={}", opt_path(&files.vars));
+                push(&["-drive", &code, "-drive", &vars]);
+            }
+        }
         let (disk_file, disk_format) = self.disk(files);
         let disk = format!(
             "if=none,id=disk0,format={disk_format},file={}",
@@ -329,6 +349,23 @@ mod tests {
             ),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn a_direct_kernel_replaces_the_firmware_and_the_uuid_is_passed_on() {
+        let mut cfg = VmConfig::new("/img.qcow2");
+        cfg.uuid = Some("6ba7b810-9dad-11d1-80b4-00c04fd430c8".into());
+        cfg.direct_kernel = Some(crate::direct_boot::DirectKernel {
+            kernel: "/n/boot/vmlinuz".into(),
+            append: "console=ttyS0 \"a b\"".into(),
+            slot: gantry_updater::Slot::A,
+        });
+        let args = cfg.args(&VmFiles::in_dir(Path::new("/vm")));
+        let at = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];
+        assert_eq!(at("-uuid"), "6ba7b810-9dad-11d1-80b4-00c04fd430c8");
+        assert_eq!(at("-kernel"), "/n/boot/vmlinuz");
+        assert_eq!(at("-append"), "console=ttyS0 \"a b\"");
+        assert!(!args.join(" ").contains("pflash"), "{args:?}");
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! Networking is QEMU's user network with `restrict=on`: the guest reaches nothing but the
 //! `hostfwd`/`guestfwd` forwards to 127.0.0.1 given in the [`VmConfig`]. Acceleration is TCG
 //! unless `GANTRY_QEMU_ACCEL=kvm` (KVM fails on the build machines this project runs on).
+//! A VM may instead boot its slot's kernel directly, without OVMF and GRUB
+//! ([`direct_boot`], `cluster up --fast`).
 
 pub mod cluster;
 mod config;
+pub mod direct_boot;
 mod qmp;
 mod vm;
 

@@ -135,6 +135,11 @@ struct UpArgs {
     /// No registry, etcd or channel server.
     #[arg(long)]
     no_services: bool,
+    /// Boot each node's slot kernel directly (QEMU -kernel, dm-verity still on), skipping
+    /// OVMF and GRUB: faster, but no boot counting and a guest reboot boots the same slot.
+    /// Kept for `cluster start`.
+    #[arg(long)]
+    fast: bool,
     /// Seconds to wait for every node to be ready.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -217,6 +222,7 @@ fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
                 cpus: a.cpus,
                 forward_ports: a.forward.clone(),
                 services: !a.no_services,
+                fast: a.fast,
             };
             eprintln!(
                 "gantry-qemu: booting {} nodes of cluster {} in {} (every node's console: \
@@ -283,8 +289,8 @@ fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
 
 fn print_status(c: &gantry_qemu::cluster::Cluster) {
     println!(
-        "{:<4} {:<16} {:<12} {:<8} {:<5} {:<9} {:<10} forwards",
-        "node", "name", "address", "version", "slot", "state", "containers"
+        "{:<4} {:<16} {:<12} {:<8} {:<5} {:<9} {:<10} {:<32} forwards",
+        "node", "name", "address", "version", "slot", "state", "containers", "machine id"
     );
     for n in c.status() {
         let fwd: Vec<String> = n
@@ -293,7 +299,7 @@ fn print_status(c: &gantry_qemu::cluster::Cluster) {
             .map(|(h, g)| format!("127.0.0.1:{h}->{g}"))
             .collect();
         println!(
-            "{:<4} {:<16} {:<12} {:<8} {:<5} {:<9} {:<10} {}",
+            "{:<4} {:<16} {:<12} {:<8} {:<5} {:<9} {:<10} {:<32} {}",
             n.index,
             n.name,
             n.address.to_string(),
@@ -301,6 +307,7 @@ fn print_status(c: &gantry_qemu::cluster::Cluster) {
             n.slot.as_deref().unwrap_or("-"),
             if n.partitioned { "cut-off" } else { n.state },
             format!("{}/{}", n.containers_healthy, n.containers_total),
+            n.reported_machine_id.as_deref().unwrap_or(&n.machine_id),
             fwd.join(" ")
         );
     }

@@ -153,6 +153,8 @@ fn qemu_api_serves_status_and_logs_over_https_to_a_token_holder() {
         host_port: port,
         guest_port: API_PORT,
     });
+    // PID 1 takes its machine id from the SMBIOS UUID on a first boot.
+    vm_config.uuid = Some("6ba7b810-9dad-11d1-80b4-00c04fd430c8".into());
     let mut vm = Vm::start(&vm_config).unwrap();
     vm.wait_for(READY_MARKER, BOOT_TIMEOUT).unwrap();
     vm.wait_for(API_LISTENING, BOOT_TIMEOUT)
@@ -195,7 +197,8 @@ fn qemu_api_serves_status_and_logs_over_https_to_a_token_holder() {
     assert!(
         status_json.contains(&format!("\"image\": \"{WEB_IMAGE}\""))
             && status_json.contains("\"os_version\": \"")
-            && status_json.contains("\"restarts\": 0"),
+            && status_json.contains("\"restarts\": 0")
+            && status_json.contains("\"machine_id\": \"6ba7b8109dad11d180b400c04fd430c8\""),
         "{status_json}"
     );
     let lines: Vec<&str> = logs.lines().collect();

@@ -6,13 +6,15 @@
 //! the faults: a power cut of node 2 (its prober's neighbour goes unhealthy, the others
 //! carry on), node 2 booted again (same address, its volume kept), a partition of node 3
 //! and its healing, and `cluster down` leaving no process and no listening port behind.
+//! Each node reports its own machine id (from its SMBIOS UUID), and node 2 the same one
+//! from its disk after the power cut.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use gantry_qemu::cluster::{Cluster, ClusterSpec};
+use gantry_init::machine_id::MACHINE_ID_LINE;
+use gantry_qemu::cluster::{node_machine_id, Cluster, ClusterSpec};
+use gantry_tests::cluster::{push, Console, Running};
 use gantry_tests::demo::{busybox_layout, fetch};
 use gantry_tests::image;
 
@@ -57,51 +59,6 @@ health = {{ exec = ["/bin/busybox", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r
     )
 }
 
-/// Reads a node's console from where the last wait stopped.
-struct Console {
-    path: std::path::PathBuf,
-    seen: usize,
-}
-
-impl Console {
-    fn of(cluster: &Cluster, i: u32) -> Console {
-        let path = cluster
-            .state()
-            .node(i)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .serial_log
-            .clone();
-        Console { path, seen: 0 }
-    }
-
-    /// Waits for a line containing every one of `parts`; returns it.
-    fn wait(&mut self, parts: &[&str], timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-            if text.len() < self.seen {
-                self.seen = 0; // a new boot's log
-            }
-            let rest = &text[self.seen..];
-            let mut offset = self.seen;
-            for line in rest.split_inclusive('\n') {
-                offset += line.len();
-                if line.ends_with('\n') && parts.iter().all(|p| line.contains(p)) {
-                    self.seen = offset;
-                    return line.trim_end().to_owned();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no line with {parts:?} within {timeout:?}; tail:\n{}",
-                self.path.display(),
-                gantry_qemu::cluster::tail(&self.path, 30)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
 fn page(cluster: &Cluster, i: u32) -> String {
     let (host, _) = cluster
         .state()
@@ -138,6 +95,7 @@ fn qemu_a_three_node_cluster_reaches_across_its_segment_and_survives_its_faults(
         cpus: 1,
         forward_ports: vec![PORT],
         services: true,
+        fast: false,
     };
     let started = Instant::now();
     let mut running =
@@ -164,13 +122,44 @@ fn qemu_a_three_node_cluster_reaches_across_its_segment_and_survives_its_faults(
         consoles[i as usize - 1].wait(&["name=probe", "health=Healthy"], Duration::from_secs(400));
         assert_eq!(page(cluster, i), format!("cluster-{i} starts=1\n"));
     }
-    let status = cluster.status();
+    // Each container's health reaches the console on its own; give the last ones time.
+    let settled = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let status = cluster.status();
+        let all = status
+            .iter()
+            .all(|n| n.state == "running" && n.containers_healthy == 2);
+        if all || Instant::now() > settled {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert!(
         status
             .iter()
             .all(|n| n.state == "running" && n.containers_healthy == 2),
-        "{status:?}"
+        "{status:?}\nnode consoles:\n{}",
+        (1..=NODES)
+            .map(|i| gantry_qemu::cluster::tail(&cluster.state().node(i).unwrap().serial_log, 40))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
     );
+    // Each node's own machine id: the one derived for it, as its PID 1 reports it, taken
+    // from its SMBIOS UUID on this first boot; no two alike.
+    let ids: BTreeSet<&str> = status.iter().map(|n| n.machine_id.as_str()).collect();
+    assert_eq!(ids.len(), NODES as usize, "{status:?}");
+    for n in &status {
+        assert_eq!(n.machine_id, node_machine_id("cluster", n.index));
+        assert_eq!(
+            n.reported_machine_id.as_deref(),
+            Some(n.machine_id.as_str())
+        );
+        let mut console = Console::of(cluster, n.index);
+        console.wait(
+            &[MACHINE_ID_LINE, &n.machine_id, "source=smbios"],
+            Duration::from_secs(10),
+        );
+    }
 
     // A power cut of node 2: node 1's probe of it fails, node 3's of node 1 does not.
     cluster.kill(2).unwrap();
@@ -185,6 +174,14 @@ fn qemu_a_three_node_cluster_reaches_across_its_segment_and_survives_its_faults(
     consoles[1] = Console::of(cluster, 2);
     consoles[1].wait(&["name=web", "health=Healthy"], Duration::from_secs(300));
     assert_eq!(page(cluster, 2), "cluster-2 starts=2\n");
+    // Its machine id came back from its disk, the same as before.
+    let id = node_machine_id("cluster", 2);
+    let mut console = Console::of(cluster, 2);
+    console.wait(
+        &[MACHINE_ID_LINE, &id, "source=persisted"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(cluster.status()[1].reported_machine_id, Some(id));
     consoles[0].wait(&["name=probe", "health=Healthy"], Duration::from_secs(120));
 
     // Node 3 cut off the segment: node 2's probe of it fails; healed, it passes again.
@@ -232,27 +229,4 @@ fn qemu_a_three_node_cluster_reaches_across_its_segment_and_survives_its_faults(
     }
     let reopened = Cluster::open(&dir).unwrap();
     assert!(reopened.status().iter().all(|n| n.state == "stopped"));
-}
-
-/// Stops the cluster however the test ends, so a failure leaves no VM behind.
-struct Running(Cluster);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.down();
-    }
-}
-
-fn push(layout: &Path, registry: &str, reference: &str) {
-    let out = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:1", layout.display()))
-        .arg(format!("docker://{registry}/{reference}"))
-        .output()
-        .expect("skopeo must be installed");
-    assert!(
-        out.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

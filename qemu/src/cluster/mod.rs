@@ -3,11 +3,11 @@
 //! ([`state::ClusterState`]) that other tools read.
 //!
 //! - **Nodes.** Each node is a QEMU process with its own qcow2 overlay over the image, its
-//!   own copy of the firmware variables, stable hardware addresses derived from the
-//!   cluster's name and the node's index, and the host name `NAME-i`. Its machine config
-//!   (through fw_cfg) is the launcher's own part (host name, the two NICs, every node's
-//!   name in `network.hosts` so containers reach their neighbours by name, the registry),
-//!   then the cluster's base config (`--config`), then the node's overlay
+//!   own copy of the firmware variables (not with `fast`), stable hardware addresses
+//!   derived from the cluster's name and the node's index, and the host name `NAME-i`.
+//!   Its machine config (through fw_cfg) is the launcher's own part (host name, the two
+//!   NICs, every node's name in `network.hosts` so containers reach their neighbours by
+//!   name, the registry), then the cluster's base config (`--config`), then the node's overlay
 //!   (`--node-config I=FILE`), merged key by key ([`merge`]).
 //! - **The segment.** Every node's second NIC is on one `vde_switch` (user space, a unix
 //!   socket in the cluster's directory): no root, no host interface, frames go only
@@ -17,6 +17,14 @@
 //! - **Processes** outlive the command that started them and are found again by PID
 //!   ([`process`]); `cluster down` stops every one of them and leaves nothing outside the
 //!   cluster's directory.
+//! - **Identity.** Node `i`'s SMBIOS system UUID (QEMU `-uuid`) is derived from the
+//!   cluster's name and `i` ([`node_machine_id`]), and PID 1 takes its machine id from it
+//!   on the node's first boot and keeps it on the node's disk. The same cluster name gives
+//!   the same ids on every `cluster up`; two clusters' nodes differ.
+//! - **Fast boot** (`fast`, `cluster up --fast`): each QEMU start reads the slot GRUB would
+//!   boot, its kernel and command line out of the node's own disk and boots them with
+//!   `-kernel` (dm-verity stays on: the command line carries the root hash). No try is
+//!   spent and a guest reboot restarts the same kernel; see [`crate::direct_boot`].
 //! - **Faults.** `kill` is a power cut (QMP `quit`: the guest gets no warning), `stop` the
 //!   power button, `partition`/`heal` take the node's segment link down and up (QMP
 //!   `set_link`), as a pulled cable would.
@@ -64,6 +72,8 @@ pub struct ClusterSpec {
     pub forward_ports: Vec<u16>,
     /// Start the registry, etcd and the channel server.
     pub services: bool,
+    /// Boot each node's kernel directly, without OVMF and GRUB.
+    pub fast: bool,
 }
 
 /// What one node looks like from the outside.
@@ -71,6 +81,10 @@ pub struct ClusterSpec {
 pub struct NodeStatus {
     pub index: u32,
     pub name: String,
+    /// The id the node was given ([`node_machine_id`]).
+    pub machine_id: String,
+    /// The id the node's PID 1 reported in its ready line, since its last start.
+    pub reported_machine_id: Option<String>,
     pub address: Ipv4Addr,
     /// `running`, `booting` (no ready line since its last start) or `stopped`.
     pub state: &'static str,
@@ -125,6 +139,7 @@ impl Cluster {
                 subnet: SUBNET.to_owned(),
                 memory_mib: spec.memory_mib,
                 cpus: spec.cpus,
+                fast: spec.fast,
                 switch: Switch {
                     socket: dir.join("switch"),
                     pid: None,
@@ -160,6 +175,7 @@ impl Cluster {
             let node = Node {
                 index: i,
                 name: format!("{}-{i}", spec.name),
+                machine_id: node_machine_id(&spec.name, i),
                 address: node_address(i),
                 segment_mac: format!("52:54:00:88:{id:02x}:{i:02x}"),
                 mac: format!("52:54:00:12:{id:02x}:{i:02x}"),
@@ -173,10 +189,12 @@ impl Cluster {
             let config = node_config(spec, &node, !self.state.services.is_empty())?;
             std::fs::write(ndir.join("config.toml"), config)
                 .map_err(|e| format!("{}: {e}", ndir.join("config.toml").display()))?;
-            let fw = crate::Firmware::default();
-            std::fs::copy(&fw.vars_template, &files.vars).map_err(|e| {
-                format!("{}: {e} (apt-get install ovmf)", fw.vars_template.display())
-            })?;
+            if !spec.fast {
+                let fw = crate::Firmware::default();
+                std::fs::copy(&fw.vars_template, &files.vars).map_err(|e| {
+                    format!("{}: {e} (apt-get install ovmf)", fw.vars_template.display())
+                })?;
+            }
             crate::vm::create_overlay(&self.state.image, &files.overlay)
                 .map_err(|e| e.to_string())?;
             self.state.nodes.push(node);
@@ -206,6 +224,7 @@ impl Cluster {
         cfg.memory_mib = self.state.memory_mib;
         cfg.cpus = self.state.cpus;
         cfg.mac = Some(node.mac.clone());
+        cfg.uuid = Some(smbios_uuid(&node.machine_id));
         cfg.segment = Some(SegmentNic {
             switch: self.state.switch.socket.clone(),
             mac: node.segment_mac.clone(),
@@ -228,8 +247,14 @@ impl Cluster {
     /// Starts node `i`'s QEMU on its existing overlay (its disk as the last run left it).
     fn launch(&mut self, i: u32) -> Result<(), String> {
         let node = self.state.node(i)?.clone();
-        let cfg = self.vm_config(&node);
+        let mut cfg = self.vm_config(&node);
         let files = VmFiles::in_dir(&node.dir);
+        if self.state.fast {
+            // From the node's own disk, as it is now: an installed update is booted.
+            let k = crate::direct_boot::from_disk(&files.overlay, &node.dir.join("boot"))
+                .map_err(|e| format!("node {i} ({}): --fast: {e}", node.name))?;
+            cfg.direct_kernel = Some(k);
+        }
         // The console of the run before, kept for a look after a power cut.
         if files.serial_log.exists() {
             let _ = std::fs::rename(&files.serial_log, node.dir.join("serial.previous.log"));
@@ -389,6 +414,11 @@ impl Cluster {
                 NodeStatus {
                     index: n.index,
                     name: n.name.clone(),
+                    machine_id: n.machine_id.clone(),
+                    reported_machine_id: ready
+                        .as_deref()
+                        .and_then(|l| field(l, "machine_id"))
+                        .map(str::to_owned),
                     address: n.address,
                     state: match (alive, &ready) {
                         (false, _) => "stopped",
@@ -481,6 +511,33 @@ fn check_spec(spec: &ClusterSpec) -> Result<(), String> {
 /// Node `i`'s segment address.
 pub fn node_address(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 123, 0, u8::try_from(10 + i).unwrap_or(255))
+}
+
+/// Node `index`'s machine id in cluster `cluster`: 32 hex digits, the first 128 bits of a
+/// SHA-256 of both, marked as a version 8 (custom) RFC 9562 UUID. Stable across `cluster
+/// up`s; distinct between nodes and between clusters.
+pub fn node_machine_id(cluster: &str, index: u32) -> String {
+    let input = format!("gantry-cluster-node\0{cluster}\0{index}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, input.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest.as_ref()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A machine id as the SMBIOS UUID QEMU's `-uuid` takes (`8-4-4-4-12`). The kernel shows
+/// it back in `product_uuid` as given, so PID 1 reads the same 32 digits.
+pub fn smbios_uuid(machine_id: &str) -> String {
+    let h = machine_id;
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// A byte from the cluster's name, so that two clusters' nodes differ in their MACs.
@@ -620,6 +677,7 @@ mod tests {
             cpus: 1,
             forward_ports: vec![80],
             services: true,
+            fast: false,
         }
     }
 
@@ -627,6 +685,7 @@ mod tests {
         Node {
             index: i,
             name: format!("demo-{i}"),
+            machine_id: node_machine_id("demo", i),
             dir: format!("/c/nodes/{i}").into(),
             address: node_address(i),
             segment_mac: format!("52:54:00:88:01:{i:02x}"),
@@ -695,6 +754,18 @@ mod tests {
         assert_eq!(node_address(MAX_NODES), Ipv4Addr::new(10, 123, 0, 210));
         assert_eq!(cluster_byte("demo"), cluster_byte("demo"));
         assert_ne!(cluster_byte("demo"), cluster_byte("prod"));
+        let id = node_machine_id("demo", 1);
+        assert_eq!(id, node_machine_id("demo", 1));
+        assert_ne!(id, node_machine_id("demo", 2));
+        assert_ne!(id, node_machine_id("prod", 1));
+        // What PID 1 will take it for, and the UUID QEMU is given for it.
+        let uuid = smbios_uuid(&id);
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(uuid.replace('-', ""), id);
+        assert_eq!(&uuid[14..15], "8");
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
     }
 
     #[test]
@@ -705,7 +776,7 @@ mod tests {
             &log,
             "[ 1.0]  INFO gantry-init: container name=web health=Starting\n\
              [ 2.0]  INFO gantry-init: container name=db health=Healthy\n\
-             [ 2.1]  INFO gantry-init: ready os_version=\"0.1.0\" slot=\"A\"\n\
+             [ 2.1]  INFO gantry-init: ready os_version=\"0.1.0\" slot=\"A\" machine_id=0123\n\
              [ 3.0]  INFO gantry-init: container name=web health=Healthy\n",
         )
         .unwrap();
@@ -715,5 +786,6 @@ mod tests {
         let ready = ready_line(&log).unwrap();
         assert_eq!(field(&ready, "slot"), Some("A"));
         assert_eq!(field(&ready, "os_version"), Some("0.1.0"));
+        assert_eq!(field(&ready, "machine_id"), Some("0123"));
     }
 }

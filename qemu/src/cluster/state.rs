@@ -21,6 +21,9 @@ pub struct ClusterState {
     /// Each node's memory and CPUs.
     pub memory_mib: u32,
     pub cpus: u32,
+    /// Nodes boot their slot's kernel directly, without OVMF and GRUB (`cluster up --fast`;
+    /// see [`crate::direct_boot`]), at `cluster start` too.
+    pub fast: bool,
     pub switch: Switch,
     pub services: Vec<Service>,
     pub nodes: Vec<Node>,
@@ -55,6 +58,9 @@ pub struct Node {
     pub index: u32,
     /// Host name, `NAME-i`.
     pub name: String,
+    /// The machine id the node gets on its first boot (32 hex digits): its SMBIOS UUID
+    /// (QEMU `-uuid`), derived from the cluster's name and the index, so it is stable.
+    pub machine_id: String,
     pub dir: PathBuf,
     /// The segment NIC's address and hardware address.
     pub address: Ipv4Addr,
