@@ -574,6 +574,8 @@ fn channels(w: &Writer) -> Result<()> {
             size: 1000,
             sha256: "ab".repeat(32),
         },
+        rollout: None,
+        failure_budget: None,
     };
     let mut wire = vec![0u8];
     wire.extend(channel.sign(&[gantry_fuzz::signing_key()])?);
@@ -581,6 +583,20 @@ fn channels(w: &Writer) -> Result<()> {
     let mut doc = vec![1u8];
     doc.extend(serde_json::to_vec(&channel)?);
     w.put("channel", "document", doc)?;
+    let wave = |after_secs, percent| gantry_updater::rollout::Wave {
+        after_secs,
+        percent,
+    };
+    let waved = Channel {
+        rollout: Some(gantry_updater::rollout::Rollout {
+            start: 1_765_000_000,
+            waves: vec![wave(3_600, 1), wave(86_400, 10), wave(518_400, 100)],
+        }),
+        ..channel
+    };
+    let mut doc = vec![1u8];
+    doc.extend(serde_json::to_vec(&waved)?);
+    w.put("channel", "document-waves", doc)?;
     Ok(())
 }
 

@@ -44,6 +44,7 @@ fn handler() -> Arc<Handler> {
                 }],
                 BTreeSet::from(["web".to_owned()]),
                 "0.0-fuzz".into(),
+                "0123456789abcdef0123456789abcdef".into(),
             ))
         })
         .clone()

@@ -2,8 +2,9 @@
 //!
 //! The binary (`gantry-init`, installed as `/sbin/init`) mounts the API file systems, sends
 //! its log to the serial console, mounts the DATA partition on `/var` and grows it to the
-//! disk ([`var`]), reads the machine config ([`config`]), sets the host
-//! name, starts the network on its own thread ([`net`]), prints the [`READY_MARKER`], and then
+//! disk ([`var`]), determines the machine id ([`machine_id`]), reads the machine config
+//! ([`config`]), sets the host name, starts the network on its own thread ([`net`]), prints
+//! the [`READY_MARKER`], and then
 //! lives in one loop: it reads signals from a `signalfd`, reaps every child, and turns
 //! SIGTERM, SIGINT (Ctrl-Alt-Del) and the ACPI power button into an orderly shutdown.
 //! It never exits and never panics out of its loop. The containers the config names start
@@ -29,6 +30,7 @@ pub mod api;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod machine_id;
 pub mod mounts;
 pub mod net;
 pub mod power_button;
@@ -43,7 +45,8 @@ pub mod var;
 pub mod watchdog;
 
 /// The line PID 1 logs once the machine is up; tests and operators wait for it. It is
-/// followed by `version=… slot=… boot_ms=…` (milliseconds since the kernel started).
+/// followed by `version=… os_version=… slot=… machine_id=… boot_ms=…` (milliseconds since
+/// the kernel started).
 pub const READY_MARKER: &str = "gantry-init: ready";
 
 /// Logged before the final `reboot(2)` of an orderly shutdown, with `action=`.

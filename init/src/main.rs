@@ -11,6 +11,7 @@ use gantry_init::api;
 use gantry_init::cmdline::{valid_hostname, BootParams};
 use gantry_init::config::sources::{BootConfig, Sources};
 use gantry_init::config::MachineConfig;
+use gantry_init::machine_id::{self, MachineId, MACHINE_ID_LINE};
 use gantry_init::mounts::{self, Outcome};
 use gantry_init::net::{self, Network};
 use gantry_init::reaper::{exit_code, reap};
@@ -77,6 +78,8 @@ fn main() {
         error!("gantry-init: panic while preparing /var; going on without it");
         var::VarStatus::default()
     });
+    // Once /var is there, before anything that names the machine.
+    let machine_id = machine_id();
     // After a power cut the store is checked first; the containers wait for it.
     let mut checks = store_check::Host::default();
     let mut store_check = catch_unwind(AssertUnwindSafe(|| {
@@ -123,6 +126,7 @@ fn main() {
         version = VERSION,
         os_version = %os_version,
         slot,
+        machine_id = %machine_id,
         boot_ms = console::boot_ms(),
         "{READY_MARKER}"
     );
@@ -140,7 +144,7 @@ fn main() {
             if !api_checked {
                 if let Some(settled) = config_handle.get() {
                     api_checked = true;
-                    start_api(settled.config(), &os_version);
+                    start_api(settled.config(), &os_version, machine_id);
                 }
             }
             if containers.is_none() && store_check.done() {
@@ -340,6 +344,16 @@ fn log_mounts() {
     }
 }
 
+/// This boot's machine id (kept on DATA, else SMBIOS, else random), logged and published.
+fn machine_id() -> MachineId {
+    let found = machine_id::determine(&machine_id::Paths::for_pid1(), machine_id::getrandom);
+    for problem in &found.problems {
+        warn!(error = %problem, "machine id");
+    }
+    info!(id = %found.id, source = %found.source.as_str(), "{MACHINE_ID_LINE}");
+    found.id
+}
+
 /// Sets the host name from, in order: the machine config, `gantry.hostname=`, the image's
 /// `/etc/hostname`, the default. Returns it, and whether it came from the config or the
 /// command line (then DHCP may not replace it).
@@ -380,7 +394,7 @@ fn load_config(params: &BootParams) -> BootConfig {
 }
 
 /// Starts the HTTPS API on its own thread when `config` has an `[api]` section.
-fn start_api(config: Option<&MachineConfig>, os_version: &str) {
+fn start_api(config: Option<&MachineConfig>, os_version: &str, machine_id: MachineId) {
     let Some((api, config)) = config.and_then(|c| Some((c.api.as_ref()?, c))) else {
         info!("no [api] section; the API is off");
         return;
@@ -389,6 +403,7 @@ fn start_api(config: Option<&MachineConfig>, os_version: &str) {
         api.tokens.clone(),
         config.containers.keys().cloned().collect(),
         os_version.to_owned(),
+        machine_id.to_string(),
     );
     if let Err(e) = api::spawn(api, handler, api::Host::for_pid1()) {
         error!(error = %e, "cannot start the API");

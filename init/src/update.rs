@@ -20,6 +20,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gantry_updater::esp::{Esp, MOUNTED_DIR};
@@ -93,14 +94,18 @@ pub struct Updates {
     agent: Option<Receiver<AgentEvent>>,
     /// An installed update waits for this time (unix seconds) to reboot.
     reboot_at: Option<(u64, String)>,
-    lease: Box<dyn RebootLease + Send>,
+    /// Shared with the thread that gives it back (see [`Updates::give_back`]).
+    lease: Arc<Mutex<Box<dyn RebootLease + Send>>>,
+    /// This version is settled (marked good, or rolled back): its outcome to record in the
+    /// fleet store, then its reboot lease to give back (see [`Updates::settle`]).
+    release: Option<(String, Option<Settled>)>,
 }
 
 impl Updates {
     /// Looks at what GRUB did and starts the gate or the agent. `version` is the running
     /// release's.
     pub fn at_boot(booted: Option<Slot>, policy: UpdatePolicy, version: &str) -> Updates {
-        let lease = policy.reboot_lease();
+        let lease = policy.reboot_lease(Path::new(gantry_updater::here::MACHINE_ID));
         let mut u = Updates {
             booted,
             esp: None,
@@ -108,7 +113,8 @@ impl Updates {
             trial: None,
             agent: None,
             reboot_at: None,
-            lease,
+            lease: Arc::new(Mutex::new(lease)),
+            release: None,
         };
         let Some(slot) = booted else {
             info!("{UPDATE_LINE} off: not booted from a slot");
@@ -167,8 +173,12 @@ impl Updates {
                     reason = %reason,
                     "{UPDATE_LINE} rolled back"
                 );
-                state.roll_back(reason);
+                state.roll_back(reason.clone());
                 save(&state);
+                u.release = Some((
+                    p.version.clone(),
+                    Some((gantry_updater::fleet::State::RolledBack, Some(reason))),
+                ));
                 let mut env = env;
                 env.set_order(&[slot, slot.other()]);
                 env.set_slot(slot.other(), SlotState::EMPTY);
@@ -179,6 +189,10 @@ impl Updates {
             Some(p) => {
                 // Marked good, then the power went before the state said so.
                 info!(version = %p.version, slot = %slot, "{UPDATE_LINE} committed");
+                u.release = Some((
+                    p.version.clone(),
+                    Some((gantry_updater::fleet::State::Good, None)),
+                ));
                 state.pending = None;
                 save(&state);
             }
@@ -190,8 +204,11 @@ impl Updates {
 
     /// When [`Updates::tick`] is next due.
     pub fn deadline(&self) -> Option<Instant> {
-        (self.trial.is_some() || self.agent.is_some() || self.reboot_at.is_some())
-            .then(|| Instant::now() + POLL)
+        (self.trial.is_some()
+            || self.agent.is_some()
+            || self.reboot_at.is_some()
+            || self.release.is_some())
+        .then(|| Instant::now() + POLL)
     }
 
     /// Whether a trial boot waits for the health gate.
@@ -201,6 +218,9 @@ impl Updates {
 
     /// Runs the gate and the agent's requests; `Some` asks PID 1 to reboot.
     pub fn tick(&mut self, now: Instant, inputs: &GateInputs) -> Option<Action> {
+        if let Some((version, outcome)) = self.release.take() {
+            self.settle(version, outcome);
+        }
         if let Some(trial) = &self.trial {
             let problems = inputs.problems();
             if problems.is_empty() {
@@ -252,9 +272,16 @@ impl Updates {
     }
 
     fn reboot_into(&mut self, version: &str, slot: Slot) -> Option<Action> {
-        match self.lease.acquire(version) {
+        let granted = match self.lease.lock() {
+            Ok(mut lease) => lease.acquire(version),
+            Err(_) => Err(gantry_updater::policy::LeaseError {
+                reason: "the lease's lock is poisoned".into(),
+            }),
+        };
+        match granted {
             Ok(true) => {
                 info!(version, slot = %slot, "{UPDATE_LINE} installed; rebooting into it");
+                self.report_before_reboot(version);
                 Some(Action::Reboot)
             }
             Ok(false) => {
@@ -270,6 +297,75 @@ impl Updates {
                 self.reboot_at = Some((unix_now() + 60, version.to_owned()));
                 None
             }
+        }
+    }
+
+    /// Records `rebooting` for `version` before the reboot, waiting for it (at most a few
+    /// seconds): a thread would die with the reboot, and the record is what shows the
+    /// fleet's operator which machines were down at once.
+    fn report_before_reboot(&self, version: &str) {
+        let Some(mut fleet) = self.policy.fleet_store() else {
+            return;
+        };
+        fleet.etcd.fetcher =
+            gantry_updater::fetch::Fetcher::new(gantry_updater::fetch::FetchOptions {
+                connect_timeout: Duration::from_secs(3),
+                stall_timeout: Duration::from_secs(5),
+                insecure: self.policy.insecure,
+            });
+        let outcome = gantry_updater::fleet::Outcome {
+            state: gantry_updater::fleet::State::Rebooting,
+            reason: None,
+            at: unix_now(),
+        };
+        let done =
+            gantry_updater::rollout::read_machine_id(Path::new(gantry_updater::here::MACHINE_ID))
+                .and_then(|id| fleet.report(version, &id, &outcome));
+        match done {
+            Ok(()) => info!(
+                version,
+                state = "rebooting",
+                "{UPDATE_LINE} reported to the fleet store"
+            ),
+            Err(e) => {
+                warn!(error = %e, "{UPDATE_LINE} cannot report the reboot to the fleet store")
+            }
+        }
+    }
+
+    /// Records `outcome` for `version` in the fleet store (if there is one), then gives the
+    /// reboot lease back, in that order, so that the record shows this machine up before
+    /// another may reboot. On a thread of its own: the store may be slow or away (at boot
+    /// the network may not be up yet) and PID 1's loop must not wait for it. The record is
+    /// tried for five minutes, the lease until it is given back (or expires by itself).
+    fn settle(&self, version: String, outcome: Option<Settled>) {
+        let lease = Arc::clone(&self.lease);
+        let fleet = self.policy.fleet_store();
+        let spawned = std::thread::Builder::new()
+            .name("update-settle".into())
+            .spawn(move || {
+                if let (Some(fleet), Some((state, reason))) = (fleet, outcome) {
+                    record(&fleet, &version, state, reason);
+                }
+                loop {
+                    let given = lease
+                        .lock()
+                        .map_err(|_| "the lease's lock is poisoned".to_owned())
+                        .and_then(|mut l| l.release(&version).map_err(|e| e.to_string()));
+                    match given {
+                        Ok(()) => {
+                            info!(version = %version, "{UPDATE_LINE} reboot lease given back");
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, version = %version, "{UPDATE_LINE} cannot give the reboot lease back yet; trying again in 30 s");
+                            std::thread::sleep(Duration::from_secs(30));
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            error!(error = %e, "{UPDATE_LINE} cannot settle the update; the lease expires by itself");
         }
     }
 
@@ -292,6 +388,10 @@ impl Updates {
             return;
         }
         info!(slot = %slot, version, "{UPDATE_LINE} health gate passed; slot marked good");
+        self.release = Some((
+            version.to_owned(),
+            Some((gantry_updater::fleet::State::Good, None)),
+        ));
         let mut state = UpdateState::load(Path::new(STATE_DIR)).unwrap_or_default();
         if state.pending.as_ref().is_some_and(|p| p.slot == slot) {
             state.pending = None;
@@ -346,6 +446,19 @@ impl Updates {
                         Ok(Check::AlreadyPending { version }) => {
                             info!(version = %version, "{UPDATE_LINE} installed already; waiting for the reboot")
                         }
+                        Ok(Check::Paused { version, why }) => {
+                            info!(version = %version, why = %why, "{UPDATE_LINE} release paused in the fleet store; not installing")
+                        }
+                        Ok(Check::Halted { version, reason }) => {
+                            warn!(version = %version, reason = %reason, "{UPDATE_LINE} release halted: its failure budget is spent; not installing")
+                        }
+                        Ok(Check::Pinned { pinned, offered }) => {
+                            info!(pinned = %pinned, offered = %offered, "{UPDATE_LINE} pinned to another version; not installing")
+                        }
+                        Ok(Check::WaitingForWave { version, place, opens_at }) => match opens_at {
+                            Some(t) => info!(version = %version, place = format!("{place:.3}"), opens_at = t, "{UPDATE_LINE} waiting for this machine's wave"),
+                            None => info!(version = %version, place = format!("{place:.3}"), "{UPDATE_LINE} no wave of this rollout reaches this machine yet"),
+                        },
                         Err(e) => warn!(error = %error_chain(&e), "{UPDATE_LINE} check failed"),
                     }
                     std::thread::sleep(policy.check_interval());
@@ -354,6 +467,51 @@ impl Updates {
         match spawned {
             Ok(_) => self.agent = Some(rx),
             Err(e) => error!(error = %e, "{UPDATE_LINE} cannot start the agent"),
+        }
+    }
+}
+
+/// An outcome to record: the state and its reason.
+type Settled = (gantry_updater::fleet::State, Option<String>);
+
+/// Writes this machine's outcome for `version`, tried every 10 s for five minutes.
+fn record(
+    fleet: &gantry_updater::fleet::Fleet,
+    version: &str,
+    state: gantry_updater::fleet::State,
+    reason: Option<String>,
+) {
+    let id =
+        match gantry_updater::rollout::read_machine_id(Path::new(gantry_updater::here::MACHINE_ID))
+        {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(error = %e, "{UPDATE_LINE} no machine id to report to the fleet store");
+                return;
+            }
+        };
+    let outcome = gantry_updater::fleet::Outcome {
+        state,
+        reason,
+        at: unix_now(),
+    };
+    for attempt in 1..=30 {
+        match fleet.report(version, &id, &outcome) {
+            Ok(()) => {
+                info!(
+                    version,
+                    state = state.as_str(),
+                    "{UPDATE_LINE} reported to the fleet store"
+                );
+                return;
+            }
+            Err(e) if attempt < 30 => {
+                warn!(error = %e, "{UPDATE_LINE} cannot report to the fleet store yet; trying again");
+                std::thread::sleep(Duration::from_secs(10));
+            }
+            Err(e) => {
+                warn!(error = %e, "{UPDATE_LINE} cannot report to the fleet store; giving up")
+            }
         }
     }
 }

@@ -5,8 +5,10 @@
 //! not root or KVM (it runs under TCG). Building the image needs the tools that
 //! `gantry-image-build` checks for, and builds the kernel the first time (minutes; cached).
 
+pub mod cluster;
 pub mod demo;
 pub mod esp;
+pub mod release;
 pub mod seed;
 
 use std::path::Path;

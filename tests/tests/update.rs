@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use gantry_image_build::{tool, BuildManifest, BuildOptions};
+use gantry_image_build::{tool, BuildManifest};
 use gantry_init::update::UPDATE_LINE;
 use gantry_init::var::VAR_MOUNTED;
 use gantry_init::{READY_MARKER, SHUTDOWN_MARKER};
 use gantry_qemu::{GuestForward, Vm, VmConfig};
 use gantry_testkit::{free_port, TestRegistry};
 use gantry_tests::demo::{fetch, push_web_image, vm_config, wait_healthy, web_config};
+use gantry_tests::release::{
+    dev_key, edit, next_version, publish, sha256_of, v020, v021_no_runtime,
+};
 use gantry_tests::{build_variant, field, image, BOOT_TIMEOUT};
 use gantry_updater::bundle::{write, Bundle, BundleMeta, Manifest, Payload};
 use gantry_updater::channel::{BundleRef, Channel};
@@ -56,70 +59,6 @@ impl Drop for UpdateServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `text` with `from` replaced by `to`; `from` must be there (a variant that changed
-/// nothing would test nothing).
-fn edit(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "the definition has no {from:?}");
-    text.replacen(from, to, 1)
-}
-
-/// The shipped definition as `version`, one rollback index up.
-fn next_version(text: &str, version: &str) -> String {
-    let t = edit(
-        text,
-        "version = \"0.1.0\"",
-        &format!("version = \"{version}\""),
-    );
-    edit(&t, "rollback_index = 1", "rollback_index = 2")
-}
-
-/// Release 0.2.0, built once per test process (two tests update to it).
-fn v020() -> &'static BuildManifest {
-    static V020: std::sync::OnceLock<BuildManifest> = std::sync::OnceLock::new();
-    V020.get_or_init(|| build_variant("v0.2.0", |t| next_version(&t, "0.2.0")))
-}
-
-/// Publishes `bundle` in `dir` with a channel document signed by the build's key.
-fn publish(dir: &Path, build: &BuildManifest, rollback_index: u64) {
-    let name = build
-        .bundle
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let dest = dir.join(&name);
-    std::fs::copy(&build.bundle, &dest).unwrap();
-    let size = std::fs::metadata(&dest).unwrap().len();
-    let sha256 = sha256_of(&dest);
-    let key = dev_key();
-    assert_eq!(key.id().to_string(), build.signing_key_id);
-    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
-    let channel = Channel {
-        format: gantry_updater::channel::FORMAT,
-        channel: "stable".into(),
-        serial: now,
-        expires: now + 86_400,
-        os_version: build.version.clone(),
-        rollback_index,
-        arch: "x86_64".into(),
-        board: "generic".into(),
-        bundle: BundleRef {
-            url: name,
-            size,
-            sha256,
-        },
-    };
-    std::fs::write(dir.join("channel.json"), channel.sign(&[&key]).unwrap()).unwrap();
-}
-
-/// The SHA-256 of a file, by coreutils' `sha256sum`.
-fn sha256_of(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
 fn update_config(tries: u8, health_timeout_secs: u64) -> String {
@@ -228,7 +167,7 @@ fn qemu_updates_a_to_b_from_a_served_bundle_and_marks_b_good() {
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
-    publish(&www, next, 2);
+    publish(&www, next, 2, |_| ());
     let server = UpdateServer::start(&www);
     let registry = TestRegistry::plain();
     push_web_image(&registry, dir.path(), PAGE);
@@ -270,18 +209,11 @@ fn qemu_a_release_whose_required_container_never_gets_healthy_rolls_back() {
     let _one_at_a_time = one_vm_at_a_time();
     // A packaging mistake: the release lost the container runtime, so PID 1 cannot start
     // the required container and the health gate never passes.
-    let broken = build_variant("v0.2.1-no-runtime", |t| {
-        let t = next_version(&t, "0.2.1");
-        let start = t
-            .find("# The image store, `gantry run`")
-            .expect("runtime entry");
-        let end = start + t[start..].find("\n\n").expect("entry ends");
-        format!("{}{}", &t[..start], &t[end..])
-    });
+    let broken = v021_no_runtime();
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
-    publish(&www, &broken, 2);
+    publish(&www, broken, 2, |_| ());
     let server = UpdateServer::start(&www);
     let registry = TestRegistry::plain();
     push_web_image(&registry, dir.path(), PAGE);
@@ -334,7 +266,7 @@ fn expect_rollback_without_gate(broken: &BuildManifest, per_boot: &str) {
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
-    publish(&www, broken, 2);
+    publish(&www, broken, 2, |_| ());
     let server = UpdateServer::start(&www);
     let registry = TestRegistry::plain();
     push_web_image(&registry, dir.path(), PAGE);
@@ -417,7 +349,7 @@ fn qemu_power_cuts_at_every_phase_of_an_update_leave_a_working_machine() {
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
-    publish(&www, next, 2);
+    publish(&www, next, 2, |_| ());
     let server = UpdateServer::start(&www);
     let registry = TestRegistry::plain();
     push_web_image(&registry, dir.path(), PAGE);
@@ -542,15 +474,6 @@ fn unpack(bundle: &Path, dir: &Path) -> (PathBuf, Vec<String>, PathBuf, Manifest
         root,
         b.manifest().clone(),
     )
-}
-
-fn dev_key() -> SigningKey {
-    SigningKey::load(
-        &BuildOptions::default_for_workspace()
-            .cache_dir
-            .join("keys/dev.key"),
-    )
-    .unwrap()
 }
 
 /// Bytes `[offset, offset + len)` of a raw disk image, hashed.
@@ -686,6 +609,8 @@ fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() 
                 size: std::fs::metadata(&served).unwrap().len(),
                 sha256: sha256_of(&served),
             },
+            rollout: None,
+            failure_budget: None,
         };
         let doc = channel.sign(&[&dev_key()]).unwrap();
         gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();
@@ -730,6 +655,8 @@ fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() 
                 size: std::fs::metadata(&served).unwrap().len(),
                 sha256: sha256_of(&served),
             },
+            rollout: None,
+            failure_budget: None,
         };
         let doc = channel.sign(&[&dev_key()]).unwrap();
         gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();

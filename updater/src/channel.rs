@@ -48,6 +48,13 @@ pub struct Channel {
     pub arch: String,
     pub board: String,
     pub bundle: BundleRef,
+    /// The release's waves; absent: every machine at once (see [`crate::rollout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
+    /// How many rollbacks the release may cost before machines stop installing it (see
+    /// [`crate::fleet`]); absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<crate::fleet::FailureBudget>,
 }
 
 /// Where the bundle is: a URL (absolute, or relative to the channel document's), its size
@@ -173,6 +180,12 @@ impl Channel {
         if self.bundle.size == 0 {
             return Err("bundle.size is 0".into());
         }
+        if let Some(r) = &self.rollout {
+            r.check()?;
+        }
+        if let Some(b) = &self.failure_budget {
+            b.check()?;
+        }
         Ok(())
     }
 }
@@ -201,7 +214,42 @@ mod tests {
                 size: 1000,
                 sha256: "ab".repeat(32),
             },
+            rollout: None,
+            failure_budget: None,
         }
+    }
+
+    #[test]
+    fn a_rollout_travels_signed_and_a_bad_one_is_refused_naming_the_wave() {
+        use crate::rollout::{Rollout, Wave};
+        let k = key();
+        let keys = TrustedKeys::new([k.public_key()]);
+        let mut c = channel();
+        c.rollout = Some(Rollout {
+            start: 1_765_000_000,
+            waves: vec![
+                Wave {
+                    after_secs: 0,
+                    percent: 10,
+                },
+                Wave {
+                    after_secs: 3_600,
+                    percent: 100,
+                },
+            ],
+        });
+        let wire = c.sign(&[&k]).unwrap();
+        assert_eq!(Channel::verify(&wire, &keys, "u").unwrap(), c);
+        if let Some(r) = c.rollout.as_mut() {
+            r.waves[1].percent = 5;
+        }
+        let err = Channel::verify(&c.sign(&[&k]).unwrap(), &keys, "http://s/c")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("channel document http://s/c:") && err.contains("rollout.waves[1]"),
+            "{err}"
+        );
     }
 
     #[test]

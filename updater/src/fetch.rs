@@ -154,9 +154,37 @@ impl Fetcher {
 
     /// The body at `url`, refused when it is not a 2xx reply or is more than `max_bytes`.
     pub fn fetch_small(&self, url: &Url, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+        self.small(url, max_bytes, |http| http.get(url.clone()))
+    }
+
+    /// The body of the reply to a POST of `json` with `headers` to `url` (an etcd v3 JSON
+    /// gateway call, a FleetLock request), under the same rules as [`Self::fetch_small`].
+    pub fn post_small(
+        &self,
+        url: &Url,
+        json: &[u8],
+        headers: &[(&'static str, &'static str)],
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        self.small(url, max_bytes, |http| {
+            headers.iter().fold(
+                http.post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(json.to_vec()),
+                |req, (k, v)| req.header(*k, *v),
+            )
+        })
+    }
+
+    fn small(
+        &self,
+        url: &Url,
+        max_bytes: u64,
+        request: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, FetchError> {
         self.run(|http| async move {
             let shown = shown(url);
-            let mut resp = self.send(http.get(url.clone()), &shown).await?;
+            let mut resp = self.send(request(&http), &shown).await?;
             if !resp.status().is_success() {
                 return Err(FetchError::Status {
                     url: shown,

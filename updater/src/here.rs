@@ -23,6 +23,8 @@ use crate::Slot;
 
 /// Held for the whole of an install.
 pub const LOCK: &str = "/run/gantry/update.lock";
+/// The machine's id, which places it in a release's waves (PID 1 writes it at boot).
+pub const MACHINE_ID: &str = "/etc/machine-id";
 /// Where a downloaded bundle is staged (a partial one is resumed).
 pub const STAGED_BUNDLE: &str = "/var/lib/gantry/update/download.bundle";
 
@@ -179,6 +181,30 @@ pub enum Check {
         version: String,
         reason: String,
     },
+    /// `pin_version` holds the machine on another version than the channel names.
+    Pinned {
+        pinned: String,
+        offered: String,
+    },
+    /// The release's rollout has not reached this machine yet.
+    WaitingForWave {
+        version: String,
+        /// The machine's place in the rollout, 0 to 100.
+        place: f64,
+        /// When its wave opens (unix seconds); `None`: no wave of this document reaches
+        /// it, a later document must widen the rollout.
+        opens_at: Option<u64>,
+    },
+    /// An operator paused the release in the fleet store.
+    Paused {
+        version: String,
+        why: String,
+    },
+    /// The release spent its failure budget: this machine does not install it.
+    Halted {
+        version: String,
+        reason: String,
+    },
     /// An update is already installed and waits for its reboot.
     AlreadyPending {
         version: String,
@@ -234,6 +260,39 @@ pub fn check_server(
             version: release.version,
         });
     }
+    if let Some(pinned) = policy
+        .pin_version
+        .as_ref()
+        .filter(|v| **v != channel.os_version)
+    {
+        return Ok(Check::Pinned {
+            pinned: pinned.clone(),
+            offered: channel.os_version,
+        });
+    }
+    if let Some(rollout) = channel.rollout.as_ref().filter(|_| !policy.ignore_waves) {
+        let id = crate::rollout::read_machine_id(Path::new(MACHINE_ID))
+            .map_err(|e| refuse(format!("its rollout places machines by machine id: {e}")))?;
+        let place = crate::rollout::place(&id, &channel.os_version);
+        let now = crate::policy::unix_secs(std::time::SystemTime::now());
+        match rollout.verdict(place, now) {
+            crate::rollout::Verdict::Open => {}
+            crate::rollout::Verdict::OpensAt(t) => {
+                return Ok(Check::WaitingForWave {
+                    version: channel.os_version,
+                    place,
+                    opens_at: Some(t),
+                })
+            }
+            crate::rollout::Verdict::NotInThisRollout => {
+                return Ok(Check::WaitingForWave {
+                    version: channel.os_version,
+                    place,
+                    opens_at: None,
+                })
+            }
+        }
+    }
     let state = UpdateState::load(Path::new(STATE_DIR))?;
     if let Some(f) = state.failed_before(&channel.os_version) {
         return Ok(Check::FailedBefore {
@@ -249,6 +308,34 @@ pub fn check_server(
         return Ok(Check::AlreadyPending {
             version: p.version.clone(),
         });
+    }
+    let fleet = policy.fleet_store();
+    if let Some(fleet) = &fleet {
+        let store = |e: String| refuse(format!("the fleet store: {e}"));
+        if let Some(why) = fleet.paused(&channel.os_version).map_err(store)? {
+            return Ok(Check::Paused {
+                version: channel.os_version,
+                why,
+            });
+        }
+        if let Some(budget) = &channel.failure_budget {
+            let outcomes = fleet.outcomes(&channel.os_version).map_err(store)?;
+            if let Some(reason) = budget.spent(&outcomes) {
+                if let Ok(id) = crate::rollout::read_machine_id(Path::new(MACHINE_ID)) {
+                    let halted = crate::fleet::Outcome {
+                        state: crate::fleet::State::Halted,
+                        reason: Some(reason.clone()),
+                        at: crate::policy::unix_secs(std::time::SystemTime::now()),
+                    };
+                    // The record is for the operator; the machine halts either way.
+                    let _ = fleet.report(&channel.os_version, &id, &halted);
+                }
+                return Ok(Check::Halted {
+                    version: channel.os_version,
+                    reason,
+                });
+            }
+        }
     }
     let url = server
         .join(&channel.bundle.url)
@@ -280,7 +367,20 @@ pub fn check_server(
     // Installed or refused, the staged copy has served: a refused bundle is not kept.
     let installed = install_file(&staged, policy.boot_tries(), progress);
     let _ = std::fs::remove_file(&staged);
-    Ok(Check::Installed(installed?))
+    let installed = installed?;
+    if let (Some(fleet), Ok(id)) = (
+        &fleet,
+        crate::rollout::read_machine_id(Path::new(MACHINE_ID)),
+    ) {
+        let outcome = crate::fleet::Outcome {
+            state: crate::fleet::State::Installed,
+            reason: None,
+            at: crate::policy::unix_secs(std::time::SystemTime::now()),
+        };
+        // A record missed is not worth an install undone; the next step writes again.
+        let _ = fleet.report(&installed.version, &id, &outcome);
+    }
+    Ok(Check::Installed(installed))
 }
 
 /// The install lock, held until dropped.

@@ -1,7 +1,7 @@
 //! Gantry's A/B updater: signed bundles ([`bundle`], [`keys`], [`channel`]), the install
 //! into the inactive slot ([`install`], [`here`] on a running machine), the boot state GRUB
 //! keeps ([`grubenv`], [`esp`]), the slots on disk ([`disk`]), what the running image is
-//! ([`release`]), what the updater remembers ([`state`]), the update policy ([`policy`])
+//! ([`release`]), staged rollouts ([`rollout`]), what the updater remembers ([`state`]), the update policy ([`policy`])
 //! and downloads ([`fetch`]). PID 1 (the init crate) runs the health gate and the agent.
 
 pub mod bundle;
@@ -9,7 +9,11 @@ pub mod channel;
 pub mod disk;
 pub mod durable;
 pub mod esp;
+pub mod etcd;
+pub mod etcd_lease;
 pub mod fetch;
+pub mod fleet;
+pub mod fleetlock;
 pub mod grubenv;
 pub mod here;
 mod hex;
@@ -17,6 +21,7 @@ pub mod install;
 pub mod keys;
 pub mod policy;
 pub mod release;
+pub mod rollout;
 mod slot;
 pub mod state;
 pub mod verity;

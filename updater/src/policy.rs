@@ -13,8 +13,16 @@
 //! reboot = "window"               # "immediately" (default), "off" or "window"
 //! tries = 3                       # boots a new version gets before GRUB falls back (1 to 9)
 //! health_timeout_secs = 300       # how long the health gate may take on a trial boot
-//! lease = "none"                  # reboot coordination; see below
+//! lease = "etcd"                  # reboot coordination: "none" (default), "etcd", "fleetlock"
 //! insecure = false                # true: allow plain http:// to hosts other than loopback
+//! ignore_waves = false            # true: install when the channel names a release, waves or not
+//! pin_version = "1.4.2"           # install only this version (left out: follow the channel)
+//!
+//! [update.etcd]                   # only with lease = "etcd"
+//! endpoint = "https://etcd.example.net:2379"
+//! group = "workers"               # the machines sharing the slots (default "default")
+//! slots = 1                       # at most this many rebooting into an update at once
+//! ttl_secs = 900                  # a dead holder's slot comes back after this
 //!
 //! [update.window]                 # only with reboot = "window"; times are UTC
 //! days = ["sat", "sun"]           # mon tue wed thu fri sat sun; every day when left out
@@ -31,6 +39,10 @@
 //!   and freezes, but over plain HTTP anyone on the path can withhold updates silently or
 //!   see which version a machine runs; `insecure` is for test networks and air-gapped
 //!   mirrors, and is logged at each check.
+//! - `ignore_waves`, `pin_version`: the machine's say over a staged rollout (see
+//!   [`crate::rollout`]): by default a machine installs a release only once its wave is
+//!   open; `ignore_waves` makes it a canary; `pin_version` holds it on one version (it
+//!   still installs that version if the channel names it, waves permitting).
 //! - `channel`: lower-case letters, digits and `-`, at most 63. The signed channel document
 //!   names its channel, and a document for another channel is refused, so a machine on
 //!   `stable` cannot be fed a `beta` document from the same server.
@@ -46,9 +58,13 @@
 //! - `health_timeout_secs`: on a trial boot, how long PID 1 waits for the health gate (the
 //!   network has an address, every `required` container is running and healthy) before it
 //!   gives up and reboots.
-//! - `lease`: who must agree before the machine reboots into an update. Only `"none"`
-//!   (always granted) exists; the fleet work adds a shared lease (at most N machines of a
-//!   fleet rebooting at once) behind the [`RebootLease`] trait without changing the rest.
+//! - `lease`: who must agree before the machine reboots into an update: `"none"` (always
+//!   granted) or `"etcd"`, a semaphore of `slots` in etcd for the machines of `group`,
+//!   taken before the reboot and given back once the new version is marked good or rolled
+//!   back; a machine that dies holding a slot frees it after `ttl_secs` (see
+//!   [`crate::etcd_lease`]); or `"fleetlock"`, a client of Zincati's FleetLock protocol
+//!   (`[update.fleetlock] url`, `group`; see [`crate::fleetlock`]). The holder is the
+//!   machine id, so `/etc/machine-id` must exist.
 //!
 //! Key paths in errors are relative to the section here; the machine config prefixes
 //! `update.`, e.g. `update.tries: 12 is more than 9`. Malformed values (a bad URL, day or
@@ -100,8 +116,16 @@ pub struct UpdatePolicy {
     pub health_timeout_secs: u64,
     /// Who must agree to a reboot into an update.
     pub lease: LeaseKind,
+    /// `[update.etcd]`: the semaphore for `lease = "etcd"`.
+    pub etcd: Option<EtcdSettings>,
+    /// `[update.fleetlock]`: the server for `lease = "fleetlock"`.
+    pub fleetlock: Option<FleetlockSettings>,
     /// Plain http:// to hosts other than loopback is allowed.
     pub insecure: bool,
+    /// Install a release as soon as the channel names it, whatever its waves say.
+    pub ignore_waves: bool,
+    /// Install only this version; the channel naming another is logged and left alone.
+    pub pin_version: Option<String>,
 }
 
 impl Default for UpdatePolicy {
@@ -115,7 +139,11 @@ impl Default for UpdatePolicy {
             tries: 3,
             health_timeout_secs: 300,
             lease: LeaseKind::None,
+            etcd: None,
+            fleetlock: None,
             insecure: false,
+            ignore_waves: false,
+            pin_version: None,
         }
     }
 }
@@ -147,6 +175,69 @@ impl UpdatePolicy {
             &HEALTH_TIMEOUT_SECS,
             "a day",
         );
+        match (self.lease, &self.etcd) {
+            (LeaseKind::Etcd, None) => out.push((
+                "lease".to_owned(),
+                "\"etcd\" needs an [update.etcd] section with its endpoint".to_owned(),
+            )),
+            (LeaseKind::None | LeaseKind::Fleetlock, Some(_)) => out.push((
+                "etcd".to_owned(),
+                format!(
+                    "is given but lease is \"{}\"; say lease = \"etcd\" to use it",
+                    self.lease
+                ),
+            )),
+            (_, Some(e)) => {
+                if !(1..=10_000).contains(&e.slots) {
+                    out.push((
+                        "etcd.slots".to_owned(),
+                        format!("{} is not 1 to 10000", e.slots),
+                    ));
+                }
+                let least = self.health_timeout_secs + 60;
+                if e.ttl_secs < least || e.ttl_secs > 86_400 {
+                    out.push((
+                        "etcd.ttl_secs".to_owned(),
+                        format!(
+                            "{} is not {least} (health_timeout_secs and a minute for the \
+                             boot) to 86400",
+                            e.ttl_secs
+                        ),
+                    ));
+                }
+                if let Err(reason) = self.transport_problem(&e.endpoint) {
+                    out.push(("etcd.endpoint".to_owned(), reason));
+                }
+            }
+            (LeaseKind::None | LeaseKind::Fleetlock, None) => {}
+        }
+        match (self.lease, &self.fleetlock) {
+            (LeaseKind::Fleetlock, None) => out.push((
+                "lease".to_owned(),
+                "\"fleetlock\" needs an [update.fleetlock] section with its url".to_owned(),
+            )),
+            (LeaseKind::Fleetlock, Some(f)) => {
+                if let Err(reason) = self.transport_problem(&f.url) {
+                    out.push(("fleetlock.url".to_owned(), reason));
+                }
+            }
+            (_, Some(_)) => out.push((
+                "fleetlock".to_owned(),
+                format!(
+                    "is given but lease is \"{}\"; say lease = \"fleetlock\" to use it",
+                    self.lease
+                ),
+            )),
+            (_, None) => {}
+        }
+        if let Some(v) = &self.pin_version {
+            if v.is_empty() || v.len() > 64 || v.chars().any(|c| c.is_control() || c == ' ') {
+                out.push((
+                    "pin_version".to_owned(),
+                    format!("{v:?} is not a version (1 to 64 characters, no spaces)"),
+                ));
+            }
+        }
         if let Some(Err(reason)) = self.server.as_ref().map(|u| self.transport_problem(u)) {
             out.push(("server".to_owned(), reason));
         }
@@ -233,10 +324,66 @@ impl UpdatePolicy {
         }
     }
 
-    /// The lease to take before a reboot into an update.
-    pub fn reboot_lease(&self) -> Box<dyn RebootLease + Send> {
-        match self.lease {
-            LeaseKind::None => Box::new(NoLease),
+    /// The fleet's record of releases (see [`crate::fleet`]), in the etcd of
+    /// `[update.etcd]` if there is one.
+    pub fn fleet_store(&self) -> Option<crate::fleet::Fleet> {
+        self.etcd.as_ref().map(|e| crate::fleet::Fleet {
+            etcd: crate::etcd::Etcd {
+                endpoint: e.endpoint.clone(),
+                fetcher: crate::fetch::Fetcher::new(crate::fetch::FetchOptions {
+                    insecure: self.insecure,
+                    ..crate::fetch::FetchOptions::default()
+                }),
+            },
+        })
+    }
+
+    /// The lease to take before a reboot into an update. With `lease = "etcd"` the holder
+    /// is the machine id in `machine_id_file`; without one the lease is never granted, and
+    /// says why (a machine must not reboot outside the fleet's count).
+    pub fn reboot_lease(&self, machine_id_file: &std::path::Path) -> Box<dyn RebootLease + Send> {
+        if self.lease == LeaseKind::Fleetlock {
+            let Some(f) = &self.fleetlock else {
+                return Box::new(Refused(
+                    "lease = \"fleetlock\" without an [update.fleetlock] section".into(),
+                ));
+            };
+            return match crate::rollout::read_machine_id(machine_id_file) {
+                Ok(id) => Box::new(crate::fleetlock::FleetLock {
+                    base: f.url.clone(),
+                    group: f.group.as_str().to_owned(),
+                    id,
+                    fetcher: crate::fetch::Fetcher::new(crate::fetch::FetchOptions {
+                        insecure: self.insecure,
+                        ..crate::fetch::FetchOptions::default()
+                    }),
+                }),
+                Err(e) => Box::new(Refused(format!(
+                    "the fleetlock client's id is the machine id: {e}"
+                ))),
+            };
+        }
+        match (self.lease, &self.etcd) {
+            (LeaseKind::None | LeaseKind::Fleetlock, _) => Box::new(NoLease),
+            (LeaseKind::Etcd, None) => Box::new(Refused(
+                "lease = \"etcd\" without an [update.etcd] section".into(),
+            )),
+            (LeaseKind::Etcd, Some(e)) => match crate::rollout::read_machine_id(machine_id_file) {
+                Ok(holder) => Box::new(crate::etcd_lease::EtcdLease {
+                    endpoint: e.endpoint.clone(),
+                    group: e.group.as_str().to_owned(),
+                    slots: e.slots,
+                    ttl_secs: e.ttl_secs,
+                    holder,
+                    fetcher: crate::fetch::Fetcher::new(crate::fetch::FetchOptions {
+                        insecure: self.insecure,
+                        ..crate::fetch::FetchOptions::default()
+                    }),
+                }),
+                Err(e) => Box::new(Refused(format!(
+                    "the etcd lease's holder is the machine id: {e}"
+                ))),
+            },
         }
     }
 }
@@ -327,12 +474,26 @@ impl fmt::Display for Channel {
     }
 }
 
-/// `lease = "none"`: the hook point for fleet-wide reboot coordination.
+/// `lease = "none" | "etcd"`: fleet-wide reboot coordination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LeaseKind {
     /// No coordination: the lease is always granted ([`NoLease`]).
     #[default]
     None,
+    /// A semaphore in etcd ([`crate::etcd_lease`], `[update.etcd]`).
+    Etcd,
+    /// A FleetLock server ([`crate::fleetlock`], `[update.fleetlock]`).
+    Fleetlock,
+}
+
+impl fmt::Display for LeaseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseKind::None => "none",
+            LeaseKind::Etcd => "etcd",
+            LeaseKind::Fleetlock => "fleetlock",
+        })
+    }
 }
 
 impl FromStr for LeaseKind {
@@ -340,8 +501,76 @@ impl FromStr for LeaseKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "none" => Ok(LeaseKind::None),
-            _ => Err(format!("{s:?} is not a lease kind (only \"none\" so far)")),
+            "etcd" => Ok(LeaseKind::Etcd),
+            "fleetlock" => Ok(LeaseKind::Fleetlock),
+            _ => Err(format!(
+                "{s:?} is not a lease kind (\"none\", \"etcd\" or \"fleetlock\")"
+            )),
         }
+    }
+}
+
+/// `[update.etcd]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSettings {
+    /// etcd's client URL (`https://`, or `http://` on loopback or with `insecure`).
+    #[serde(deserialize_with = "endpoint_url")]
+    pub endpoint: Url,
+    /// The machines that share the slots (default `default`); the same rules as a channel
+    /// name.
+    #[serde(default = "default_group")]
+    pub group: Channel,
+    /// How many machines of the group may be rebooting into an update at once.
+    #[serde(default = "one")]
+    pub slots: u32,
+    /// How long a slot is held without a release (a machine that died), in seconds.
+    #[serde(default = "fifteen_minutes")]
+    pub ttl_secs: u64,
+}
+
+fn default_group() -> Channel {
+    Channel("default".to_owned())
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn fifteen_minutes() -> u64 {
+    900
+}
+
+fn endpoint_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_server_url(&s).map_err(serde::de::Error::custom)
+}
+
+/// `[update.fleetlock]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetlockSettings {
+    /// The server's base URL (`https://`, or `http://` on loopback or with `insecure`).
+    #[serde(deserialize_with = "endpoint_url")]
+    pub url: Url,
+    /// The group sent with each request (default `default`).
+    #[serde(default = "default_group")]
+    pub group: Channel,
+}
+
+/// A lease that is never granted, for a configuration that cannot coordinate (logged at
+/// each try).
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
+impl RebootLease for Refused {
+    fn acquire(&mut self, _version: &str) -> Result<bool, LeaseError> {
+        Err(LeaseError {
+            reason: self.0.clone(),
+        })
+    }
+    fn release(&mut self, _version: &str) -> Result<(), LeaseError> {
+        Ok(())
     }
 }
 

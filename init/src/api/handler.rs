@@ -35,6 +35,8 @@ struct Status<'a> {
     version: &'a str,
     /// The running release (its os-release).
     os_version: &'a str,
+    /// This machine's id (32 hex digits; see `machine_id`).
+    machine_id: &'a str,
     /// By container name: state, image, restarts, health, last exit code, last error.
     containers: serde_json::Value,
 }
@@ -45,6 +47,7 @@ pub struct Handler {
     tokens: Vec<TokenConfig>,
     containers: BTreeSet<String>,
     os_version: String,
+    machine_id: String,
 }
 
 /// What a request was, for the log line: who sent it (a token name) and what came of it.
@@ -57,12 +60,19 @@ pub struct Outcome {
 }
 
 impl Handler {
-    /// The API for a machine whose config names `containers`, running `os_version`.
-    pub fn new(tokens: Vec<TokenConfig>, containers: BTreeSet<String>, os_version: String) -> Self {
+    /// The API for machine `machine_id`, whose config names `containers`, running
+    /// `os_version`.
+    pub fn new(
+        tokens: Vec<TokenConfig>,
+        containers: BTreeSet<String>,
+        os_version: String,
+        machine_id: String,
+    ) -> Self {
         Handler {
             tokens,
             containers,
             os_version,
+            machine_id,
         }
     }
 
@@ -148,6 +158,7 @@ impl Handler {
         let status = Status {
             version: crate::VERSION,
             os_version: &self.os_version,
+            machine_id: &self.machine_id,
             containers,
         };
         match serde_json::to_string_pretty(&status) {
@@ -257,7 +268,12 @@ mod tests {
                 sha256: hash_of("other"),
             },
         ];
-        Handler::new(tokens, BTreeSet::from(["web".to_owned()]), "1.2.3".into())
+        Handler::new(
+            tokens,
+            BTreeSet::from(["web".to_owned()]),
+            "1.2.3".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+        )
     }
 
     fn request(
@@ -315,6 +331,7 @@ mod tests {
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         let v: serde_json::Value = serde_json::from_str(r.body()).unwrap();
         assert_eq!(v["os_version"], "1.2.3");
+        assert_eq!(v["machine_id"], "0123456789abcdef0123456789abcdef");
         assert_eq!(v["version"], crate::VERSION);
         assert_eq!(v["containers"]["web"]["restarts"], 2);
         let (_, o, _) = request(Method::GET, "/v1/status", Some("bearer other"));

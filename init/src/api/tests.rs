@@ -41,7 +41,12 @@ fn start_server_with(limits: Limits) -> u16 {
         }],
     };
     let tls = api.tls().unwrap();
-    let handler = Handler::new(api.tokens, BTreeSet::from(["web".to_owned()]), "9.9".into());
+    let handler = Handler::new(
+        api.tokens,
+        BTreeSet::from(["web".to_owned()]),
+        "9.9".into(),
+        "0123456789abcdef0123456789abcdef".into(),
+    );
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -238,6 +243,7 @@ fn serve_http_answers_raw_requests_on_any_stream() {
         }],
         BTreeSet::from(["web".to_owned()]),
         "9.9".into(),
+        "0123456789abcdef0123456789abcdef".into(),
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -614,8 +614,8 @@ mod tests {
                 "test: update.reboot: \"sometimes\" is not a reboot strategy",
             ),
             (
-                "[update]\nlease = \"etcd\"\n",
-                "test: update.lease: \"etcd\" is not a lease kind",
+                "[update]\nlease = \"zookeeper\"\n",
+                "test: update.lease: \"zookeeper\" is not a lease kind",
             ),
             (
                 "[update]\nreboot = \"window\"\n[update.window]\ndays = [\"sat\", \"sunday\"]\nstart = \"02:00\"\nduration_mins = 60\n",

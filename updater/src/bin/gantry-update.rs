@@ -74,6 +74,42 @@ enum Command {
     },
     /// Print this machine's slots, boot state and pending/failed updates as JSON.
     Status,
+    /// See and steer a release across the fleet, from its records in etcd.
+    Fleet(FleetArgs),
+}
+
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// etcd's client URL.
+    #[arg(long, value_name = "URL")]
+    etcd: gantry_updater::fetch::Url,
+    #[command(subcommand)]
+    verb: FleetVerb,
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetVerb {
+    /// Per release: machines by state, halted or not and why, paused or not; the reboot
+    /// slots in use of a group.
+    Status {
+        /// Only this release.
+        #[arg(long)]
+        release: Option<String>,
+        /// The reboot group whose slots to show.
+        #[arg(long, default_value = "default")]
+        group: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop machines from installing a release (those that installed it go on).
+    Pause {
+        release: String,
+        /// Who and why, kept with the pause.
+        #[arg(long, default_value = "paused by an operator")]
+        reason: String,
+    },
+    /// Let machines install a paused release again.
+    Resume { release: String },
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +193,35 @@ struct ChannelArgs {
     /// nothing new, or machines log a frozen channel at each check.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=366))]
     valid_days: u64,
+    /// A wave of the release's rollout, `AFTER_SECS:PERCENT` (repeat, in order): machines
+    /// whose place is below PERCENT may install from AFTER_SECS after the rollout's start.
+    /// Without waves, every machine may install at once.
+    #[arg(long = "wave", value_name = "AFTER_SECS:PERCENT", value_parser = parse_wave)]
+    waves: Vec<gantry_updater::rollout::Wave>,
+    /// Halt the release once this many machines rolled back from it.
+    #[arg(long, value_name = "N")]
+    failure_budget_rollbacks: Option<u32>,
+    /// Halt the release once this share (1 to 100) of the machines that tried it rolled
+    /// back.
+    #[arg(long, value_name = "PERCENT")]
+    failure_budget_percent: Option<u8>,
+    /// When the waves start, in unix seconds. Default: the signing time.
+    #[arg(long, value_name = "UNIX_SECS", requires = "waves")]
+    rollout_start: Option<u64>,
+}
+
+fn parse_wave(s: &str) -> std::result::Result<gantry_updater::rollout::Wave, String> {
+    let (after, percent) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not AFTER_SECS:PERCENT"))?;
+    Ok(gantry_updater::rollout::Wave {
+        after_secs: after
+            .parse()
+            .map_err(|e| format!("{s:?}: after {after:?}: {e}"))?,
+        percent: percent
+            .parse()
+            .map_err(|e| format!("{s:?}: percent {percent:?}: {e}"))?,
+    })
 }
 
 /// What the command line itself can get wrong; the library's errors pass through as they
@@ -199,6 +264,7 @@ fn main() -> ExitCode {
         Command::Channel(a) => channel(&a),
         Command::Install { file, tries } => install(&file, tries),
         Command::Status => status(),
+        Command::Fleet(a) => fleet(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -337,6 +403,16 @@ fn channel(a: &ChannelArgs) -> Result<()> {
             size,
             sha256,
         },
+        rollout: (!a.waves.is_empty()).then(|| gantry_updater::rollout::Rollout {
+            start: a.rollout_start.unwrap_or(now),
+            waves: a.waves.clone(),
+        }),
+        failure_budget: (a.failure_budget_rollbacks.is_some()
+            || a.failure_budget_percent.is_some())
+        .then_some(gantry_updater::fleet::FailureBudget {
+            rollbacks: a.failure_budget_rollbacks,
+            percent: a.failure_budget_percent,
+        }),
     };
     let refs: Vec<&SigningKey> = keys.iter().collect();
     let wire = doc.sign(&refs)?;
@@ -354,6 +430,99 @@ fn channel(a: &ChannelArgs) -> Result<()> {
         doc.bundle.size,
         doc.bundle.sha256
     );
+    if let Some(r) = &doc.rollout {
+        let waves: Vec<String> = r
+            .waves
+            .iter()
+            .map(|w| format!("{}s:{}%", w.after_secs, w.percent))
+            .collect();
+        println!("rollout start={} waves={}", r.start, waves.join(","));
+    }
+    Ok(())
+}
+
+fn fleet(a: &FleetArgs) -> Result<()> {
+    use gantry_updater::fleet::{Fleet, State};
+    let etcd = gantry_updater::etcd::Etcd {
+        endpoint: a.etcd.clone(),
+        fetcher: gantry_updater::fetch::Fetcher::new(gantry_updater::fetch::FetchOptions {
+            insecure: true,
+            ..Default::default()
+        }),
+    };
+    let fleet = Fleet { etcd: etcd.clone() };
+    match &a.verb {
+        FleetVerb::Pause { release, reason } => {
+            fleet.pause(release, reason)?;
+            println!("paused {release}: {reason}");
+        }
+        FleetVerb::Resume { release } => {
+            fleet.resume(release)?;
+            println!("resumed {release}");
+        }
+        FleetVerb::Status {
+            release,
+            group,
+            json,
+        } => {
+            let releases = match release {
+                Some(r) => vec![r.clone()],
+                None => fleet.releases()?,
+            };
+            let holders = gantry_updater::etcd_lease::holders(&etcd, group)?;
+            let mut out = Vec::new();
+            for r in &releases {
+                let outcomes = fleet.outcomes(r)?;
+                let mut by_state = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+                for (id, o) in &outcomes {
+                    by_state.entry(o.state.as_str()).or_default().push(id);
+                }
+                let halted = outcomes
+                    .iter()
+                    .find(|(_, o)| o.state == State::Halted)
+                    .and_then(|(_, o)| o.reason.clone());
+                let rolled_back: Vec<serde_json::Value> = outcomes
+                    .iter()
+                    .filter(|(_, o)| o.state == State::RolledBack)
+                    .map(|(id, o)| serde_json::json!({"machine": id, "reason": o.reason}))
+                    .collect();
+                out.push(serde_json::json!({
+                    "release": r,
+                    "machines": by_state,
+                    "rolled_back": rolled_back,
+                    "halted": halted,
+                    "paused": fleet.paused(r)?,
+                }));
+            }
+            let slots: Vec<serde_json::Value> = holders
+                .iter()
+                .map(|h| serde_json::json!({"machine": h.holder, "holder": h.value}))
+                .collect();
+            if *json {
+                let doc = serde_json::json!({"releases": out, "group": group, "reboot_slots_in_use": slots});
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                for r in &out {
+                    println!("release {}", r["release"].as_str().unwrap_or_default());
+                    for (state, ids) in r["machines"].as_object().into_iter().flatten() {
+                        println!("  {state:<12} {}", ids.as_array().map_or(0, Vec::len));
+                    }
+                    match r["halted"].as_str() {
+                        Some(why) => println!("  halted: {why}"),
+                        None => println!("  halted: no"),
+                    }
+                    match r["paused"].as_str() {
+                        Some(why) => println!("  paused: {why}"),
+                        None => println!("  paused: no"),
+                    }
+                }
+                println!("group {group}: {} reboot slots in use", slots.len());
+                for h in &holders {
+                    println!("  {} {}", h.holder, h.value);
+                }
+            }
+        }
+    }
     Ok(())
 }
 

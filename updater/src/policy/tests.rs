@@ -127,7 +127,7 @@ fn malformed_values_are_refused_with_the_reason() {
         ("channel = \"\"", "is not a channel name"),
         ("channel = \"a_b\"", "is not a channel name"),
         ("reboot = \"later\"", "\"later\" is not a reboot strategy"),
-        ("lease = \"etcd\"", "\"etcd\" is not a lease kind"),
+        ("lease = \"zookeeper\"", "\"zookeeper\" is not a lease kind"),
         ("tries = -1", "invalid value"),
         ("tries = \"3\"", "invalid type"),
         ("retries = 3", "unknown field `retries`"),
@@ -443,7 +443,7 @@ fn a_window_policy_reboots_now_inside_and_at_the_next_opening_outside() {
 #[test]
 fn the_none_lease_is_always_granted() {
     let p = UpdatePolicy::default();
-    let mut lease = p.reboot_lease();
+    let mut lease = p.reboot_lease(std::path::Path::new("/nonexistent"));
     assert_eq!(lease.acquire("0.2.0"), Ok(true));
     assert_eq!(lease.acquire("0.2.0"), Ok(true));
     assert_eq!(lease.release("0.2.0"), Ok(()));
@@ -456,5 +456,85 @@ fn unix_secs_of_times_before_1970_is_zero() {
     assert_eq!(
         unix_secs(SystemTime::UNIX_EPOCH - Duration::from_secs(5)),
         0
+    );
+}
+
+#[test]
+fn waves_can_be_ignored_and_a_version_pinned() {
+    let p = parse("[update]\nignore_waves = true\npin_version = \"1.4.2\"\n").unwrap();
+    assert!(p.ignore_waves);
+    assert_eq!(p.pin_version.as_deref(), Some("1.4.2"));
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    let d = UpdatePolicy::default();
+    assert!(!d.ignore_waves && d.pin_version.is_none());
+    let bad = parse("[update]\npin_version = \"1.4 beta\"\n").unwrap();
+    assert_eq!(bad.problems()[0].0, "pin_version");
+    let empty = parse("[update]\npin_version = \"\"\n").unwrap();
+    assert!(empty.problems()[0].1.contains("not a version"));
+}
+
+#[test]
+fn the_etcd_lease_is_configured_and_checked() {
+    let p = parse(
+        "[update]\nlease = \"etcd\"\nhealth_timeout_secs = 300\n[update.etcd]\nendpoint = \"https://etcd.example.net:2379\"\nslots = 2\n",
+    )
+    .unwrap();
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    let e = p.etcd.as_ref().unwrap();
+    assert_eq!((e.group.as_str(), e.slots, e.ttl_secs), ("default", 2, 900));
+    // Without a machine id the lease is never granted, and says why.
+    let err = p
+        .reboot_lease(std::path::Path::new("/nonexistent/machine-id"))
+        .acquire("2.0.0")
+        .unwrap_err();
+    assert!(err.reason.contains("machine id"), "{err}");
+
+    let keys = |text: &str| -> Vec<String> {
+        parse(text)
+            .unwrap()
+            .problems()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(keys("[update]\nlease = \"etcd\"\n"), ["lease"]);
+    assert_eq!(
+        keys("[update]\n[update.etcd]\nendpoint = \"https://e:2379\"\n"),
+        ["etcd"]
+    );
+    assert_eq!(
+        keys("[update]\nlease = \"etcd\"\n[update.etcd]\nendpoint = \"http://10.0.0.5:2379\"\nslots = 0\nttl_secs = 60\n"),
+        ["etcd.slots", "etcd.ttl_secs", "etcd.endpoint"]
+    );
+    assert!(parse("[update]\nlease = \"etcd\"\n[update.etcd]\nendpoint = \"https://e\"\ngroup = \"Bad Group\"\n").is_err());
+    assert!(parse("[update]\nlease = \"zookeeper\"\n").is_err());
+}
+
+#[test]
+fn the_fleetlock_lease_is_configured_and_checked() {
+    let p = parse("[update]\nlease = \"fleetlock\"\n[update.fleetlock]\nurl = \"https://airlock.example.net:3333/\"\n").unwrap();
+    assert!(p.problems().is_empty(), "{:?}", p.problems());
+    assert_eq!(p.fleetlock.as_ref().unwrap().group.as_str(), "default");
+    let err = p
+        .reboot_lease(std::path::Path::new("/nonexistent/machine-id"))
+        .acquire("2.0.0")
+        .unwrap_err();
+    assert!(err.reason.contains("machine id"), "{err}");
+    let keys = |text: &str| -> Vec<String> {
+        parse(text)
+            .unwrap()
+            .problems()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(keys("[update]\nlease = \"fleetlock\"\n"), ["lease"]);
+    assert_eq!(
+        keys("[update]\n[update.fleetlock]\nurl = \"https://a\"\n"),
+        ["fleetlock"]
+    );
+    assert_eq!(
+        keys("[update]\nlease = \"fleetlock\"\n[update.fleetlock]\nurl = \"http://10.1.1.1/\"\n"),
+        ["fleetlock.url"]
     );
 }
