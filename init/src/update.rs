@@ -19,6 +19,7 @@
 //! Every line starts with [`UPDATE_LINE`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,7 +29,7 @@ use gantry_updater::fetch::{FetchOptions, Fetcher};
 use gantry_updater::grubenv::GrubEnv;
 use gantry_updater::here::{check_server, Check};
 use gantry_updater::install::Step;
-use gantry_updater::policy::{RebootAt, RebootLease, UpdatePolicy};
+use gantry_updater::policy::{LeaseError, RebootAt, RebootLease, UpdatePolicy};
 use gantry_updater::state::{UpdateState, STATE_DIR};
 use gantry_updater::{Slot, SlotState};
 use tracing::{error, info, warn};
@@ -94,8 +95,12 @@ pub struct Updates {
     agent: Option<Receiver<AgentEvent>>,
     /// An installed update waits for this time (unix seconds) to reboot.
     reboot_at: Option<(u64, String)>,
-    /// Shared with the thread that gives it back (see [`Updates::give_back`]).
+    /// Shared with the threads that ask for it, renew it and give it back.
     lease: Arc<Mutex<Box<dyn RebootLease + Send>>>,
+    /// Set while a trial boot renews the lease (see [`Updates::start_renewing`]).
+    renewing: Arc<AtomicBool>,
+    /// A thread asks for the lease (and reports the reboot) to reboot into this version.
+    asking: Option<(Receiver<Result<bool, LeaseError>>, String)>,
     /// This version is settled (marked good, or rolled back): its outcome to record in the
     /// fleet store, then its reboot lease to give back (see [`Updates::settle`]).
     release: Option<(String, Option<Settled>)>,
@@ -114,6 +119,8 @@ impl Updates {
             agent: None,
             reboot_at: None,
             lease: Arc::new(Mutex::new(lease)),
+            renewing: Arc::new(AtomicBool::new(false)),
+            asking: None,
             release: None,
         };
         let Some(slot) = booted else {
@@ -160,6 +167,7 @@ impl Updates {
                 deadline: Instant::now() + timeout,
                 version: version.to_owned(),
             });
+            u.start_renewing();
             return u;
         }
         match state.pending.clone() {
@@ -207,6 +215,7 @@ impl Updates {
         (self.trial.is_some()
             || self.agent.is_some()
             || self.reboot_at.is_some()
+            || self.asking.is_some()
             || self.release.is_some())
         .then(|| Instant::now() + POLL)
     }
@@ -261,6 +270,31 @@ impl Updates {
                 Err(TryRecvError::Disconnected) => self.agent = None,
             }
         }
+        if let Some((rx, version)) = &self.asking {
+            let answer = match rx.try_recv() {
+                Ok(answer) => answer,
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => Err(LeaseError {
+                    reason: "the thread asking for it died".into(),
+                }),
+            };
+            let version = version.clone();
+            self.asking = None;
+            match answer {
+                Ok(true) => return Some(Action::Reboot),
+                Ok(false) => {
+                    info!(
+                        version,
+                        "{UPDATE_LINE} reboot lease not granted; trying again later"
+                    );
+                    self.reboot_at = Some((unix_now() + 60, version));
+                }
+                Err(e) => {
+                    warn!(error = %e, "{UPDATE_LINE} reboot lease failed; trying again later");
+                    self.reboot_at = Some((unix_now() + 60, version));
+                }
+            }
+        }
         if let Some((t, version)) = self.reboot_at.clone() {
             if unix_now() >= t {
                 self.reboot_at = None;
@@ -271,65 +305,87 @@ impl Updates {
         None
     }
 
+    /// Asks for the reboot lease on a thread (etcd or a lock server may be slow or away,
+    /// and PID 1's loop must not wait for them); once granted, the thread records
+    /// `rebooting` and [`Updates::tick`] reboots.
     fn reboot_into(&mut self, version: &str, slot: Slot) -> Option<Action> {
-        let granted = match self.lease.lock() {
-            Ok(mut lease) => lease.acquire(version),
-            Err(_) => Err(gantry_updater::policy::LeaseError {
-                reason: "the lease's lock is poisoned".into(),
-            }),
-        };
-        match granted {
-            Ok(true) => {
-                info!(version, slot = %slot, "{UPDATE_LINE} installed; rebooting into it");
-                self.report_before_reboot(version);
-                Some(Action::Reboot)
-            }
-            Ok(false) => {
-                info!(
-                    version,
-                    "{UPDATE_LINE} reboot lease not granted; trying again later"
-                );
-                self.reboot_at = Some((unix_now() + 60, version.to_owned()));
-                None
-            }
+        let (tx, rx) = mpsc::channel();
+        let lease = Arc::clone(&self.lease);
+        let policy = self.policy.clone();
+        let v = version.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("update-lease".into())
+            .spawn(move || {
+                let granted = lease
+                    .lock()
+                    .map_err(|_| LeaseError {
+                        reason: "the lease's lock is poisoned".into(),
+                    })
+                    .and_then(|mut l| l.acquire(&v));
+                if let Ok(true) = granted {
+                    info!(version = %v, slot = %slot, "{UPDATE_LINE} installed; rebooting into it");
+                    report_rebooting(&policy, &v);
+                }
+                let _ = tx.send(granted);
+            });
+        match spawned {
+            Ok(_) => self.asking = Some((rx, version.to_owned())),
             Err(e) => {
-                warn!(error = %e, "{UPDATE_LINE} reboot lease failed; trying again later");
+                warn!(error = %e, "{UPDATE_LINE} cannot ask for the reboot lease; trying again later");
                 self.reboot_at = Some((unix_now() + 60, version.to_owned()));
-                None
             }
         }
+        None
     }
 
-    /// Records `rebooting` for `version` before the reboot, waiting for it (at most a few
-    /// seconds): a thread would die with the reboot, and the record is what shows the
-    /// fleet's operator which machines were down at once.
-    fn report_before_reboot(&self, version: &str) {
-        let Some(mut fleet) = self.policy.fleet_store() else {
+    /// On a trial boot, renews the lease taken before the reboot for as long as the trial
+    /// lasts, for leases that expire (etcd's): the TTL then covers the reboot only, and a
+    /// machine that dies on trial frees its slot a TTL later.
+    fn start_renewing(&self) {
+        let every = match self.lease.lock() {
+            Ok(l) => l.renew_every(),
+            Err(_) => None,
+        };
+        let Some(every) = every else {
             return;
         };
-        fleet.etcd.fetcher =
-            gantry_updater::fetch::Fetcher::new(gantry_updater::fetch::FetchOptions {
-                connect_timeout: Duration::from_secs(3),
-                stall_timeout: Duration::from_secs(5),
-                insecure: self.policy.insecure,
+        self.renewing.store(true, Ordering::SeqCst);
+        let lease = Arc::clone(&self.lease);
+        let on = Arc::clone(&self.renewing);
+        let spawned = std::thread::Builder::new()
+            .name("update-lease-renew".into())
+            .spawn(move || {
+                let mut said = false;
+                loop {
+                    let renewed = match lease.lock() {
+                        // Checked under the lock: `settle` clears it before it gives the
+                        // lease back, so no renewal follows the release.
+                        Ok(_) if !on.load(Ordering::SeqCst) => return,
+                        Ok(mut l) => l.renew().map_err(|e| e.to_string()),
+                        Err(_) => Err("the lease's lock is poisoned".to_owned()),
+                    };
+                    match renewed {
+                        Ok(true) if !said => {
+                            said = true;
+                            info!(
+                                every_secs = every.as_secs(),
+                                "{UPDATE_LINE} reboot lease held; renewing it while on trial"
+                            );
+                        }
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!("{UPDATE_LINE} this machine holds no reboot lease (it expired while the machine was down, or was never taken); another machine may reboot now");
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "{UPDATE_LINE} cannot renew the reboot lease; trying again")
+                        }
+                    }
+                    std::thread::sleep(every);
+                }
             });
-        let outcome = gantry_updater::fleet::Outcome {
-            state: gantry_updater::fleet::State::Rebooting,
-            reason: None,
-            at: unix_now(),
-        };
-        let done =
-            gantry_updater::rollout::read_machine_id(Path::new(gantry_updater::here::MACHINE_ID))
-                .and_then(|id| fleet.report(version, &id, &outcome));
-        match done {
-            Ok(()) => info!(
-                version,
-                state = "rebooting",
-                "{UPDATE_LINE} reported to the fleet store"
-            ),
-            Err(e) => {
-                warn!(error = %e, "{UPDATE_LINE} cannot report the reboot to the fleet store")
-            }
+        if let Err(e) = spawned {
+            warn!(error = %e, "{UPDATE_LINE} cannot renew the reboot lease; it expires by itself");
         }
     }
 
@@ -339,6 +395,8 @@ impl Updates {
     /// the network may not be up yet) and PID 1's loop must not wait for it. The record is
     /// tried for five minutes, the lease until it is given back (or expires by itself).
     fn settle(&self, version: String, outcome: Option<Settled>) {
+        // Before the lease's lock is taken to give it back: no renewal after that.
+        self.renewing.store(false, Ordering::SeqCst);
         let lease = Arc::clone(&self.lease);
         let fleet = self.policy.fleet_store();
         let spawned = std::thread::Builder::new()
@@ -468,6 +526,36 @@ impl Updates {
             Ok(_) => self.agent = Some(rx),
             Err(e) => error!(error = %e, "{UPDATE_LINE} cannot start the agent"),
         }
+    }
+}
+
+/// Records `rebooting` for `version` before the reboot, waiting for it (at most a few
+/// seconds): a thread would die with the reboot, and the record is what shows the fleet's
+/// operator which machines were down at once.
+fn report_rebooting(policy: &UpdatePolicy, version: &str) {
+    let Some(mut fleet) = policy.fleet_store() else {
+        return;
+    };
+    fleet.etcd.fetcher = Fetcher::new(FetchOptions {
+        connect_timeout: Duration::from_secs(3),
+        stall_timeout: Duration::from_secs(5),
+        insecure: policy.insecure,
+    });
+    let outcome = gantry_updater::fleet::Outcome {
+        state: gantry_updater::fleet::State::Rebooting,
+        reason: None,
+        at: unix_now(),
+    };
+    let done =
+        gantry_updater::rollout::read_machine_id(Path::new(gantry_updater::here::MACHINE_ID))
+            .and_then(|id| fleet.report(version, &id, &outcome));
+    match done {
+        Ok(()) => info!(
+            version,
+            state = "rebooting",
+            "{UPDATE_LINE} reported to the fleet store"
+        ),
+        Err(e) => warn!(error = %e, "{UPDATE_LINE} cannot report the reboot to the fleet store"),
     }
 }
 

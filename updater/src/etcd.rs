@@ -112,6 +112,14 @@ impl Etcd {
         })
     }
 
+    /// Renews `lease` for its whole TTL again; its TTL now, or `None` when the lease is
+    /// gone (expired or revoked). One request and its reply: the gateway's keep-alive
+    /// stream ends when the request body does.
+    pub fn keep_alive(&self, lease: i64) -> Result<Option<i64>, String> {
+        let reply = self.call("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))?;
+        Ok(int(&reply["result"]["TTL"]).filter(|ttl| *ttl > 0))
+    }
+
     pub fn revoke(&self, lease: i64) -> Result<(), String> {
         self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
             .map(|_| ())

@@ -15,8 +15,9 @@
 //! (a power cut mid-update, a machine that never comes back) frees its slot when its lease
 //! expires, unlike locksmith's semaphore, which needs `locksmithctl unlock`. The lease must
 //! outlive the reboot and the health gate, so `ttl_secs` (default 15 minutes) is more than
-//! a boot plus `health_timeout_secs`; a machine slower than that loses its slot early and
-//! another may start. `release` (after mark-good or after a rollback) deletes the key and
+//! a reboot; a machine slower than that loses its slot early and another may start. While the new version is on trial the machine renews its lease every
+//! third of `ttl_secs` ([`RebootLease::renew`]), so the TTL only has to outlast the reboot
+//! itself: a machine that dies in the health gate frees its slot a TTL later. `release` (after mark-good or after a rollback) deletes the key and
 //! revokes the lease. Holder ids are machine ids (`/etc/machine-id`), so a machine that
 //! asks again while it holds is told yes without taking a second slot.
 
@@ -114,6 +115,21 @@ impl RebootLease for EtcdLease {
         // Not among the first: out of the queue again, so as not to hold a later slot.
         etcd.revoke(lease).map_err(lease_error)?;
         Ok(false)
+    }
+
+    fn renew_every(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs((self.ttl_secs / 3).max(1)))
+    }
+
+    fn renew(&mut self) -> Result<bool, LeaseError> {
+        let etcd = self.etcd();
+        let mut held = false;
+        for h in self.holders()? {
+            if h.holder == self.holder && h.lease != 0 {
+                held |= etcd.keep_alive(h.lease).map_err(lease_error)?.is_some();
+            }
+        }
+        Ok(held)
     }
 
     fn release(&mut self, _version: &str) -> Result<(), LeaseError> {

@@ -586,6 +586,16 @@ pub trait RebootLease: fmt::Debug {
     fn acquire(&mut self, version: &str) -> Result<bool, LeaseError>;
     /// Gives the lease taken for `version` back.
     fn release(&mut self, version: &str) -> Result<(), LeaseError>;
+    /// How often a held lease must be renewed while the new version is on trial, for
+    /// leases that expire; `None` (the default): it is held until given back.
+    fn renew_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Renews the lease this machine holds: `Ok(false)` when it holds none (never taken,
+    /// or expired while the machine was down). Leases that do not expire are always held.
+    fn renew(&mut self) -> Result<bool, LeaseError> {
+        Ok(true)
+    }
 }
 
 /// A lease that could not be asked for or given back.

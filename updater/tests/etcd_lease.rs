@@ -171,6 +171,48 @@ fn a_dead_holders_slot_comes_back_when_its_lease_expires() {
     );
 }
 
+/// A holder on trial renews its 2 s lease (as PID 1 does every third of the TTL) for
+/// longer than the TTL. Must see: it still holds and another machine is refused; once it
+/// stops renewing, the lease expires and `renew` says it holds nothing.
+#[test]
+fn a_renewed_lease_outlives_its_ttl_and_expires_once_renewals_stop() {
+    let etcd = Etcd::start();
+    let mut holder = etcd.lease("holder", 1, 2);
+    assert!(!holder.renew().expect("renew"), "nothing held yet");
+    assert!(holder.acquire("2.0.0").expect("acquire"));
+    let every = holder.renew_every().expect("an etcd lease expires");
+    assert!(every < Duration::from_secs(2), "{every:?}");
+    let mut other = etcd.lease("other", 1, 60);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        assert!(
+            holder.renew().expect("renew"),
+            "lost after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !other.acquire("2.0.0").expect("acquire"),
+            "the slot is held"
+        );
+        std::thread::sleep(every);
+    }
+    let stopped = Instant::now();
+    while holder
+        .holders()
+        .expect("holders")
+        .iter()
+        .any(|h| h.holder == "holder")
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the lease never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!holder.renew().expect("renew"), "expired: nothing to renew");
+    assert!(other.acquire("2.0.0").expect("acquire"));
+}
+
 /// A holder asking again (after its reboot, say) is told yes and still holds one slot;
 /// after its release the slot is free.
 #[test]
