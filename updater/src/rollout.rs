@@ -113,6 +113,15 @@ impl Rollout {
             .unwrap_or(0)
     }
 
+    /// The next wave to open after `now`: when, and the share it admits.
+    pub fn next_wave(&self, now: u64) -> Option<(u64, u8)> {
+        self.waves
+            .iter()
+            .map(|w| (self.start.saturating_add(w.after_secs), w.percent))
+            .filter(|&(at, _)| at > now)
+            .min()
+    }
+
     /// Whether a machine at `place` ([`place`]) may install at `now`.
     pub fn verdict(&self, place: f64, now: u64) -> Verdict {
         if place < f64::from(self.open_percent(now)) {
@@ -193,6 +202,9 @@ mod tests {
         assert_eq!(r.open_percent(1_000_000 + 3_600), 1);
         assert_eq!(r.open_percent(1_000_000 + 86_400), 10);
         assert_eq!(r.open_percent(u64::MAX), 100);
+        assert_eq!(r.next_wave(999_999), Some((1_003_600, 1)));
+        assert_eq!(r.next_wave(1_003_600), Some((1_000_000 + 4 * 3_600, 5)));
+        assert_eq!(r.next_wave(1_000_000 + 6 * 86_400), None);
         assert_eq!(r.verdict(0.5, 1_003_600), Verdict::Open);
         assert_eq!(r.verdict(7.0, 1_003_600), Verdict::OpensAt(1_086_400));
         assert_eq!(r.verdict(99.9, 1_003_600), Verdict::OpensAt(1_518_400));

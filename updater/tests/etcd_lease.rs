@@ -331,6 +331,71 @@ fn the_fleet_record_halts_a_release_and_the_operator_sees_it() {
     assert_eq!(status["reboot_slots_in_use"][0]["machine"], "dddd");
     cli(&["resume", "2.0.0"]);
     assert_eq!(fleet.paused("2.0.0").expect("paused"), None);
+    // With the channel document the fleet follows: the release's open wave, its next
+    // wave and its budget, judged from the records (spent by aaaa's rollback).
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = gantry_updater::keys::SigningKey::from_pkcs8(
+        &gantry_updater::keys::SigningKey::generate_pkcs8().expect("key"),
+        &dir.path().join("k.key"),
+    )
+    .expect("key");
+    let pubkey = dir.path().join("k.pub");
+    std::fs::write(&pubkey, key.public_key().to_line()).expect("k.pub");
+    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
+    let start = now - 100;
+    let document = gantry_updater::channel::Channel {
+        format: gantry_updater::channel::FORMAT,
+        channel: "stable".into(),
+        serial: now,
+        expires: now + 3_600,
+        os_version: "2.0.0".into(),
+        rollback_index: 2,
+        arch: "x86_64".into(),
+        board: "generic".into(),
+        bundle: gantry_updater::channel::BundleRef {
+            url: "b.bundle".into(),
+            size: 1,
+            sha256: "ab".repeat(32),
+        },
+        rollout: Some(gantry_updater::rollout::Rollout {
+            start,
+            waves: vec![
+                gantry_updater::rollout::Wave {
+                    after_secs: 0,
+                    percent: 10,
+                },
+                gantry_updater::rollout::Wave {
+                    after_secs: 86_400,
+                    percent: 100,
+                },
+            ],
+        }),
+        failure_budget: Some(budget),
+    }
+    .sign(&[&key])
+    .expect("sign");
+    let url = serve_once(document);
+    let status: serde_json::Value = serde_json::from_str(&cli(&[
+        "status",
+        "--release",
+        "2.0.0",
+        "--channel",
+        &url,
+        "--key",
+        pubkey.to_str().expect("utf-8"),
+        "--json",
+    ]))
+    .expect("json");
+    let c = &status["releases"][0]["channel"];
+    assert_eq!(c["open_percent"], 10, "{status}");
+    assert_eq!(c["next_wave"]["percent"], 100, "{status}");
+    assert_eq!(c["next_wave"]["at"], start + 86_400, "{status}");
+    assert_eq!(
+        c["budget_spent"], "1 machines rolled back; the failure budget is 1",
+        "{status}"
+    );
+    assert_eq!(status["releases"][0]["halted"], c["budget_spent"]);
+
     let text = cli(&["status"]);
     assert!(
         text.contains("release 1.0.0")
@@ -338,4 +403,26 @@ fn the_fleet_record_halts_a_release_and_the_operator_sees_it() {
             && text.contains("paused: no"),
         "{text}"
     );
+}
+
+/// Serves `body` to one HTTP request on loopback; its URL.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://{}/channel.json",
+        listener.local_addr().expect("addr")
+    );
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut request = [0u8; 4096];
+        let _ = conn.read(&mut request);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.write_all(&body);
+    });
+    url
 }

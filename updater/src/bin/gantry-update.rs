@@ -98,6 +98,16 @@ enum FleetVerb {
         /// The reboot group whose slots to show.
         #[arg(long, default_value = "default")]
         group: String,
+        /// The channel document the fleet follows: its release's open wave, next wave and
+        /// failure budget are shown too (verified with --key or --keys first).
+        #[arg(long, value_name = "URL", requires = "trust")]
+        channel: Option<gantry_updater::fetch::Url>,
+        /// Trust every *.pub file of DIR for the channel document.
+        #[arg(long = "keys", value_name = "DIR", group = "trust")]
+        keys_dir: Option<PathBuf>,
+        /// Trust this public key file for the channel document; repeatable.
+        #[arg(long = "key", value_name = "F.pub", group = "trust")]
+        keys: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -463,12 +473,34 @@ fn fleet(a: &FleetArgs) -> Result<()> {
         FleetVerb::Status {
             release,
             group,
+            channel,
+            keys_dir,
+            keys,
             json,
         } => {
-            let releases = match release {
+            let offered = match channel {
+                Some(url) => {
+                    let trusted = match keys_dir {
+                        Some(dir) => TrustedKeys::load_dir(dir)?,
+                        None => load_public_keys(keys)?,
+                    };
+                    let bytes = etcd
+                        .fetcher
+                        .fetch_small(url, gantry_updater::channel::MAX_CHANNEL_BYTES as u64)?;
+                    Some(Channel::verify(&bytes, &trusted, url.as_str())?)
+                }
+                None => None,
+            };
+            let mut releases = match release {
                 Some(r) => vec![r.clone()],
                 None => fleet.releases()?,
             };
+            if let Some(c) = &offered {
+                if release.is_none() && !releases.contains(&c.os_version) {
+                    releases.push(c.os_version.clone());
+                }
+            }
+            let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
             let holders = gantry_updater::etcd_lease::holders(&etcd, group)?;
             let mut out = Vec::new();
             for r in &releases {
@@ -486,13 +518,20 @@ fn fleet(a: &FleetArgs) -> Result<()> {
                     .filter(|(_, o)| o.state == State::RolledBack)
                     .map(|(id, o)| serde_json::json!({"machine": id, "reason": o.reason}))
                     .collect();
-                out.push(serde_json::json!({
+                let mut entry = serde_json::json!({
                     "release": r,
                     "machines": by_state,
                     "rolled_back": rolled_back,
                     "halted": halted,
                     "paused": fleet.paused(r)?,
-                }));
+                });
+                if let Some(c) = offered.as_ref().filter(|c| &c.os_version == r) {
+                    entry["channel"] = channel_summary(c, &outcomes, now);
+                    if halted.is_none() {
+                        entry["halted"] = entry["channel"]["budget_spent"].clone();
+                    }
+                }
+                out.push(entry);
             }
             let slots: Vec<serde_json::Value> = holders
                 .iter()
@@ -506,6 +545,15 @@ fn fleet(a: &FleetArgs) -> Result<()> {
                     println!("release {}", r["release"].as_str().unwrap_or_default());
                     for (state, ids) in r["machines"].as_object().into_iter().flatten() {
                         println!("  {state:<12} {}", ids.as_array().map_or(0, Vec::len));
+                    }
+                    if let Some(c) = r.get("channel") {
+                        match c["next_wave"].as_object() {
+                            Some(next) => println!(
+                                "  open wave: {} % of the fleet; next: {} % at {} (unix)",
+                                c["open_percent"], next["percent"], next["at"]
+                            ),
+                            None => println!("  open wave: {} % of the fleet", c["open_percent"]),
+                        }
                     }
                     match r["halted"].as_str() {
                         Some(why) => println!("  halted: {why}"),
@@ -524,6 +572,28 @@ fn fleet(a: &FleetArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What the channel document says of its release's rollout at `now`: the share of the
+/// fleet its open wave admits, the next wave, the failure budget and whether the
+/// machines' records have spent it. A document without a rollout admits all at once.
+fn channel_summary(
+    c: &Channel,
+    outcomes: &[(String, gantry_updater::fleet::Outcome)],
+    now: u64,
+) -> serde_json::Value {
+    let (open, next) = match &c.rollout {
+        Some(r) => (r.open_percent(now), r.next_wave(now)),
+        None => (100, None),
+    };
+    serde_json::json!({
+        "serial": c.serial,
+        "expires": c.expires,
+        "open_percent": open,
+        "next_wave": next.map(|(at, percent)| serde_json::json!({"at": at, "percent": percent})),
+        "failure_budget": c.failure_budget,
+        "budget_spent": c.failure_budget.and_then(|b| b.spent(outcomes)),
+    })
 }
 
 fn install(file: &Path, tries: u8) -> Result<()> {
