@@ -43,6 +43,8 @@ pub const UPDATE_LINE: &str = "gantry-init: update";
 pub const ESP_MOUNT: &str = "/run/gantry/esp";
 /// How often the event loop looks at the gate and the agent while either is active.
 const POLL: Duration = Duration::from_secs(1);
+/// How soon a failed renewal of the reboot lease is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(3);
 /// The first look at the server after the slot is good.
 const FIRST_CHECK: Duration = Duration::from_secs(2);
 
@@ -378,7 +380,10 @@ impl Updates {
                             return;
                         }
                         Err(e) => {
-                            warn!(error = %e, "{UPDATE_LINE} cannot renew the reboot lease; trying again")
+                            // Early in the boot the network may not be up yet: soon again.
+                            warn!(error = %e, "{UPDATE_LINE} cannot renew the reboot lease; trying again");
+                            std::thread::sleep(every.min(RENEW_RETRY));
+                            continue;
                         }
                     }
                     std::thread::sleep(every);

@@ -27,6 +27,12 @@ impl Console {
 
     /// Waits for a line containing every one of `parts`; returns it.
     pub fn wait(&mut self, parts: &[&str], timeout: Duration) -> String {
+        self.wait_any(&[parts], timeout).1
+    }
+
+    /// Waits for a line containing every part of one of `choices`; returns which, and the
+    /// line.
+    pub fn wait_any(&mut self, choices: &[&[&str]], timeout: Duration) -> (usize, String) {
         let deadline = Instant::now() + timeout;
         loop {
             let text = std::fs::read_to_string(&self.path).unwrap_or_default();
@@ -37,14 +43,20 @@ impl Console {
             let mut offset = self.seen;
             for line in rest.split_inclusive('\n') {
                 offset += line.len();
-                if line.ends_with('\n') && parts.iter().all(|p| line.contains(p)) {
+                if !line.ends_with('\n') {
+                    break;
+                }
+                let found = choices
+                    .iter()
+                    .position(|parts| parts.iter().all(|p| line.contains(p)));
+                if let Some(which) = found {
                     self.seen = offset;
-                    return line.trim_end().to_owned();
+                    return (which, line.trim_end().to_owned());
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: no line with {parts:?} within {timeout:?}; tail:\n{}",
+                "{}: no line with {choices:?} within {timeout:?}; tail:\n{}",
                 self.path.display(),
                 gantry_qemu::cluster::tail(&self.path, 30)
             );

@@ -31,6 +31,17 @@ pub fn v020() -> &'static BuildManifest {
     V020.get_or_init(|| crate::build_variant("v0.2.0", |t| next_version(&t, "0.2.0")))
 }
 
+/// Release 0.3.0, built once per test process.
+pub fn v030() -> &'static BuildManifest {
+    static V030: std::sync::OnceLock<BuildManifest> = std::sync::OnceLock::new();
+    V030.get_or_init(|| {
+        crate::build_variant("v0.3.0", |t| {
+            let t = edit(&t, "version = \"0.1.0\"", "version = \"0.3.0\"");
+            edit(&t, "rollback_index = 1", "rollback_index = 3")
+        })
+    })
+}
+
 /// Release 0.2.1, broken by a packaging mistake: it lost the container runtime, so PID 1
 /// cannot start a required container and the health gate never passes. Built once per
 /// test process.

@@ -6,7 +6,13 @@
 //! etcd's history (every revision of the fleet's records), never two nodes `rebooting`
 //! at once, while each of them was `rebooting` once. Then a bad release with a failure
 //! budget of one rollback, its first wave holding one node: that node rolls back, and once
-//! the release is opened to all, the others halt it and stay on 0.2.0.
+//! the release is opened to all, the others halt it and stay on 0.2.0. Last, 0.3.0 with a
+//! first wave of two nodes and a second a day later (the clock is the channel's start
+//! time): the third node waits for its wave, at the same place across a reboot; the first
+//! node to take the reboot slot is killed (a power cut) while it holds it, and the other
+//! node of the wave reboots once the dead holder's 60 s lease expired, with the dead
+//! node still down; started again, the killed node ends marked good or rolled back. Then
+//! the start moves back a day, the second wave opens and the third node installs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +21,7 @@ use gantry_qemu::cluster::{Cluster, ClusterSpec};
 use gantry_tests::cluster::{push, Console, Running};
 use gantry_tests::demo::busybox_layout;
 use gantry_tests::image;
-use gantry_tests::release::{publish, v020, v021_no_runtime};
+use gantry_tests::release::{publish, v020, v021_no_runtime, v030};
 use gantry_updater::fetch::{Fetcher, Url};
 use gantry_updater::fleet::FailureBudget;
 use gantry_updater::rollout::{place, Rollout, Wave};
@@ -44,7 +50,7 @@ lease = "etcd"
 endpoint = "http://10.0.2.102:2379"
 group = "workers"
 slots = 1
-ttl_secs = 900
+ttl_secs = 60
 "#
     )
 }
@@ -54,6 +60,7 @@ fn qemu_a_rolling_update_reboots_one_node_at_a_time_through_the_etcd_lease() {
     // Built first: a cluster waiting on a build would only burn its deadlines.
     let next = v020();
     let broken = v021_no_runtime();
+    let third = v030();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("fleet");
     let layout = busybox_layout(
@@ -236,5 +243,124 @@ fn qemu_a_rolling_update_reboots_one_node_at_a_time_through_the_etcd_lease() {
     for n in cluster.status() {
         assert_eq!(n.version.as_deref(), Some("0.2.0"), "{n:?}");
         assert_eq!(n.state, "running", "{n:?}");
+    }
+
+    // 0.3.0: waves, and a holder that dies.
+    let mut places: Vec<(f64, u32)> = ids.iter().map(|(i, id)| (place(id, "0.3.0"), *i)).collect();
+    places.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let percent = places[1].0.floor() as u8 + 1;
+    assert!(
+        f64::from(percent) <= places[2].0,
+        "the first wave cannot hold two nodes alone: {places:?}"
+    );
+    let outside = places[2].1;
+    let in_wave = [places[0].1, places[1].1];
+    let now = gantry_updater::policy::unix_secs(std::time::SystemTime::now());
+    let start = now - 10;
+    let waves = |start| Rollout {
+        start,
+        waves: vec![
+            Wave {
+                after_secs: 0,
+                percent,
+            },
+            Wave {
+                after_secs: 86_400,
+                percent: 100,
+            },
+        ],
+    };
+    std::thread::sleep(Duration::from_secs(2)); // a newer serial than 0.2.1's last
+    publish(&www, third, 3, |c| c.rollout = Some(waves(start)));
+    let expected_place = format!("place={:.3}", place(&ids[outside as usize - 1].1, "0.3.0"));
+    let opens_at = format!("opens_at={}", start + 86_400);
+    let waiting = ["waiting for this machine's wave", "0.3.0"];
+    let line = consoles[outside as usize - 1].wait(&waiting, Duration::from_secs(300));
+    assert!(
+        line.contains(&expected_place) && line.contains(&opens_at),
+        "node {outside}: {line}"
+    );
+
+    // The first of the wave to take the slot is cut off while it holds it.
+    let holder_of = |id: &str| ids.iter().find(|(_, m)| m == id).map(|(i, _)| *i);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let dead = loop {
+        let holders = gantry_updater::etcd_lease::holders(&etcd, "workers").unwrap();
+        if let Some(h) = holders.first() {
+            break holder_of(&h.holder).unwrap_or_else(|| panic!("unknown holder {h:?}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node of the wave took the slot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(in_wave.contains(&dead), "node {dead} is outside the wave");
+    cluster.kill(dead).unwrap();
+    let killed = Instant::now();
+    let dead_id = ids[dead as usize - 1].1.clone();
+    let holders = gantry_updater::etcd_lease::holders(&etcd, "workers").unwrap();
+    assert!(
+        holders.iter().any(|h| h.holder == dead_id),
+        "node {dead}'s slot is gone before its lease could expire: {holders:?}"
+    );
+    let next = in_wave[usize::from(in_wave[0] == dead)];
+
+    // Meanwhile the node outside the wave reboots: its place for 0.3.0 is the same.
+    cluster.stop(outside, Duration::from_secs(120)).unwrap();
+    cluster.start(outside, Duration::from_secs(300)).unwrap();
+    let mut restarted = Console::of(cluster, outside);
+    let line = restarted.wait(&waiting, Duration::from_secs(300));
+    assert!(
+        line.contains(&expected_place),
+        "node {outside} after its reboot: {line}"
+    );
+
+    let line = consoles[next as usize - 1].wait(
+        &["installed; rebooting into it", "0.3.0"],
+        Duration::from_secs(600),
+    );
+    eprintln!(
+        "node {next} took the slot {:.0} s after node {dead} died holding it: {line}",
+        killed.elapsed().as_secs_f64()
+    );
+    let holders = gantry_updater::etcd_lease::holders(&etcd, "workers").unwrap();
+    assert!(
+        !holders.iter().any(|h| h.holder == dead_id),
+        "node {dead}'s dead lease still holds: {holders:?}"
+    );
+    assert!(
+        cluster
+            .status()
+            .iter()
+            .any(|n| n.index == dead && n.state == "stopped"),
+        "node {dead} must still be down"
+    );
+    consoles[next as usize - 1].wait(&["slot marked good", "0.3.0"], Duration::from_secs(600));
+
+    // The dead node comes back: it finishes the update, or rolls back to 0.2.0.
+    cluster.start(dead, Duration::from_secs(600)).unwrap();
+    let mut back = Console::of(cluster, dead);
+    let (finished, line) = back.wait_any(
+        &[&["slot marked good", "0.3.0"], &["rolled back", "0.3.0"]],
+        Duration::from_secs(600),
+    );
+    eprintln!("node {dead} after its power cut: {line}");
+
+    // The second wave opens (the start a day back): the outside node installs.
+    std::thread::sleep(Duration::from_secs(2));
+    publish(&www, third, 3, |c| {
+        c.rollout = Some(waves(now - 86_400 - 10))
+    });
+    restarted.wait(&["slot marked good", "0.3.0"], Duration::from_secs(900));
+    for n in cluster.status() {
+        let want = if n.index == dead && finished == 1 {
+            "0.2.0"
+        } else {
+            "0.3.0"
+        };
+        assert_eq!(n.version.as_deref(), Some(want), "{n:?}");
+        assert_eq!(n.state, "running", "{n:?}");
+        assert_eq!(n.containers_healthy, n.containers_total, "{n:?}");
     }
 }
