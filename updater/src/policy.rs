@@ -194,13 +194,12 @@ impl UpdatePolicy {
                         format!("{} is not 1 to 10000", e.slots),
                     ));
                 }
-                let least = self.health_timeout_secs + 60;
-                if e.ttl_secs < least || e.ttl_secs > 86_400 {
+                // The lease is renewed on trial: it has to outlast the reboot only.
+                if !(MIN_ETCD_TTL_SECS..=86_400).contains(&e.ttl_secs) {
                     out.push((
                         "etcd.ttl_secs".to_owned(),
                         format!(
-                            "{} is not {least} (health_timeout_secs and a minute for the \
-                             boot) to 86400",
+                            "{} is not {MIN_ETCD_TTL_SECS} (a reboot) to 86400",
                             e.ttl_secs
                         ),
                     ));
@@ -581,6 +580,10 @@ impl RebootLease for Refused {
 /// again later. The lease must outlive the reboot (it is held by the machine, not by a
 /// connection): the next boot calls [`release`](Self::release) once the new version is
 /// marked good, or after a rollback to the old one.
+/// The shortest etcd lease: a machine must get through its reboot (firmware, kernel, the
+/// network up) within it, before its renewals start.
+pub const MIN_ETCD_TTL_SECS: u64 = 30;
+
 pub trait RebootLease: fmt::Debug {
     /// Asks for the lease to reboot into `version`; `Ok(false)`: not now.
     fn acquire(&mut self, version: &str) -> Result<bool, LeaseError>;
