@@ -272,7 +272,10 @@ fn qemu_a_rolling_update_reboots_one_node_at_a_time_through_the_etcd_lease() {
     };
     std::thread::sleep(Duration::from_secs(2)); // a newer serial than 0.2.1's last
     publish(&www, third, 3, |c| c.rollout = Some(waves(start)));
-    let expected_place = format!("place={:.3}", place(&ids[outside as usize - 1].1, "0.3.0"));
+    let expected_place = format!(
+        "place=\"{:.3}\"",
+        place(&ids[outside as usize - 1].1, "0.3.0")
+    );
     let opens_at = format!("opens_at={}", start + 86_400);
     let waiting = ["waiting for this machine's wave", "0.3.0"];
     let line = consoles[outside as usize - 1].wait(&waiting, Duration::from_secs(300));
