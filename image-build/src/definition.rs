@@ -191,7 +191,7 @@ impl ImageDefinition {
                 "may only hold letters, digits, spaces and _.,=:/+-",
             ));
         }
-        if !gantry_init::cmdline::valid_hostname(&self.hostname) {
+        if !gantry_contract::valid_hostname(&self.hostname) {
             return Err(invalid(
                 "hostname".into(),
                 &self.hostname,

@@ -71,11 +71,10 @@ pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result
     }
     // The resolver file lives under /run, where PID 1 writes it from the config and DHCP.
     let resolv = staging.join("etc/resolv.conf");
-    std::os::unix::fs::symlink(gantry_init::net::resolv::RESOLV_CONF, &resolv).at(&resolv)?;
+    std::os::unix::fs::symlink(gantry_contract::RESOLV_CONF, &resolv).at(&resolv)?;
     // So is the machine id (systemd's path, for programs that read it there).
     let machine_id = staging.join("etc/machine-id");
-    std::os::unix::fs::symlink(gantry_init::machine_id::RUN_MACHINE_ID, &machine_id)
-        .at(&machine_id)?;
+    std::os::unix::fs::symlink(gantry_contract::RUN_MACHINE_ID, &machine_id).at(&machine_id)?;
     for entry in entries {
         let dest = staging.join(entry.path.trim_start_matches('/'));
         if let Some(parent) = dest.parent() {

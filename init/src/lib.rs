@@ -44,38 +44,11 @@ pub mod update;
 pub mod var;
 pub mod watchdog;
 
-/// The line PID 1 logs once the machine is up; tests and operators wait for it. It is
-/// followed by `version=… os_version=… slot=… machine_id=… boot_ms=…` (milliseconds since
-/// the kernel started).
-pub const READY_MARKER: &str = "gantry-init: ready";
-
-/// Logged before the final `reboot(2)` of an orderly shutdown, with `action=`.
-pub const SHUTDOWN_MARKER: &str = "gantry-init: shutdown complete";
-
-/// Logged when a signal asks for a shutdown, with `signal=`.
-pub const SHUTDOWN_REQUESTED: &str = "gantry-init: shutdown requested";
-
-/// Logged when the ACPI power button is pressed.
-pub const POWER_BUTTON_PRESSED: &str = "gantry-init: power button pressed";
-
-/// Logged once per mount at boot, with `target= source= fstype= options=`.
-pub const MOUNT_LINE: &str = "gantry-init: mount";
-
-/// Logged once at boot with `device=` (e.g. `/dev/dm-0`) and `dm_name=`.
-pub const ROOT_DEVICE_LINE: &str = "gantry-init: root file system";
-
-/// Logged when a machine config is accepted, with `source=`.
-pub const CONFIG_LOADED: &str = "gantry-init: config loaded";
-
-/// Logged once per reason when a machine config is refused, with `error=`.
-pub const CONFIG_REFUSED: &str = "gantry-init: config refused";
-
-/// Logged once the hardware watchdog runs, with `device=` and `timeout_secs=` (what the
-/// driver set); see [`watchdog`].
-pub const WATCHDOG_LINE: &str = "gantry-init: watchdog armed";
-
-/// Logged when the machine has no watchdog device, with `device=`.
-pub const NO_WATCHDOG_LINE: &str = "gantry-init: no watchdog";
+/// The console lines, shared with the host tools through `gantry-contract`.
+pub use gantry_contract::{
+    CONFIG_LOADED, CONFIG_REFUSED, MOUNT_LINE, NO_WATCHDOG_LINE, POWER_BUTTON_PRESSED,
+    READY_MARKER, ROOT_DEVICE_LINE, SHUTDOWN_MARKER, SHUTDOWN_REQUESTED, WATCHDOG_LINE,
+};
 
 /// Gantry's version, as the image and its `/etc/os-release` carry it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -37,10 +37,7 @@ pub const SMBIOS_UUID: &str = "/sys/class/dmi/id/product_uuid";
 /// not there: Gantry's kernel has no `CONFIG_DMIID`.
 pub const DMI_ENTRY_POINT: &str = "/sys/firmware/dmi/tables/smbios_entry_point";
 pub const DMI_TABLE: &str = "/sys/firmware/dmi/tables/DMI";
-/// Where the running machine publishes the id (`/etc/machine-id` links here).
-pub const RUN_MACHINE_ID: &str = "/run/machine-id";
-/// Logged once per boot with `id=` and `source=` (`persisted`, `smbios` or `random`).
-pub const MACHINE_ID_LINE: &str = "gantry-init: machine id";
+pub use gantry_contract::{MACHINE_ID_LINE, RUN_MACHINE_ID};
 
 /// 128 bits, shown as 32 lower-case hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

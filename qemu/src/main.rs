@@ -388,7 +388,10 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     );
     if args.until_ready {
         let line = vm
-            .wait_for(gantry_init::READY_MARKER, Duration::from_secs(args.timeout))
+            .wait_for(
+                gantry_contract::READY_MARKER,
+                Duration::from_secs(args.timeout),
+            )
             .context("the machine did not come up")?;
         eprintln!("gantry-qemu: ready: {line}");
         eprintln!("gantry-qemu: pressing the power button");

@@ -14,8 +14,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-/// The file `/etc/resolv.conf` points at.
-pub const RESOLV_CONF: &str = "/run/gantry/resolv.conf";
+pub use gantry_contract::RESOLV_CONF;
 
 /// The resolver's limit on name servers (glibc and musl `MAXNS`).
 pub const MAX_SERVERS: usize = 3;

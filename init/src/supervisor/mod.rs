@@ -53,8 +53,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A container that ran this long starts its back-off afresh.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 
-/// Logged on each state change, with `name= state=` and details.
-pub const CONTAINER_LINE: &str = "gantry-init: container";
+pub use gantry_contract::CONTAINER_LINE;
 
 /// What the supervisor asks of the system.
 pub trait Launcher {

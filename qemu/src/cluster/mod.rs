@@ -620,7 +620,7 @@ fn ready_line(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines()
         .rev()
-        .find(|l| l.contains(gantry_init::READY_MARKER))
+        .find(|l| l.contains(gantry_contract::READY_MARKER))
         .map(str::to_owned)
 }
 
@@ -632,7 +632,7 @@ fn container_health(log: &Path) -> BTreeMap<String, String> {
     };
     for line in text
         .lines()
-        .filter(|l| l.contains("gantry-init: container "))
+        .filter(|l| l.contains(&format!("{} ", gantry_contract::CONTAINER_LINE)))
     {
         if let (Some(name), Some(health)) = (field(line, "name"), field(line, "health")) {
             out.insert(name.to_owned(), health.to_owned());
