@@ -318,12 +318,7 @@ impl Updates {
         let spawned = std::thread::Builder::new()
             .name("update-lease".into())
             .spawn(move || {
-                let granted = lease
-                    .lock()
-                    .map_err(|_| LeaseError {
-                        reason: "the lease's lock is poisoned".into(),
-                    })
-                    .and_then(|mut l| l.acquire(&v));
+                let granted = lock(&lease).acquire(&v);
                 if let Ok(true) = granted {
                     info!(version = %v, slot = %slot, "{UPDATE_LINE} installed; rebooting into it");
                     report_rebooting(&policy, &v);
@@ -344,10 +339,7 @@ impl Updates {
     /// lasts, for leases that expire (etcd's): the TTL then covers the reboot only, and a
     /// machine that dies on trial frees its slot a TTL later.
     fn start_renewing(&self) {
-        let every = match self.lease.lock() {
-            Ok(l) => l.renew_every(),
-            Err(_) => None,
-        };
+        let every = lock(&self.lease).renew_every();
         let Some(every) = every else {
             return;
         };
@@ -359,12 +351,14 @@ impl Updates {
             .spawn(move || {
                 let mut said = false;
                 loop {
-                    let renewed = match lease.lock() {
-                        // Checked under the lock: `settle` clears it before it gives the
-                        // lease back, so no renewal follows the release.
-                        Ok(_) if !on.load(Ordering::SeqCst) => return,
-                        Ok(mut l) => l.renew().map_err(|e| e.to_string()),
-                        Err(_) => Err("the lease's lock is poisoned".to_owned()),
+                    let renewed = {
+                        let mut l = lock(&lease);
+                        // Checked under the lock: `settle` clears it under the same lock
+                        // as it gives the lease back, so no renewal follows the release.
+                        if !on.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        l.renew().map_err(|e| e.to_string())
                     };
                     match renewed {
                         Ok(true) if !said => {
@@ -400,9 +394,8 @@ impl Updates {
     /// the network may not be up yet) and PID 1's loop must not wait for it. The record is
     /// tried for five minutes, the lease until it is given back (or expires by itself).
     fn settle(&self, version: String, outcome: Option<Settled>) {
-        // Before the lease's lock is taken to give it back: no renewal after that.
-        self.renewing.store(false, Ordering::SeqCst);
         let lease = Arc::clone(&self.lease);
+        let renewing = Arc::clone(&self.renewing);
         let fleet = self.policy.fleet_store();
         let spawned = std::thread::Builder::new()
             .name("update-settle".into())
@@ -411,10 +404,14 @@ impl Updates {
                     record(&fleet, &version, state, reason);
                 }
                 loop {
-                    let given = lease
-                        .lock()
-                        .map_err(|_| "the lease's lock is poisoned".to_owned())
-                        .and_then(|mut l| l.release(&version).map_err(|e| e.to_string()));
+                    // Renewals stop under the lock that gives the lease back: the renewal
+                    // thread looks at the flag under it, so none follows the release, and
+                    // the lease is kept while the record above is written.
+                    let given = {
+                        let mut l = lock(&lease);
+                        renewing.store(false, Ordering::SeqCst);
+                        l.release(&version).map_err(|e| e.to_string())
+                    };
                     match given {
                         Ok(()) => {
                             info!(version = %version, "{UPDATE_LINE} reboot lease given back");
@@ -447,7 +444,9 @@ impl Updates {
             esp.write_env(&env)
         });
         if let Err(e) = marked {
-            error!(error = %e, "{UPDATE_LINE} cannot mark slot {slot} good");
+            // Not rebooting either: the slot is not held for the group any longer.
+            error!(error = %e, "{UPDATE_LINE} cannot mark slot {slot} good; the reboot lease expires by itself");
+            self.renewing.store(false, Ordering::SeqCst);
             return;
         }
         info!(slot = %slot, version, "{UPDATE_LINE} health gate passed; slot marked good");
@@ -562,6 +561,16 @@ fn report_rebooting(policy: &UpdatePolicy, version: &str) {
         ),
         Err(e) => warn!(error = %e, "{UPDATE_LINE} cannot report the reboot to the fleet store"),
     }
+}
+
+/// The lease, also when a thread panicked holding it (its state is etcd's or the lock
+/// server's, not the struct's: nothing to distrust).
+fn lock(
+    lease: &Mutex<Box<dyn RebootLease + Send>>,
+) -> std::sync::MutexGuard<'_, Box<dyn RebootLease + Send>> {
+    lease
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An outcome to record: the state and its reason.

@@ -117,7 +117,16 @@ impl Etcd {
     /// stream ends when the request body does.
     pub fn keep_alive(&self, lease: i64) -> Result<Option<i64>, String> {
         let reply = self.call("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))?;
-        Ok(int(&reply["result"]["TTL"]).filter(|ttl| *ttl > 0))
+        // An error inside a 200 (no leader during an election, say) is not "gone".
+        let result = &reply["result"];
+        if int(&result["ID"]) != Some(lease) {
+            return Err(format!(
+                "etcd {}/v3/lease/keepalive: no result for lease {lease}: {}",
+                self.endpoint,
+                reply.to_string().chars().take(300).collect::<String>()
+            ));
+        }
+        Ok(int(&result["TTL"]).filter(|ttl| *ttl > 0))
     }
 
     pub fn revoke(&self, lease: i64) -> Result<(), String> {

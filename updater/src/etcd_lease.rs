@@ -13,12 +13,14 @@
 //! The order of creation is etcd's total order, so two machines that put at once cannot
 //! both count themselves in: the later one sees the earlier one's key. A holder that dies
 //! (a power cut mid-update, a machine that never comes back) frees its slot when its lease
-//! expires, unlike locksmith's semaphore, which needs `locksmithctl unlock`. The lease must
-//! outlive the reboot and the health gate, so `ttl_secs` (default 15 minutes) is more than
-//! a reboot; a machine slower than that loses its slot early and another may start. While the new version is on trial the machine renews its lease every
-//! third of `ttl_secs` ([`RebootLease::renew`]), so the TTL only has to outlast the reboot
-//! itself: a machine that dies in the health gate frees its slot a TTL later. `release` (after mark-good or after a rollback) deletes the key and
-//! revokes the lease. Holder ids are machine ids (`/etc/machine-id`), so a machine that
+//! expires, unlike locksmith's semaphore, which needs `locksmithctl unlock`. While the new
+//! version is on trial the machine renews its lease every third of `ttl_secs`
+//! ([`RebootLease::renew`]), so the lease only has to outlive the shutdown and the reboot
+//! (`ttl_secs`, default 15 minutes, at least a minute); a machine slower than that loses
+//! its slot early and another may start, and one that dies in the health gate frees its
+//! slot a TTL after its last renewal. `release` (after mark-good or after a rollback)
+//! deletes the key and revokes the lease, unless the key was taken since for a newer
+//! version. Holder ids are machine ids (`/etc/machine-id`), so a machine that
 //! asks again while it holds is told yes without taking a second slot.
 
 use serde_json::json;
@@ -132,12 +134,26 @@ impl RebootLease for EtcdLease {
         Ok(held)
     }
 
-    fn release(&mut self, _version: &str) -> Result<(), LeaseError> {
+    fn release(&mut self, version: &str) -> Result<(), LeaseError> {
         let mine: Vec<Holder> = self
             .holders()?
             .into_iter()
             .filter(|h| h.holder == self.holder)
             .collect();
+        // Taken since for a newer update (a late release of the last one must not free
+        // the slot this machine reboots in). Acquire and release of one machine are
+        // serialised by its caller, and no other machine writes this key.
+        let held_for = |h: &Holder| {
+            serde_json::from_str::<serde_json::Value>(&h.value)
+                .ok()
+                .and_then(|v| v["version"].as_str().map(str::to_owned))
+        };
+        if mine
+            .iter()
+            .any(|h| held_for(h).is_some_and(|v| v != version))
+        {
+            return Ok(());
+        }
         let etcd = self.etcd();
         etcd.delete(&self.key()).map_err(lease_error)?;
         for h in mine.iter().filter(|h| h.lease != 0) {

@@ -573,21 +573,24 @@ impl RebootLease for Refused {
     }
 }
 
+/// The shortest etcd lease (`[update.etcd] ttl_secs`): a machine must get through its
+/// shutdown and its reboot (firmware, kernel, the network up) within it, before its
+/// renewals start. Firmware of real servers can take minutes: the default is 15 minutes.
+pub const MIN_ETCD_TTL_SECS: u64 = 60;
+
 /// The right to reboot into an update, shared by a fleet.
 ///
 /// The updater calls [`acquire`](Self::acquire) when an installed update is due to reboot
 /// (by [`UpdatePolicy::reboot_at`]) and reboots only on `Ok(true)`; on `Ok(false)` it asks
 /// again later. The lease must outlive the reboot (it is held by the machine, not by a
-/// connection): the next boot calls [`release`](Self::release) once the new version is
-/// marked good, or after a rollback to the old one.
-/// The shortest etcd lease: a machine must get through its reboot (firmware, kernel, the
-/// network up) within it, before its renewals start.
-pub const MIN_ETCD_TTL_SECS: u64 = 30;
-
+/// connection): the next boot renews it while on trial ([`renew`](Self::renew)) and calls
+/// [`release`](Self::release) once the new version is marked good, or after a rollback to
+/// the old one.
 pub trait RebootLease: fmt::Debug {
     /// Asks for the lease to reboot into `version`; `Ok(false)`: not now.
     fn acquire(&mut self, version: &str) -> Result<bool, LeaseError>;
-    /// Gives the lease taken for `version` back.
+    /// Gives the lease taken for `version` back; a lease this machine holds for another
+    /// version (taken since, for a newer update) stays.
     fn release(&mut self, version: &str) -> Result<(), LeaseError>;
     /// How often a held lease must be renewed while the new version is on trial, for
     /// leases that expire; `None` (the default): it is held until given back.

@@ -228,6 +228,36 @@ fn a_holder_asking_again_keeps_its_one_slot() {
     assert!(b.acquire("2.0.0").expect("acquire"));
 }
 
+/// A late release of the last update (the settle thread retrying while etcd was away) does
+/// not free the slot taken since for the next one; the release for that one does.
+#[test]
+fn a_release_for_an_older_version_keeps_the_slot_of_a_newer_one() {
+    let etcd = Etcd::start();
+    let mut a = etcd.lease("a", 1, 60);
+    assert!(a.acquire("3.0.0").expect("acquire"));
+    a.release("2.0.0").expect("late release");
+    let mut b = etcd.lease("b", 1, 60);
+    assert!(!b.acquire("3.0.0").expect("acquire"), "a still holds for 3.0.0");
+    a.release("3.0.0").expect("release");
+    assert!(b.acquire("3.0.0").expect("acquire"));
+}
+
+/// An error inside a 200 reply to a keep-alive (etcd without a leader) is an error, not
+/// "the lease is gone", so renewals go on.
+#[test]
+fn a_keep_alive_error_in_a_200_reply_is_an_error() {
+    let url = serve_once(
+        br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#
+            .to_vec(),
+    );
+    let etcd = gantry_updater::etcd::Etcd {
+        endpoint: Url::parse(url.trim_end_matches("/channel.json")).expect("url"),
+        fetcher: Fetcher::default(),
+    };
+    let e = etcd.keep_alive(42).expect_err("no result");
+    assert!(e.contains("no leader") && e.contains("lease 42"), "{e}");
+}
+
 /// An unreachable etcd is an error naming the endpoint, not a grant.
 #[test]
 fn an_unreachable_etcd_is_an_error_naming_it() {
@@ -388,6 +418,7 @@ fn the_fleet_record_halts_a_release_and_the_operator_sees_it() {
     .expect("json");
     let c = &status["releases"][0]["channel"];
     assert_eq!(c["open_percent"], 10, "{status}");
+    assert_eq!(c["expired"], false, "{status}");
     assert_eq!(c["next_wave"]["percent"], 100, "{status}");
     assert_eq!(c["next_wave"]["at"], start + 86_400, "{status}");
     assert_eq!(

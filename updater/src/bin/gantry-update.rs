@@ -547,6 +547,12 @@ fn fleet(a: &FleetArgs) -> Result<()> {
                         println!("  {state:<12} {}", ids.as_array().map_or(0, Vec::len));
                     }
                     if let Some(c) = r.get("channel") {
+                        if c["expired"] == true {
+                            println!(
+                                "  channel document expired at {} (unix): machines refuse it",
+                                c["expires"]
+                            );
+                        }
                         match c["next_wave"].as_object() {
                             Some(next) => println!(
                                 "  open wave: {} % of the fleet; next: {} % at {} (unix)",
@@ -589,6 +595,8 @@ fn channel_summary(
     serde_json::json!({
         "serial": c.serial,
         "expires": c.expires,
+        // Machines refuse an expired document: its waves open for nobody.
+        "expired": c.expires <= now,
         "open_percent": open,
         "next_wave": next.map(|(at, percent)| serde_json::json!({"at": at, "percent": percent})),
         "failure_budget": c.failure_budget,

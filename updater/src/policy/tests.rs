@@ -503,7 +503,7 @@ fn the_etcd_lease_is_configured_and_checked() {
         ["etcd"]
     );
     assert_eq!(
-        keys("[update]\nlease = \"etcd\"\n[update.etcd]\nendpoint = \"http://10.0.0.5:2379\"\nslots = 0\nttl_secs = 20\n"),
+        keys("[update]\nlease = \"etcd\"\n[update.etcd]\nendpoint = \"http://10.0.0.5:2379\"\nslots = 0\nttl_secs = 59\n"),
         ["etcd.slots", "etcd.ttl_secs", "etcd.endpoint"]
     );
     assert!(parse("[update]\nlease = \"etcd\"\n[update.etcd]\nendpoint = \"https://e\"\ngroup = \"Bad Group\"\n").is_err());
