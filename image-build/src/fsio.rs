@@ -1,6 +1,5 @@
 //! File writes that survive a crash: write to a temporary name, fsync, rename.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// An I/O error on a named path: every step that touches a file says which.
@@ -26,12 +25,7 @@ impl<T> AtPath<T> for std::io::Result<T> {
     }
 }
 
-/// Writes `data` to `path` atomically.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = tmp_name(path);
-    std::fs::File::create(&tmp)?.write_all(data)?;
-    rename_synced(&tmp, path)
-}
+pub use gantry_durable::write_atomic;
 
 /// A sibling name for building `path` before it is renamed into place.
 pub fn tmp_name(path: &Path) -> std::path::PathBuf {
@@ -62,19 +56,4 @@ pub fn sync_dir_files(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, "old").unwrap();
-        write_atomic(&p, b"new").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
-        assert!(!tmp_name(&p).exists());
-    }
 }

@@ -27,7 +27,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use gantry_runtime::fsutil::write_atomic;
+use gantry_durable::write_atomic;
 
 /// Where the id is kept, on DATA.
 pub const PERSISTED: &str = "/var/lib/gantry/machine-id";

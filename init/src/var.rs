@@ -277,7 +277,7 @@ pub fn prepare() -> VarStatus {
     let written = path
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| gantry_runtime::fsutil::write_atomic(path, &json));
+        .and_then(|()| gantry_durable::write_atomic(path, &json));
     if let Err(e) = written {
         warn!(file = STATUS_FILE, error = %e, "cannot write the /var status");
     }
@@ -296,7 +296,7 @@ pub fn count_boot(path: &Path) -> io::Result<u64> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    gantry_runtime::fsutil::write_atomic(path, format!("{count}\n").as_bytes())?;
+    gantry_durable::write_atomic(path, format!("{count}\n").as_bytes())?;
     Ok(count)
 }
 

@@ -119,5 +119,5 @@ pub fn publish(
     };
     change(&mut channel);
     let signed = channel.sign(&[&key]).expect("sign the channel document");
-    gantry_updater::durable::write_atomic(dir, "channel.json", &signed).expect("channel.json");
+    gantry_durable::write_atomic(&dir.join("channel.json"), &signed).expect("channel.json");
 }

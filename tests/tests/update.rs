@@ -613,7 +613,7 @@ fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() 
             failure_budget: None,
         };
         let doc = channel.sign(&[&dev_key()]).unwrap();
-        gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();
+        gantry_durable::write_atomic(&www.join("channel.json"), &doc).unwrap();
         // The next check (every 10 s) downloads it and refuses it for its own reason.
         let line = wait_update(&mut vm, want, Duration::from_secs(120));
         assert!(line.contains("check failed"), "{name}: {line}");
@@ -659,7 +659,7 @@ fn qemu_tampered_bundles_are_refused_in_the_machine_and_slot_b_is_not_touched() 
             failure_budget: None,
         };
         let doc = channel.sign(&[&dev_key()]).unwrap();
-        gantry_updater::durable::write_atomic(&www, "channel.json", &doc).unwrap();
+        gantry_durable::write_atomic(&www.join("channel.json"), &doc).unwrap();
         let line = wait_update(&mut vm, &want, Duration::from_secs(120));
         assert!(line.contains("check failed"), "{name}: {line}");
         table.push_str(&format!(

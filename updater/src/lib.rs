@@ -7,7 +7,6 @@
 pub mod bundle;
 pub mod channel;
 pub mod disk;
-pub mod durable;
 pub mod esp;
 pub mod etcd;
 pub mod etcd_lease;

@@ -88,7 +88,7 @@ impl UpdateState {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        crate::durable::write_atomic(dir, STATE_FILE, &bytes).map_err(io)
+        gantry_durable::write_atomic(&dir.join(STATE_FILE), &bytes).map_err(io)
     }
 
     /// Whether `version` rolled back before (and so is not installed again).

@@ -237,7 +237,10 @@ fn a_release_for_an_older_version_keeps_the_slot_of_a_newer_one() {
     assert!(a.acquire("3.0.0").expect("acquire"));
     a.release("2.0.0").expect("late release");
     let mut b = etcd.lease("b", 1, 60);
-    assert!(!b.acquire("3.0.0").expect("acquire"), "a still holds for 3.0.0");
+    assert!(
+        !b.acquire("3.0.0").expect("acquire"),
+        "a still holds for 3.0.0"
+    );
     a.release("3.0.0").expect("release");
     assert!(b.acquire("3.0.0").expect("acquire"));
 }
@@ -247,8 +250,7 @@ fn a_release_for_an_older_version_keeps_the_slot_of_a_newer_one() {
 #[test]
 fn a_keep_alive_error_in_a_200_reply_is_an_error() {
     let url = serve_once(
-        br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#
-            .to_vec(),
+        br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#.to_vec(),
     );
     let etcd = gantry_updater::etcd::Etcd {
         endpoint: Url::parse(url.trim_end_matches("/channel.json")).expect("url"),

@@ -14,7 +14,7 @@
 //! …
 //! ```
 //!
-//! It is written with [`gantry_runtime::fsutil::write_atomic`] (temporary file, fsync,
+//! It is written with [`gantry_durable::write_atomic`] (temporary file, fsync,
 //! rename, fsync of the directory), so a power cut leaves the old copy or the new one.
 //! Nothing is written when `/var` is not persistent (tmpfs or ramfs because the DATA
 //! partition could not be mounted) or is read-only; PID 1 logs why.
@@ -104,7 +104,7 @@ impl LastGood {
                 source,
             })?;
         }
-        gantry_runtime::fsutil::write_atomic(&self.path, out.as_bytes()).map_err(|source| {
+        gantry_durable::write_atomic(&self.path, out.as_bytes()).map_err(|source| {
             StoreError::Write {
                 path: self.path.clone(),
                 source,

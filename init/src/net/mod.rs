@@ -527,7 +527,7 @@ fn write_outputs(opts: &Options, status: &Mutex<NetStatus>) {
         let written = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| gantry_runtime::fsutil::write_atomic(path, &json));
+            .and_then(|()| gantry_durable::write_atomic(path, &json));
         if let Err(e) = written {
             warn!(file = %path.display(), error = %e, "cannot write the network status");
         }

@@ -69,7 +69,7 @@ impl Resolver {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        gantry_runtime::fsutil::write_atomic(path, self.render().as_bytes())
+        gantry_durable::write_atomic(path, self.render().as_bytes())
     }
 }
 

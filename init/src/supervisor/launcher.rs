@@ -73,7 +73,7 @@ impl Commands {
             let written = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| gantry_runtime::fsutil::write_atomic(&path, pem.as_bytes()));
+                .and_then(|()| gantry_durable::write_atomic(&path, pem.as_bytes()));
             match written {
                 Ok(()) => ca_files.push(path),
                 Err(e) => problems.push(format!(

@@ -741,7 +741,7 @@ impl Containers {
             let written = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| gantry_runtime::fsutil::write_atomic(path, &status));
+                .and_then(|()| gantry_durable::write_atomic(path, &status));
             if let Err(e) = written {
                 warn!(file = STATUS_FILE, error = %e, "cannot write the container status");
             }

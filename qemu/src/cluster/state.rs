@@ -86,7 +86,7 @@ impl ClusterState {
     pub fn save(&self) -> Result<(), String> {
         let path = self.dir.join(STATE_FILE);
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        write_atomic(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+        gantry_durable::write_atomic(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Node `index` (1-based), or an error naming the nodes there are.
@@ -111,14 +111,4 @@ impl ClusterState {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
 }

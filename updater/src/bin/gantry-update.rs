@@ -36,7 +36,7 @@ use gantry_updater::policy::UpdatePolicy;
 use gantry_updater::release::{Release, OS_RELEASE};
 use gantry_updater::state::{UpdateState, STATE_DIR};
 use gantry_updater::verity::Verity;
-use gantry_updater::{durable, here, Slot};
+use gantry_updater::{here, Slot};
 
 /// Make, check and install Gantry update bundles.
 #[derive(Debug, Parser)]
@@ -668,7 +668,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    durable::write_atomic(dir, name, bytes).map_err(|source| CliError::Io {
+    gantry_durable::write_atomic(&dir.join(name), bytes).map_err(|source| CliError::Io {
         action: "write",
         path: path.to_owned(),
         source,

@@ -211,7 +211,7 @@ impl SavedLease {
     /// Saves the lease: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        gantry_runtime::fsutil::write_atomic(path, &bytes)
+        gantry_durable::write_atomic(path, &bytes)
     }
 }
 
