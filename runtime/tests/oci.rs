@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::checker;
+use common::{checker, mounts_under};
 
 use serde_json::Value;
 
@@ -398,10 +398,7 @@ fn bad_bundles_are_refused_clearly_and_leave_nothing_as_root() {
             "",
         ),
     ];
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .count();
+    let mounts_before = mounts_under(dir.path());
     for (name, spoil, expect) in cases {
         let case_dir = dir.path().join(name);
         std::fs::create_dir_all(&case_dir).expect("dir");
@@ -421,11 +418,11 @@ fn bad_bundles_are_refused_clearly_and_leave_nothing_as_root() {
             .unwrap_or_default();
         assert!(left.is_empty(), "{name}: state left behind: {left:?}");
     }
-    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .count();
-    assert_eq!(mounts_before, mounts_after, "no mount leaked to the host");
+    assert_eq!(
+        mounts_before,
+        mounts_under(dir.path()),
+        "no mount leaked to the host"
+    );
 }
 
 fn edit_config(b: &Path, f: impl FnOnce(&mut Value)) {

@@ -36,10 +36,7 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
         None,
     );
     assert!(ok, "{err}");
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .count();
+    let mounts_before = mounts_under(work.path());
 
     let (ok, out, err) = gantry(
         &[
@@ -109,11 +106,11 @@ fn a_container_from_an_image_gets_dockers_defaults_and_the_merged_layers_as_root
     // /etc holds the image's two files and the runtime's hosts.
     assert_eq!(out, "hosts\nkept\nnew\n1\n", "{err}");
     // Nothing is left: no mount, no bundle, no state.
-    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .count();
-    assert_eq!(mounts_before, mounts_after);
+    assert_eq!(
+        mounts_before,
+        mounts_under(work.path()),
+        "no mount left behind"
+    );
     assert_eq!(
         std::fs::read_dir(state.join("bundles"))
             .expect("bundles")

@@ -10,6 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::bundle::{bundle, edit_config, host_ns, report, require_root, run_with, runtime, OURS};
+use common::mounts_under;
 use serde_json::{json, Value};
 
 const HOST_ROOT: u32 = 100_000;
@@ -286,12 +287,7 @@ fn bad_maps_are_refused_clearly_and_leave_nothing_as_root() {
             "process.user.uid: 65537 is not mapped by linux.uidMappings",
         ),
     ];
-    let mounts = || {
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .expect("mountinfo")
-            .lines()
-            .count()
-    };
+    let mounts = || mounts_under(dir.path());
     let mounts_before = mounts();
     for (name, edit, expect) in cases {
         let b = userns_bundle(&dir.path().join(name), |_| {});
@@ -361,14 +357,6 @@ fn sysfs_is_the_hosts_bound_read_only_without_an_own_network_namespace_as_root()
                 .is_some_and(|p| p.starts_with("/sys/fs/cgroup/"))
         })
         .collect();
-    let host_below = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter(|l| {
-            l.split(' ')
-                .nth(4)
-                .is_some_and(|p| p.starts_with("/sys/fs/cgroup/"))
-        })
-        .count();
+    let host_below = mounts_under(Path::new("/sys/fs/cgroup/")).len();
     assert_eq!(below.len(), host_below, "{below:?}");
 }

@@ -13,6 +13,18 @@ pub use gantry_testkit::*;
 pub mod bundle;
 pub mod hostile;
 
+/// The host's mount points at or below `dir`. Tests run in parallel in one process and mount
+/// things of their own, so a count of every mount races; this sees only one test's.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_str().expect("utf-8");
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Runs the `gantry` binary with `args`; returns (success, stdout, stderr).
 pub fn gantry(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gantry"));
