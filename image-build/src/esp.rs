@@ -2,13 +2,13 @@
 //! and slot A's kernel and command line. Made with `mkfs.vfat` and mtools on a plain file,
 //! with a fixed volume id and every timestamp at the build's epoch. Slot A's files are
 //! named and written as the updater's installer names and writes a slot's
-//! ([`gantry_updater::esp`]): `A/vmlinuz-<16 hex of its sha256>` and `A/boot.cfg`.
+//! ([`gantry_boot::esp`]): `A/vmlinuz-<16 hex of its sha256>` and `A/boot.cfg`.
 
 use std::path::{Path, PathBuf};
 
-use gantry_updater::esp::{kernel_file_name, slot_config, BOOT_CFG, GRUBENV};
-use gantry_updater::grubenv::GrubEnv;
-use gantry_updater::Slot;
+use gantry_boot::esp::{kernel_file_name, slot_config, BOOT_CFG, GRUBENV};
+use gantry_boot::grubenv::GrubEnv;
+use gantry_boot::Slot;
 
 use crate::fsio::{AtPath, PathError};
 use crate::grub;
@@ -24,7 +24,7 @@ pub enum EspError {
     #[error(transparent)]
     Io(#[from] PathError),
     #[error("grubenv: {0}")]
-    Grubenv(#[from] gantry_updater::grubenv::GrubenvError),
+    Grubenv(#[from] gantry_boot::grubenv::GrubenvError),
 }
 
 /// What goes on the ESP.

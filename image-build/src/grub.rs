@@ -14,9 +14,9 @@
 
 use std::fmt::Write as _;
 
-pub use gantry_updater::esp::PREFIX;
-use gantry_updater::grubenv::MAX_TRIES;
-use gantry_updater::Slot;
+pub use gantry_boot::esp::PREFIX;
+use gantry_boot::grubenv::MAX_TRIES;
+use gantry_boot::Slot;
 
 /// GRUB modules built into `BOOTX64.EFI`.
 pub const MODULES: &[&str] = &[
@@ -161,7 +161,7 @@ pub fn boot_script() -> String {
 
 #[cfg(test)]
 mod tests {
-    use gantry_updater::esp::{kernel_file_name, slot_config};
+    use gantry_boot::esp::{kernel_file_name, slot_config};
 
     use super::*;
 

@@ -29,7 +29,7 @@ pub mod verity;
 
 use std::path::{Path, PathBuf};
 
-use gantry_updater::Slot;
+use gantry_boot::Slot;
 use serde::Serialize;
 
 use crate::definition::ImageDefinition;

@@ -358,7 +358,7 @@ mod tests {
         cfg.direct_kernel = Some(crate::direct_boot::DirectKernel {
             kernel: "/n/boot/vmlinuz".into(),
             append: "console=ttyS0 \"a b\"".into(),
-            slot: gantry_updater::Slot::A,
+            slot: gantry_boot::Slot::A,
         });
         let args = cfg.args(&VmFiles::in_dir(Path::new("/vm")));
         let at = |flag: &str| &args[args.iter().position(|a| a == flag).unwrap() + 1];

@@ -22,9 +22,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gantry_updater::esp::PREFIX;
-use gantry_updater::grubenv::GrubEnv;
-use gantry_updater::Slot;
+use gantry_boot::esp::PREFIX;
+use gantry_boot::grubenv::GrubEnv;
+use gantry_boot::Slot;
 
 /// The ESP's GPT partition name, as the image build writes it.
 pub const ESP_NAME: &str = "ESP";
@@ -291,8 +291,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DirectBootError + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_updater::esp::slot_config;
-    use gantry_updater::SlotState;
+    use gantry_boot::esp::slot_config;
+    use gantry_boot::SlotState;
 
     #[test]
     fn boot_cfg_words_come_back_as_the_updater_wrote_them() {
