@@ -30,45 +30,5 @@ pub use challenge::{Challenge, InvalidChallenge, Scheme};
 pub use id::{ContainerId, InvalidContainerId};
 pub use reference::{Digest, ImageRef, InvalidReference, Sha256, DEFAULT_REGISTRY};
 
-/// An error and its causes on one line, `outer: cause: cause`, leaving out a cause whose
-/// text the line already holds (many of our errors put their source in their own
-/// message, so that a plain `Display` tells the whole story).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
-#[cfg(test)]
-mod chain_tests {
-    #[derive(Debug, thiserror::Error)]
-    #[error("open {path}: {source}")]
-    struct Open {
-        path: String,
-        source: std::io::Error,
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot import")]
-    struct Import(#[source] Open);
-
-    #[test]
-    fn causes_already_in_the_message_are_not_repeated() {
-        let e = Import(Open {
-            path: "/x".into(),
-            source: std::io::Error::from_raw_os_error(2),
-        });
-        assert_eq!(
-            super::error_chain(&e),
-            "cannot import: open /x: No such file or directory (os error 2)"
-        );
-    }
-}
+/// How errors are told on one line, shared with PID 1 and the updater.
+pub use gantry_report::error_chain;

@@ -4,6 +4,7 @@
 //! call and the reason.
 
 use base64::Engine as _;
+use gantry_report::error_chain;
 use serde_json::{json, Value};
 
 use crate::fetch::{Fetcher, Url};
@@ -39,7 +40,7 @@ impl Etcd {
         let bytes = self
             .fetcher
             .post_small(&url, body.to_string().as_bytes(), &[], MAX_REPLY)
-            .map_err(|e| fail(chain(&e)))?;
+            .map_err(|e| fail(error_chain(&e)))?;
         serde_json::from_slice(&bytes).map_err(|e| fail(format!("reply is not JSON: {e}")))
     }
 
@@ -133,18 +134,6 @@ impl Etcd {
         self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
             .map(|_| ())
     }
-}
-
-/// An error and its sources, `: `-separated.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 /// The end of etcd's range for keys starting with `prefix`: the prefix with its last byte

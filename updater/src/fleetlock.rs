@@ -52,7 +52,7 @@ impl FleetLock {
             reason: format!(
                 "fleetlock {call} at {}: {}",
                 self.base,
-                crate::etcd::chain(e)
+                gantry_report::error_chain(e)
             ),
         }
     }
