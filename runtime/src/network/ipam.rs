@@ -157,6 +157,24 @@ pub enum IpamError {
     PortTaken { port: String, holder: String },
 }
 
+/// Takes network `name`'s exclusive lock in `dir`, blocking while another process holds it.
+fn lock_network(dir: &Path, name: &str) -> Result<Flock<File>, IpamError> {
+    let lock_path = dir.join(format!("{name}.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| IpamError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| IpamError::Lock {
+        path: lock_path,
+        errno,
+    })
+}
+
 /// One container's lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -191,18 +209,7 @@ impl Ipam {
             move |source| IpamError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join(format!("{name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        let lock =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| IpamError::Lock {
-                path: lock_path.clone(),
-                errno,
-            })?;
+        let lock = lock_network(dir, name)?;
         let path = dir.join(format!("{name}.json"));
         let leases = match std::fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes, subnet)?,
@@ -222,6 +229,43 @@ impl Ipam {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Drops every network's leases in `dir`, each under its network's lock, and returns
+    /// each file's outcome (none when `dir` does not exist). PID 1 calls this at boot:
+    /// nothing runs before it starts, so every lease found then belongs to a container that
+    /// ended with the last boot (a power cut, or a kill when its grace ran out) and would
+    /// otherwise hold its address and published ports forever. The lock files stay.
+    pub fn forget_all(dir: &Path) -> Vec<Result<PathBuf, IpamError>> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(source) => {
+                return vec![Err(IpamError::Io {
+                    path: dir.to_owned(),
+                    source,
+                })]
+            }
+        };
+        let mut outcomes = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let forget = lock_network(dir, name).and_then(|_lock| {
+                std::fs::remove_file(&path).map_err(|source| IpamError::Io {
+                    path: path.clone(),
+                    source,
+                })
+            });
+            outcomes.push(forget.map(|()| path));
+        }
+        outcomes
     }
 
     pub fn get(&self, id: &ContainerId) -> Option<&Lease> {
@@ -380,6 +424,43 @@ mod tests {
             let err = bad.parse::<Subnet>().unwrap_err();
             assert_eq!(err.value, bad);
         }
+    }
+
+    #[test]
+    fn forgetting_all_drops_every_networks_leases_under_its_lock_and_keeps_the_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Ipam::forget_all(&dir.path().join("missing")).is_empty());
+        for name in ["gantry0", "other"] {
+            let mut ipam = Ipam::lock(dir.path(), name, subnet("10.88.0.0/24")).unwrap();
+            ipam.allocate(&id("a"), &[]).unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), "kept").unwrap();
+        // A holder of one network's lock makes the forgetting wait for it.
+        let held = Ipam::lock(dir.path(), "gantry0", subnet("10.88.0.0/24")).unwrap();
+        let path = dir.path().to_owned();
+        let forget = std::thread::spawn(move || Ipam::forget_all(&path));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!forget.is_finished(), "did not wait for the lock");
+        assert!(dir.path().join("gantry0.json").exists());
+        drop(held);
+        let mut forgotten: Vec<PathBuf> = forget
+            .join()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        forgotten.sort();
+        assert_eq!(
+            forgotten,
+            [
+                dir.path().join("gantry0.json"),
+                dir.path().join("other.json")
+            ]
+        );
+        assert!(dir.path().join("gantry0.lock").exists());
+        assert!(dir.path().join("notes.txt").exists());
+        let ipam = Ipam::lock(dir.path(), "gantry0", subnet("10.88.0.0/24")).unwrap();
+        assert_eq!(ipam.containers().count(), 0);
     }
 
     #[test]
