@@ -76,6 +76,10 @@ pub struct Binary {
     pub bin: String,
     /// Absolute path inside the image.
     pub path: String,
+    /// More names for the same executable (symbolic links to `path`): a multi-call
+    /// executable picks what to be from the name it was started by.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -204,6 +208,12 @@ impl ImageDefinition {
             .iter()
             .enumerate()
             .map(|(i, b)| (format!("binary[{i}].path"), b.path.as_str()))
+            .chain(self.binaries.iter().enumerate().flat_map(|(i, b)| {
+                b.links
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, l)| (format!("binary[{i}].links[{j}]"), l.as_str()))
+            }))
             .chain(
                 self.files
                     .iter()
@@ -222,6 +232,19 @@ impl ImageDefinition {
                 return Err(invalid(key, target, "is given twice"));
             }
             targets.push(target);
+        }
+        // Nothing is placed through a link: staging writes below the image's root only.
+        for (i, b) in self.binaries.iter().enumerate() {
+            for (j, link) in b.links.iter().enumerate() {
+                let below = format!("{link}/");
+                if targets.iter().any(|t| t.starts_with(&below)) {
+                    return Err(invalid(
+                        format!("binary[{i}].links[{j}]"),
+                        link,
+                        "is the parent of another path in the image",
+                    ));
+                }
+            }
         }
         for (i, f) in self.files.iter().enumerate() {
             if f.mode > 0o7777 {
@@ -344,6 +367,29 @@ path = "/sbin/init"
         ))
         .unwrap_err();
         assert!(err.to_string().contains("file[0].source"), "{err}");
+    }
+
+    #[test]
+    fn links_are_clean_unique_and_never_a_parent_of_another_path() {
+        let with = |links: &str| parse(&format!("{GOOD}links = {links}\n"));
+        let def = with(r#"["/usr/bin/gantry-init"]"#).unwrap();
+        assert_eq!(def.binaries[0].links, ["/usr/bin/gantry-init"]);
+        let err = with(r#"["/usr/bin/../x"]"#).unwrap_err();
+        assert!(err.to_string().contains("binary[0].links[0]"), "{err}");
+        let err = with(r#"["/usr/bin/a", "/sbin/init"]"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("binary[0].links[1]: \"/sbin/init\" is given twice"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{GOOD}links = [\"/etc\"]\n[[file]]\nsource = \"x\"\npath = \"/etc/x\"\nmode = 0o644\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("is the parent of another path"),
+            "{err}"
+        );
     }
 
     #[test]

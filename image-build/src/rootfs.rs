@@ -86,7 +86,27 @@ pub fn stage(def: &ImageDefinition, entries: &[Entry], staging: &Path) -> Result
         std::fs::copy(&entry.source, &dest).at(&entry.source)?;
         set_mode(&dest, entry.mode).at(&dest)?;
     }
+    // Links last, relative so that they resolve inside the staging directory as well.
+    for binary in &def.binaries {
+        for link in &binary.links {
+            let dest = staging.join(link.trim_start_matches('/'));
+            if let Some(parent) = dest.parent() {
+                if !parent.exists() {
+                    std::fs::create_dir_all(parent).at(parent)?;
+                    set_mode(parent, 0o755).at(parent)?;
+                }
+            }
+            std::os::unix::fs::symlink(relative_target(link, &binary.path), &dest).at(&dest)?;
+        }
+    }
     Ok(())
+}
+
+/// The target of a link at `link` to `path`, relative to the link's directory (both are
+/// clean absolute paths: the definition checks them).
+fn relative_target(link: &str, path: &str) -> String {
+    let depth = link.trim_start_matches('/').matches('/').count();
+    format!("{}{}", "../".repeat(depth), path.trim_start_matches('/'))
 }
 
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
@@ -107,4 +127,62 @@ pub fn mkfs(staging: &Path, out: &Path, uuid: &str, epoch: u64) -> Result<(), Ro
         .arg(staging)
         .run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_point_at_the_binary_from_inside_the_root() {
+        assert_eq!(
+            relative_target("/sbin/init", "/usr/bin/gantry"),
+            "../usr/bin/gantry"
+        );
+        assert_eq!(
+            relative_target("/usr/bin/gantry-update", "/usr/bin/gantry"),
+            "../../usr/bin/gantry"
+        );
+        let work = tempfile::tempdir().unwrap();
+        let def = ImageDefinition::parse(
+            Path::new("t.toml"),
+            r#"
+name = "t"
+version = "1"
+rollback_index = 1
+hostname = "t"
+source_date_epoch = 1
+[kernel]
+source = "/k"
+cmdline = "console=ttyS0"
+[disk]
+esp_mib = 64
+root_mib = 64
+data_mib = 64
+[[binary]]
+package = "p"
+bin = "b"
+path = "/usr/bin/gantry"
+links = ["/sbin/init", "/usr/bin/gantry-update"]
+"#,
+        )
+        .unwrap();
+        let exe = work.path().join("exe");
+        std::fs::write(&exe, b"#!/bin/true\n").unwrap();
+        let staging = work.path().join("root");
+        let entries = [Entry {
+            source: exe,
+            path: "/usr/bin/gantry".into(),
+            mode: 0o755,
+        }];
+        stage(&def, &entries, &staging).unwrap();
+        for link in ["sbin/init", "usr/bin/gantry-update"] {
+            let p = staging.join(link);
+            assert!(
+                std::fs::symlink_metadata(&p).unwrap().is_symlink(),
+                "{link}"
+            );
+            assert_eq!(std::fs::read(&p).unwrap(), b"#!/bin/true\n", "{link}");
+        }
+    }
 }
