@@ -141,7 +141,9 @@ impl GrubEnv {
         let text = std::str::from_utf8(block).map_err(|_| GrubenvError::Encoding)?;
         let body = text.strip_prefix(HEADER).ok_or(GrubenvError::Header)?;
         let mut env = Self::new();
-        for line in body.lines() {
+        // GRUB ends lines with '\n' only: a '\r' is part of the value (`str::lines` would
+        // drop one before a final '\n', and the block would not read back as it was).
+        for line in body.split('\n') {
             // Padding and comments start with '#'.
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -183,6 +185,22 @@ fn check_name(name: &str) -> Result<(), GrubenvError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_carriage_return_is_part_of_the_value_and_reads_back_the_same() {
+        // The last line without its '\n', ending in '\r': written back, it gains a '\n'.
+        let tail = "\ny=2\r";
+        let mut block = String::from(HEADER);
+        block.extend(std::iter::repeat_n(
+            '#',
+            BLOCK_SIZE - HEADER.len() - tail.len(),
+        ));
+        block.push_str(tail);
+        let env = GrubEnv::parse(block.as_bytes()).unwrap();
+        assert_eq!(env.get("y"), Some("2\r"));
+        let again = GrubEnv::parse(&env.to_block().unwrap()).unwrap();
+        assert_eq!(again, env);
+    }
 
     #[test]
     fn initial_block_is_grub_format_and_round_trips() {

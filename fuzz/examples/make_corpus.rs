@@ -29,6 +29,7 @@ fn main() -> Result<()> {
     bundles(&w)?;
     channels(&w)?;
     netlink(&w)?;
+    grubenv(&w)?;
     Ok(())
 }
 
@@ -721,5 +722,19 @@ fn netlink(w: &Writer) -> Result<()> {
     let mut dgram = nlmsg(0x0a06, 0x2, 103, &rule);
     dgram.extend(nlmsg(3, 0x2, 103, &0i32.to_ne_bytes()));
     w.put("netlink_nft", "rule-dump", dgram)?;
+    Ok(())
+}
+
+/// Blocks as the image build writes them and as an update and a trial boot leave them.
+fn grubenv(w: &Writer) -> Result<()> {
+    use gantry_boot::grubenv::GrubEnv;
+    use gantry_boot::{Slot, SlotState};
+    let fresh = GrubEnv::initial(Slot::A);
+    let mut trial = fresh.clone();
+    trial.set_order(&[Slot::B, Slot::A]);
+    trial.set_slot(Slot::B, SlotState { good: false, tries: 2 });
+    for (name, env) in [("initial", fresh), ("trial", trial)] {
+        w.put("grubenv", name, env.to_block().context("grubenv block")?)?;
+    }
     Ok(())
 }
