@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod channel;
+pub mod cli;
 pub mod disk;
 pub mod etcd;
 pub mod etcd_lease;
