@@ -1,5 +1,6 @@
 use super::*;
 use crate::keys::PublicKey;
+use crate::keys::SigningKey;
 
 pub(crate) struct Fixture {
     pub dir: tempfile::TempDir,
